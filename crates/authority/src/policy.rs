@@ -1,0 +1,735 @@
+//! The approval policy: upstream's auto-approver (SPEC AP-1…AP-4) plus explicit denials, SAN
+//! checks for serving certificates, key rules and storm control.
+//!
+//! Evaluation order for a request whose signer has rules (first hit wins):
+//!
+//! 1. already approved, denied or issued → ignore (SPEC AP-1);
+//! 2. `spec.request` larger than `max_request_bytes` → `RequestTooLarge`;
+//! 3. storm control: too many older pending requests from the requester → `TooManyPendingRequests`;
+//! 4. the request does not parse or its signature does not verify → `InvalidRequest`;
+//! 5. the signer's validation (SPEC SG-3, upstream messages) → `SubjectNotAllowed`,
+//!    `SANNotAllowed` or `UsagesNotAllowed`;
+//! 6. hardening beyond upstream: duplicate usages, too many SANs, key type and size, `key
+//!    encipherment` for non-RSA keys (if configured), a requested `CA:TRUE`, and
+//!    `system:masters` through `kubernetes.io/kube-apiserver-client` (upstream's admission rule);
+//! 7. `auto_approve` off → ignore (a human may approve);
+//! 8. the signer's approval rules: SubjectAccessReviews for kubelet client certificates, the
+//!    requester and SAN rules for serving certificates, allow-lists for generic clients.
+//!
+//! Steps 2–6 and the rule checks of step 8 are *violations*: denied when `deny_violations` is on
+//! (the default), otherwise left pending like upstream. Nothing is approved unless every step
+//! passed.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::net::IpAddr;
+use std::str::FromStr;
+use std::time::SystemTime;
+
+use ipnet::IpNet;
+use k8s_openapi::api::certificates::v1::{CertificateSigningRequest, CertificateSigningRequestCondition};
+use kubecert_csr::{
+    CsrInfo, NODE_GROUP, NODE_USER_PREFIX, PublicKeyAlgorithm, SIGNER_KUBE_APISERVER_CLIENT,
+    SIGNER_KUBE_APISERVER_CLIENT_KUBELET, SIGNER_KUBELET_SERVING,
+};
+
+use crate::Error;
+use crate::conditions::{
+    CONDITION_APPROVED, CONDITION_DENIED, REASON_AUTO_APPROVED, is_decided, is_pending, true_condition,
+};
+use crate::config::{KeyType, POLICY_SIGNERS, PolicyConfig, SignerPolicy};
+use crate::recognize::AccessReview;
+use crate::usages::first_duplicate;
+use crate::validation::{FailureKind, ValidatedRequest, validate_for_signer};
+
+/// Machine-readable reason of a `Denied` condition written by this policy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum DenyReason {
+    /// `spec.request` is not a PEM `CERTIFICATE REQUEST`, does not parse, or its self-signature
+    /// does not verify.
+    InvalidRequest,
+    /// `spec.request` is larger than `max_request_bytes`.
+    RequestTooLarge,
+    /// The requester already has `max_pending_per_requester` older requests pending for this
+    /// signer (storm control).
+    TooManyPendingRequests,
+    /// The subject: organization, common name, an ambiguous attribute, or a group the signer
+    /// may not certify.
+    SubjectNotAllowed,
+    /// The subject alternative names: a kind the signer does not allow, too many, a value
+    /// outside the allowed domains or networks, or not one of the node's addresses.
+    SANNotAllowed,
+    /// `spec.usages`: not the signer's set, unknown, duplicated, or `key encipherment` for a
+    /// non-RSA key when that is configured.
+    UsagesNotAllowed,
+    /// The public key type or size.
+    KeyNotAllowed,
+    /// The request asks for extensions that are never granted (`CA:TRUE`).
+    ExtensionsNotAllowed,
+    /// The requester may not ask for this certificate (a node asking for another node's name).
+    RequesterNotAllowed,
+}
+
+impl DenyReason {
+    /// Every reason.
+    pub const ALL: [DenyReason; 9] = [
+        DenyReason::InvalidRequest,
+        DenyReason::RequestTooLarge,
+        DenyReason::TooManyPendingRequests,
+        DenyReason::SubjectNotAllowed,
+        DenyReason::SANNotAllowed,
+        DenyReason::UsagesNotAllowed,
+        DenyReason::KeyNotAllowed,
+        DenyReason::ExtensionsNotAllowed,
+        DenyReason::RequesterNotAllowed,
+    ];
+
+    /// The CamelCase string used as the condition's `reason`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DenyReason::InvalidRequest => "InvalidRequest",
+            DenyReason::RequestTooLarge => "RequestTooLarge",
+            DenyReason::TooManyPendingRequests => "TooManyPendingRequests",
+            DenyReason::SubjectNotAllowed => "SubjectNotAllowed",
+            DenyReason::SANNotAllowed => "SANNotAllowed",
+            DenyReason::UsagesNotAllowed => "UsagesNotAllowed",
+            DenyReason::KeyNotAllowed => "KeyNotAllowed",
+            DenyReason::ExtensionsNotAllowed => "ExtensionsNotAllowed",
+            DenyReason::RequesterNotAllowed => "RequesterNotAllowed",
+        }
+    }
+}
+
+impl fmt::Display for DenyReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for DenyReason {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        DenyReason::ALL
+            .into_iter()
+            .find(|r| r.as_str() == s)
+            .ok_or_else(|| format!("unknown deny reason {s:?}"))
+    }
+}
+
+/// Why the policy leaves a request alone.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum IgnoreReason {
+    /// A certificate is present, or an `Approved` or `Denied` condition exists.
+    AlreadyDecided,
+    /// The policy has no rules for this signer name.
+    NoPolicyForSigner,
+    /// The signer's policy is disabled (`enabled = false`).
+    PolicyDisabled,
+    /// The request passed every check, but auto-approval is off for its signer: a human decides.
+    AutoApproveDisabled,
+    /// Recognized, but no SubjectAccessReview allowed it. As upstream, the request stays pending
+    /// and is retried with backoff (RBAC may change, or a human approves).
+    NotAuthorized,
+    /// The policy requires the Node's addresses and the caller did not supply them (retry later).
+    NodeAddressesUnknown,
+    /// A violation, left pending because `deny_violations` is off.
+    ViolationNotDenied {
+        /// What would have been the deny reason.
+        reason: DenyReason,
+        /// What was wrong.
+        message: String,
+    },
+}
+
+impl IgnoreReason {
+    /// Whether the controller should look at the request again later (with backoff): the answer
+    /// may change without the request changing.
+    pub fn should_retry(&self) -> bool {
+        matches!(self, IgnoreReason::NotAuthorized | IgnoreReason::NodeAddressesUnknown)
+    }
+}
+
+impl fmt::Display for IgnoreReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            IgnoreReason::AlreadyDecided => f.write_str("already approved, denied or issued"),
+            IgnoreReason::NoPolicyForSigner => f.write_str("no approval policy for this signer"),
+            IgnoreReason::PolicyDisabled => f.write_str("the approval policy for this signer is disabled"),
+            IgnoreReason::AutoApproveDisabled => f.write_str("auto-approval is off for this signer"),
+            IgnoreReason::NotAuthorized => f.write_str("no SubjectAccessReview allowed the request"),
+            IgnoreReason::NodeAddressesUnknown => f.write_str("the node's addresses are not known yet"),
+            IgnoreReason::ViolationNotDenied { reason, message } => {
+                write!(f, "{reason} (not denied): {message}")
+            }
+        }
+    }
+}
+
+/// What to do with a request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// Add an `Approved` condition.
+    Approve {
+        /// The condition's reason (`AutoApproved`).
+        reason: String,
+        /// The condition's message.
+        message: String,
+    },
+    /// Add a `Denied` condition.
+    Deny {
+        /// The condition's reason.
+        reason: DenyReason,
+        /// The condition's message.
+        message: String,
+    },
+    /// Write nothing.
+    Ignore {
+        /// Why.
+        why: IgnoreReason,
+    },
+}
+
+impl Decision {
+    fn approve(message: &str) -> Self {
+        Decision::Approve { reason: REASON_AUTO_APPROVED.to_owned(), message: message.to_owned() }
+    }
+
+    fn ignore(why: IgnoreReason) -> Self {
+        Decision::Ignore { why }
+    }
+
+    /// The condition to append through `/approval`, if any.
+    pub fn condition(&self, now: SystemTime) -> Result<Option<CertificateSigningRequestCondition>, Error> {
+        match self {
+            Decision::Approve { reason, message } => {
+                true_condition(CONDITION_APPROVED, reason, message, now).map(Some)
+            }
+            Decision::Deny { reason, message } => {
+                true_condition(CONDITION_DENIED, reason.as_str(), message, now).map(Some)
+            }
+            Decision::Ignore { .. } => Ok(None),
+        }
+    }
+}
+
+impl fmt::Display for Decision {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Decision::Approve { reason, message } => write!(f, "approve ({reason}): {message}"),
+            Decision::Deny { reason, message } => write!(f, "deny ({reason}): {message}"),
+            Decision::Ignore { why } => write!(f, "ignore: {why}"),
+        }
+    }
+}
+
+/// One request to evaluate, with what the caller knows about its context.
+#[derive(Clone, Copy, Debug)]
+pub struct ApprovalRequest<'a> {
+    /// The CertificateSigningRequest object.
+    pub csr: &'a CertificateSigningRequest,
+    /// How many requests of the same requester for the same signer were pending before this one
+    /// ([`pending_before`] computes it from a cache).
+    pub pending_before: usize,
+    /// For serving certificates: the Node's `status.addresses` values, when the caller looked the
+    /// Node up ([`requesting_node`] names it).
+    pub node_addresses: Option<&'a [String]>,
+}
+
+impl<'a> ApprovalRequest<'a> {
+    /// A request with no pending siblings and no node addresses.
+    pub fn new(csr: &'a CertificateSigningRequest) -> Self {
+        Self { csr, pending_before: 0, node_addresses: None }
+    }
+}
+
+/// The outcome of [`Policy::evaluate`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Evaluation {
+    /// The policy decided without asking the API.
+    Decided(Decision),
+    /// Everything but authorization passed; make the reviews and call [`PendingApproval::finish`].
+    NeedsAccessReview(PendingApproval),
+}
+
+/// A kubelet client request that passed every check and now needs a SubjectAccessReview.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PendingApproval {
+    reviews: Vec<AccessReview>,
+}
+
+impl PendingApproval {
+    /// The reviews to make, in upstream's order (self node client first).
+    pub fn reviews(&self) -> &[AccessReview] {
+        &self.reviews
+    }
+
+    /// The decision given which reviews allowed: the first allowed one approves with its message;
+    /// none allowed leaves the request pending ([`IgnoreReason::NotAuthorized`]).
+    pub fn finish(self, mut allowed: impl FnMut(&AccessReview) -> bool) -> Decision {
+        self.reviews
+            .iter()
+            .find(|review| allowed(review))
+            .map(|review| Decision::approve(review.recognized.approval_message()))
+            .unwrap_or(Decision::ignore(IgnoreReason::NotAuthorized))
+    }
+}
+
+/// The name of the node that asked, if the requester is a node (`system:node:<name>`).
+pub fn requesting_node(csr: &CertificateSigningRequest) -> Option<&str> {
+    csr.spec.username.as_deref()?.strip_prefix(NODE_USER_PREFIX).filter(|n| !n.is_empty())
+}
+
+/// How many requests in `others` are pending, from the same requester (`spec.username`) for the
+/// same signer, and older than `csr` (by creation time, then name). `csr` itself may be among
+/// `others`. Counting only older requests lets the oldest ones through under a cap.
+pub fn pending_before<'a>(
+    csr: &CertificateSigningRequest,
+    others: impl IntoIterator<Item = &'a CertificateSigningRequest>,
+) -> usize {
+    let order = |c: &'a CertificateSigningRequest| {
+        (c.metadata.creation_timestamp.as_ref().map(|t| t.0), c.metadata.name.clone())
+    };
+    let mine = (csr.metadata.creation_timestamp.as_ref().map(|t| t.0), csr.metadata.name.clone());
+    others
+        .into_iter()
+        .filter(|o| {
+            o.spec.username == csr.spec.username
+                && o.spec.signer_name == csr.spec.signer_name
+                && is_pending(o)
+                && order(o) < mine
+        })
+        .count()
+}
+
+/// A policy violation: the reason and message of a `Denied` condition.
+struct Violation {
+    reason: DenyReason,
+    message: String,
+}
+
+fn violation<T>(reason: DenyReason, message: impl Into<String>) -> Result<T, Violation> {
+    Err(Violation { reason, message: message.into() })
+}
+
+/// The compiled approval policy.
+#[derive(Clone, Debug)]
+pub struct Policy {
+    signers: Vec<(String, Rules)>,
+}
+
+#[derive(Clone, Debug)]
+struct Rules {
+    signer: &'static str,
+    config: SignerPolicy,
+    auto_approve: bool,
+    /// Lower-case domains without leading or trailing dot; "" stands for "any name".
+    dns_suffixes: Vec<String>,
+    cidrs: Vec<IpNet>,
+}
+
+impl Policy {
+    /// Checks and compiles a configuration: signer names must be in [`POLICY_SIGNERS`],
+    /// signer-specific settings must be given to their signer only, suffixes must be domain
+    /// names and CIDRs must parse.
+    pub fn new(config: PolicyConfig) -> Result<Self, Error> {
+        let signers = config
+            .signers
+            .into_iter()
+            .map(|(name, policy)| Rules::compile(&name, policy).map(|rules| (name, rules)))
+            .collect::<Result<_, _>>()?;
+        Ok(Self { signers })
+    }
+
+    fn rules(&self, signer: &str) -> Option<&Rules> {
+        self.signers.iter().find(|(name, _)| name == signer).map(|(_, rules)| rules)
+    }
+
+    /// Evaluates a request up to the point where a SubjectAccessReview is needed.
+    pub fn evaluate(&self, request: &ApprovalRequest<'_>) -> Evaluation {
+        if is_decided(request.csr) {
+            return Evaluation::Decided(Decision::ignore(IgnoreReason::AlreadyDecided));
+        }
+        let Some(rules) = self.rules(&request.csr.spec.signer_name) else {
+            return Evaluation::Decided(Decision::ignore(IgnoreReason::NoPolicyForSigner));
+        };
+        if !rules.config.enabled {
+            return Evaluation::Decided(Decision::ignore(IgnoreReason::PolicyDisabled));
+        }
+        match rules.evaluate(request) {
+            Ok(evaluation) => evaluation,
+            Err(Violation { reason, message }) if rules.config.deny_violations => {
+                Evaluation::Decided(Decision::Deny { reason, message })
+            }
+            Err(Violation { reason, message }) => {
+                Evaluation::Decided(Decision::ignore(IgnoreReason::ViolationNotDenied { reason, message }))
+            }
+        }
+    }
+
+    /// [`Policy::evaluate`] and, if reviews are needed, [`PendingApproval::finish`] with `allowed`
+    /// answering them: for callers that can answer synchronously (tests, benchmarks, a built-in
+    /// authorizer).
+    pub fn decide(
+        &self,
+        request: &ApprovalRequest<'_>,
+        allowed: impl FnMut(&AccessReview) -> bool,
+    ) -> Decision {
+        match self.evaluate(request) {
+            Evaluation::Decided(decision) => decision,
+            Evaluation::NeedsAccessReview(pending) => pending.finish(allowed),
+        }
+    }
+}
+
+fn only_for(signer: &str, owner: &str, setting: &str, is_set: bool) -> Result<(), Error> {
+    if is_set && signer != owner {
+        return Err(Error::Config(format!("signer {signer:?}: {setting} applies only to {owner}")));
+    }
+    Ok(())
+}
+
+impl Rules {
+    fn compile(name: &str, config: SignerPolicy) -> Result<Self, Error> {
+        let signer = POLICY_SIGNERS.into_iter().find(|s| *s == name).ok_or_else(|| {
+            Error::Config(format!(
+                "no policy rules exist for signer {name:?}; known signers: {}",
+                POLICY_SIGNERS.join(", ")
+            ))
+        })?;
+        for (setting, is_set) in [
+            ("allowed_dns_suffixes", !config.allowed_dns_suffixes.is_empty()),
+            ("allowed_ip_cidrs", !config.allowed_ip_cidrs.is_empty()),
+            ("require_node_addresses", config.require_node_addresses),
+            ("max_dns_names", config.max_dns_names.is_some()),
+        ] {
+            only_for(signer, SIGNER_KUBELET_SERVING, setting, is_set)?;
+        }
+        for (setting, is_set) in [
+            ("allowed_organizations", !config.allowed_organizations.is_empty()),
+            ("allowed_common_name_prefixes", !config.allowed_common_name_prefixes.is_empty()),
+        ] {
+            only_for(signer, SIGNER_KUBE_APISERVER_CLIENT, setting, is_set)?;
+        }
+        let dns_suffixes = config
+            .allowed_dns_suffixes
+            .iter()
+            .map(|s| normalize_suffix(s).ok_or_else(|| {
+                Error::Config(format!("signer {signer:?}: allowed_dns_suffixes: {s:?} is not a domain name (use \".\" for any name)"))
+            }))
+            .collect::<Result<_, _>>()?;
+        let cidrs = config
+            .allowed_ip_cidrs
+            .iter()
+            .map(|c| {
+                IpNet::from_str(c.trim()).map(|net| net.trunc()).map_err(|e| {
+                    Error::Config(format!(
+                        "signer {signer:?}: allowed_ip_cidrs: {c:?} is not a CIDR such as 10.0.0.0/8: {e}"
+                    ))
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        let auto_approve = config.auto_approve.unwrap_or(signer == SIGNER_KUBE_APISERVER_CLIENT_KUBELET);
+        Ok(Self { signer, config, auto_approve, dns_suffixes, cidrs })
+    }
+
+    fn evaluate(&self, request: &ApprovalRequest<'_>) -> Result<Evaluation, Violation> {
+        let spec = &request.csr.spec;
+        let config = &self.config;
+        let bytes = &spec.request.0;
+        if bytes.len() > config.max_request_bytes {
+            return violation(
+                DenyReason::RequestTooLarge,
+                format!(
+                    "the request is {} bytes, more than the {} allowed",
+                    bytes.len(),
+                    config.max_request_bytes
+                ),
+            );
+        }
+        self.storm_control(request)?;
+        let info = kubecert_csr::parse_csr_pem(bytes)
+            .map_err(|e| Violation { reason: DenyReason::InvalidRequest, message: e.to_string() })?;
+        let usages = spec.usages.as_deref().unwrap_or_default();
+        let validated = validate_for_signer(self.signer, &info, usages).map_err(|f| Violation {
+            reason: match f.kind() {
+                FailureKind::Subject => DenyReason::SubjectNotAllowed,
+                FailureKind::SubjectAltNames => DenyReason::SANNotAllowed,
+                FailureKind::Usages => DenyReason::UsagesNotAllowed,
+                FailureKind::Request | FailureKind::Signer => DenyReason::InvalidRequest,
+            },
+            message: f.message().to_owned(),
+        })?;
+        self.hardening(&info, &validated, usages)?;
+        if !self.auto_approve {
+            return Ok(Evaluation::Decided(Decision::ignore(IgnoreReason::AutoApproveDisabled)));
+        }
+        match self.signer {
+            SIGNER_KUBE_APISERVER_CLIENT_KUBELET => self.kubelet_client(request, &validated),
+            SIGNER_KUBELET_SERVING => self.kubelet_serving(request, &validated),
+            _ => self.kube_apiserver_client(&validated),
+        }
+    }
+
+    fn storm_control(&self, request: &ApprovalRequest<'_>) -> Result<(), Violation> {
+        let username = request.csr.spec.username.as_deref().unwrap_or_default();
+        let cap = if username.starts_with("system:bootstrap:") {
+            self.config.max_pending_per_bootstrap_token
+        } else {
+            self.config.max_pending_per_requester
+        };
+        if cap > 0 && request.pending_before >= cap as usize {
+            return violation(
+                DenyReason::TooManyPendingRequests,
+                format!(
+                    "requester {username:?} already has {} pending requests for signer {} (the limit is {cap}); \
+                     wait for them to be decided or cleaned up",
+                    request.pending_before, self.signer
+                ),
+            );
+        }
+        Ok(())
+    }
+
+    fn hardening(
+        &self,
+        info: &CsrInfo,
+        validated: &ValidatedRequest<'_>,
+        usages: &[String],
+    ) -> Result<(), Violation> {
+        let config = &self.config;
+        if let Some(duplicate) = first_duplicate(usages) {
+            return violation(
+                DenyReason::UsagesNotAllowed,
+                format!("usage {duplicate:?} is listed more than once"),
+            );
+        }
+        let sans =
+            info.dns_names.len() + info.ip_addresses.len() + info.email_addresses.len() + info.uris.len();
+        if sans > config.max_subject_alt_names {
+            return violation(
+                DenyReason::SANNotAllowed,
+                format!(
+                    "the request has {sans} subjectAltNames, more than the {} allowed",
+                    config.max_subject_alt_names
+                ),
+            );
+        }
+        let (key_type, rsa_bits) = match &info.public_key.algorithm {
+            PublicKeyAlgorithm::EcdsaP256 => (KeyType::EcdsaP256, None),
+            PublicKeyAlgorithm::EcdsaP384 => (KeyType::EcdsaP384, None),
+            PublicKeyAlgorithm::Ed25519 => (KeyType::Ed25519, None),
+            PublicKeyAlgorithm::Rsa { bits } => (KeyType::Rsa, Some(*bits)),
+            PublicKeyAlgorithm::Other { oid } => {
+                return violation(
+                    DenyReason::KeyNotAllowed,
+                    format!("public key algorithm {oid} is not allowed"),
+                );
+            }
+        };
+        if !config.allowed_key_types.contains(&key_type) {
+            return violation(
+                DenyReason::KeyNotAllowed,
+                format!("{key_type:?} keys are not allowed for this signer"),
+            );
+        }
+        if let Some(bits) = rsa_bits.filter(|bits| *bits < config.min_rsa_bits) {
+            return violation(
+                DenyReason::KeyNotAllowed,
+                format!("RSA keys must have at least {} bits; this one has {bits}", config.min_rsa_bits),
+            );
+        }
+        if config.key_encipherment_only_for_rsa
+            && rsa_bits.is_none()
+            && usages.iter().any(|u| u == "key encipherment")
+        {
+            return violation(DenyReason::UsagesNotAllowed, "key encipherment is only allowed for RSA keys");
+        }
+        if info.requested_basic_constraints.is_some_and(|bc| bc.ca) {
+            return violation(
+                DenyReason::ExtensionsNotAllowed,
+                "the request asks for CA:TRUE; this signer only issues end-entity certificates",
+            );
+        }
+        if self.signer == SIGNER_KUBE_APISERVER_CLIENT
+            && validated.subject.organizations().contains(&"system:masters")
+        {
+            return violation(
+                DenyReason::SubjectNotAllowed,
+                "use of kubernetes.io/kube-apiserver-client signer with system:masters group is not allowed",
+            );
+        }
+        Ok(())
+    }
+
+    fn kubelet_client(
+        &self,
+        request: &ApprovalRequest<'_>,
+        validated: &ValidatedRequest<'_>,
+    ) -> Result<Evaluation, Violation> {
+        let spec = &request.csr.spec;
+        let username = spec.username.as_deref().unwrap_or_default();
+        let common_name = validated.common_name();
+        if username.starts_with(NODE_USER_PREFIX) && username != common_name {
+            return violation(
+                DenyReason::RequesterNotAllowed,
+                format!(
+                    "node {username:?} may only request a client certificate for itself, not for {common_name:?}"
+                ),
+            );
+        }
+        let reviews = crate::recognize::recognized_kinds(username, common_name)
+            .into_iter()
+            .map(|kind| AccessReview::for_request(kind, spec))
+            .collect();
+        Ok(Evaluation::NeedsAccessReview(PendingApproval { reviews }))
+    }
+
+    fn kubelet_serving(
+        &self,
+        request: &ApprovalRequest<'_>,
+        validated: &ValidatedRequest<'_>,
+    ) -> Result<Evaluation, Violation> {
+        let spec = &request.csr.spec;
+        let username = spec.username.as_deref().unwrap_or_default();
+        let common_name = validated.common_name();
+        if username != common_name {
+            return violation(
+                DenyReason::RequesterNotAllowed,
+                format!("requester {username:?} is not the node {common_name:?} named in the request"),
+            );
+        }
+        if !spec.groups.as_deref().unwrap_or_default().iter().any(|g| g == NODE_GROUP) {
+            return violation(
+                DenyReason::RequesterNotAllowed,
+                format!("requester {username:?} is not in group {NODE_GROUP}"),
+            );
+        }
+        let info = validated.info();
+        if let Some(max) = self.config.max_dns_names.filter(|max| info.dns_names.len() > *max) {
+            return violation(
+                DenyReason::SANNotAllowed,
+                format!(
+                    "the request has {} DNS subjectAltNames, more than the {max} allowed",
+                    info.dns_names.len()
+                ),
+            );
+        }
+        for name in &info.dns_names {
+            self.check_dns_name(name, request.node_addresses)?;
+        }
+        for ip in &info.ip_addresses {
+            self.check_ip(*ip, request.node_addresses)?;
+        }
+        if self.config.require_node_addresses && request.node_addresses.is_none() {
+            return Ok(Evaluation::Decided(Decision::ignore(IgnoreReason::NodeAddressesUnknown)));
+        }
+        Ok(Evaluation::Decided(Decision::approve(
+            "Auto approving kubelet serving certificate after policy checks.",
+        )))
+    }
+
+    fn check_dns_name(&self, name: &str, node_addresses: Option<&[String]>) -> Result<(), Violation> {
+        let lower = name.to_ascii_lowercase();
+        if !is_dns_name(&lower) {
+            return violation(
+                DenyReason::SANNotAllowed,
+                format!("DNS subjectAltName {name:?} is not a valid DNS name"),
+            );
+        }
+        let allowed = self
+            .dns_suffixes
+            .iter()
+            .any(|suffix| suffix.is_empty() || lower == *suffix || lower.ends_with(&format!(".{suffix}")));
+        if !allowed {
+            return violation(
+                DenyReason::SANNotAllowed,
+                format!("DNS subjectAltName {name:?} is not within an allowed domain"),
+            );
+        }
+        if node_addresses.is_some_and(|addresses| {
+            !addresses.iter().any(|a| a.trim_end_matches('.').eq_ignore_ascii_case(&lower))
+        }) {
+            return violation(
+                DenyReason::SANNotAllowed,
+                format!("DNS subjectAltName {name:?} is not one of the node's addresses"),
+            );
+        }
+        Ok(())
+    }
+
+    fn check_ip(&self, ip: IpAddr, node_addresses: Option<&[String]>) -> Result<(), Violation> {
+        if !self.cidrs.iter().any(|net| net.contains(&ip)) {
+            return violation(
+                DenyReason::SANNotAllowed,
+                format!("IP subjectAltName {ip} is not within an allowed network"),
+            );
+        }
+        if node_addresses.is_some_and(|addresses| {
+            !addresses.iter().any(|a| a.trim().parse::<IpAddr>().is_ok_and(|a| a == ip))
+        }) {
+            return violation(
+                DenyReason::SANNotAllowed,
+                format!("IP subjectAltName {ip} is not one of the node's addresses"),
+            );
+        }
+        Ok(())
+    }
+
+    fn kube_apiserver_client(&self, validated: &ValidatedRequest<'_>) -> Result<Evaluation, Violation> {
+        let info = validated.info();
+        if !(info.dns_names.is_empty()
+            && info.ip_addresses.is_empty()
+            && info.email_addresses.is_empty()
+            && info.uris.is_empty())
+        {
+            return violation(
+                DenyReason::SANNotAllowed,
+                "subjectAltNames are not allowed on auto-approved client certificates",
+            );
+        }
+        let common_name = validated.common_name();
+        if !self.config.allowed_common_name_prefixes.iter().any(|p| common_name.starts_with(p.as_str())) {
+            return violation(
+                DenyReason::SubjectNotAllowed,
+                format!("common name {common_name:?} does not start with an allowed prefix"),
+            );
+        }
+        let allowed: BTreeSet<&str> = self.config.allowed_organizations.iter().map(String::as_str).collect();
+        if let Some(organization) =
+            validated.subject.organizations().into_iter().find(|o| !allowed.contains(o))
+        {
+            return violation(
+                DenyReason::SubjectNotAllowed,
+                format!("organization {organization:?} is not allowed"),
+            );
+        }
+        Ok(Evaluation::Decided(Decision::approve("Auto approving client certificate after policy checks.")))
+    }
+}
+
+/// A configured suffix in canonical form: lower case, no leading or trailing dot; "." (the root)
+/// becomes "" and allows every name. `None` when it is not a domain name.
+fn normalize_suffix(suffix: &str) -> Option<String> {
+    let trimmed = suffix.trim();
+    if trimmed == "." {
+        return Some(String::new());
+    }
+    let canonical = trimmed.strip_prefix('.').unwrap_or(trimmed);
+    let canonical = canonical.strip_suffix('.').unwrap_or(canonical).to_ascii_lowercase();
+    is_dns_name(&canonical).then_some(canonical)
+}
+
+/// A host name per RFC 1123: dot-separated labels of letters, digits and inner hyphens, 1–63
+/// characters each, 253 in all. No wildcard, no trailing dot.
+pub(crate) fn is_dns_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
+}
