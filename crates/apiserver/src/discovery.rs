@@ -1,0 +1,126 @@
+//! Discovery documents (`/api`, `/apis`, group and group-version resource lists) and
+//! `/version` (SPEC KC-8). Plain `APIVersions`/`APIGroupList` answers; kubectl accepts them
+//! when aggregated discovery is not offered.
+
+use serde_json::{Value, json};
+
+use crate::resources::{ALL, ResourceType};
+
+/// The Kubernetes API version this server presents itself as.
+pub const KUBERNETES_VERSION: &str = "v1.33.0";
+
+/// The `/version` document.
+pub fn version() -> Value {
+    json!({
+        "major": "1",
+        "minor": "33",
+        "gitVersion": format!("{KUBERNETES_VERSION}+kubecert-{}", env!("CARGO_PKG_VERSION")),
+        "gitCommit": "",
+        "gitTreeState": "clean",
+        "buildDate": "1970-01-01T00:00:00Z",
+        "goVersion": "",
+        "compiler": "rustc",
+        "platform": format!("{}/{}", std::env::consts::OS, std::env::consts::ARCH),
+    })
+}
+
+fn groups() -> Vec<&'static str> {
+    let mut gs: Vec<&'static str> = Vec::new();
+    for r in ALL {
+        if !r.group.is_empty() && !gs.contains(&r.group) {
+            gs.push(r.group);
+        }
+    }
+    gs
+}
+
+fn group_version(group: &str) -> Value {
+    let r = ALL.iter().find(|r| r.group == group);
+    let version = r.map_or("v1", |r| r.version);
+    json!({"groupVersion": format!("{group}/{version}"), "version": version})
+}
+
+fn api_group(group: &str) -> Value {
+    json!({"name": group, "versions": [group_version(group)], "preferredVersion": group_version(group)})
+}
+
+fn resource_entries(r: &ResourceType) -> Vec<Value> {
+    let mut entries = vec![json!({
+        "name": r.resource,
+        "singularName": r.singular,
+        "namespaced": r.namespaced,
+        "kind": r.kind,
+        "verbs": r.verbs,
+        "shortNames": r.short_names,
+    })];
+    for (sub, verbs) in r.subresources {
+        entries.push(json!({
+            "name": format!("{}/{sub}", r.resource),
+            "singularName": "",
+            "namespaced": r.namespaced,
+            "kind": r.kind,
+            "verbs": verbs,
+        }));
+    }
+    entries
+}
+
+fn resource_list(group: &str, version: &str) -> Option<Value> {
+    if !ResourceType::serves_group_version(group, version) {
+        return None;
+    }
+    let resources: Vec<Value> = ALL
+        .iter()
+        .filter(|r| r.group == group && r.version == version)
+        .flat_map(|r| resource_entries(r))
+        .collect();
+    let gv = if group.is_empty() { version.to_string() } else { format!("{group}/{version}") };
+    Some(json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources}))
+}
+
+/// The discovery document at `path`, if it is one.
+pub fn document(path: &str) -> Option<Value> {
+    let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
+    match parts.as_slice() {
+        ["api"] => Some(json!({"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": []})),
+        ["api", "v1"] => resource_list("", "v1"),
+        ["apis"] => Some(json!({
+            "kind": "APIGroupList",
+            "apiVersion": "v1",
+            "groups": groups().into_iter().map(api_group).collect::<Vec<_>>(),
+        })),
+        ["apis", g] if groups().contains(g) => {
+            let mut doc = api_group(g);
+            doc["kind"] = json!("APIGroup");
+            doc["apiVersion"] = json!("v1");
+            Some(doc)
+        }
+        ["apis", g, v] => resource_list(g, v),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn documents() {
+        let csr = document("/apis/certificates.k8s.io/v1").unwrap();
+        let names: Vec<&str> =
+            csr["resources"].as_array().unwrap().iter().map(|r| r["name"].as_str().unwrap()).collect();
+        assert_eq!(
+            names,
+            [
+                "certificatesigningrequests",
+                "certificatesigningrequests/approval",
+                "certificatesigningrequests/status"
+            ]
+        );
+        assert_eq!(csr["resources"][0]["shortNames"][0], "csr");
+        assert!(document("/apis/certificates.k8s.io/v1beta1").is_none());
+        assert!(document("/apis/apps").is_none());
+        assert_eq!(document("/api/v1").unwrap()["resources"][0]["name"], "secrets");
+        assert_eq!(document("/apis").unwrap()["groups"].as_array().unwrap().len(), 3);
+    }
+}

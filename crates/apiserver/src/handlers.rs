@@ -1,0 +1,589 @@
+//! Request dispatch: authenticate, resolve the target, authorize, then run the verb.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::response::{IntoResponse, Response};
+use http::{HeaderMap, Method, StatusCode, header};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use serde_json::{Value, json};
+
+use crate::auth::{self, UserInfo};
+use crate::authz::{Attributes, Decision, authorize};
+use crate::registry::{self, Ctx};
+use crate::request::{self, ResourceRequest, Target};
+use crate::resources::{ResourceType, SAR};
+use crate::selector::Selector;
+use crate::status::{ApiError, ApiResult};
+use crate::store::{Mutation, Store, object_key};
+use crate::table::{self, IncludeObject};
+use crate::{discovery, objects, openapi, watch};
+
+/// Settings of a running API.
+#[derive(Clone, Debug)]
+pub(crate) struct Limits {
+    pub max_body_bytes: usize,
+    pub default_watch_timeout: std::time::Duration,
+    pub bookmark_interval: std::time::Duration,
+}
+
+/// Shared state of the router.
+#[derive(Clone)]
+pub(crate) struct AppState {
+    pub store: Arc<Store>,
+    pub limits: Limits,
+}
+
+/// The identity a TLS connection authenticated with (AU-2), attached per request.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct PeerIdentity(pub Option<UserInfo>);
+
+/// A JSON response.
+pub(crate) fn json_response(code: StatusCode, body: &Value) -> Response {
+    let bytes = serde_json::to_vec(body).unwrap_or_default();
+    (code, [(header::CONTENT_TYPE, "application/json")], bytes).into_response()
+}
+
+/// Every request enters here.
+pub(crate) async fn dispatch(State(state): State<AppState>, req: Request) -> Response {
+    match serve(state, req).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    }
+}
+
+fn header_str(headers: &HeaderMap, name: header::HeaderName) -> Option<&str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+fn authenticate(state: &AppState, req: &Request) -> ApiResult<UserInfo> {
+    if let Some(user) = req.extensions().get::<UserInfo>() {
+        return Ok(user.clone());
+    }
+    if let Some(PeerIdentity(Some(user))) = req.extensions().get::<PeerIdentity>() {
+        return Ok(user.clone());
+    }
+    if let Some(value) = header_str(req.headers(), header::AUTHORIZATION) {
+        let token = value
+            .strip_prefix("Bearer ")
+            .or_else(|| value.strip_prefix("bearer "))
+            .ok_or_else(ApiError::unauthorized)?
+            .trim();
+        let secret = match auth::parse_bootstrap_token(token) {
+            Some((id, _)) => state.store.get(&object_key(
+                &crate::resources::SECRET.qualified(),
+                auth::BOOTSTRAP_TOKEN_NAMESPACE,
+                &format!("{}{id}", auth::BOOTSTRAP_TOKEN_SECRET_PREFIX),
+            ))?,
+            None => None,
+        };
+        return auth::authenticate_bootstrap_token(token, secret.as_ref(), SystemTime::now())
+            .ok_or_else(ApiError::unauthorized);
+    }
+    Ok(UserInfo::anonymous())
+}
+
+fn accepts_json(headers: &HeaderMap) -> ApiResult<()> {
+    let Some(accept) = header_str(headers, header::ACCEPT) else {
+        return Ok(());
+    };
+    let ok = accept.split(',').any(|part| {
+        let media = part.split(';').next().unwrap_or_default().trim();
+        media.is_empty() || media == "*/*" || media == "application/*" || media.contains("json")
+    });
+    if ok { Ok(()) } else { Err(ApiError::not_acceptable("application/json, application/yaml")) }
+}
+
+async fn serve(state: AppState, req: Request) -> ApiResult<Response> {
+    let user = authenticate(&state, &req)?;
+    let path = req.uri().path().to_string();
+    let query = request::parse_query(req.uri().query());
+    let method = req.method().clone();
+    match request::parse(&method, &path, &query) {
+        Target::NonResource => {
+            let attrs =
+                Attributes { verb: request::non_resource_verb(&method), resource: None, path: path.clone() };
+            if let Decision::Deny(reason) = authorize(&user, &attrs) {
+                return Err(if user.is_anonymous() {
+                    ApiError::unauthorized()
+                } else {
+                    ApiError::forbidden_path(&reason)
+                });
+            }
+            if method != Method::GET && method != Method::HEAD {
+                return Err(ApiError::path_not_found());
+            }
+            non_resource(&path, &query)
+        }
+        _ if user.is_anonymous() => Err(ApiError::unauthorized()),
+        Target::UnknownResource => Err(ApiError::path_not_found()),
+        Target::Resource(rr) => {
+            let name = rr.name.clone().unwrap_or_default();
+            if let Decision::Deny(reason) = authorize(&user, &rr.attributes()) {
+                return Err(ApiError::forbidden(&rr.rt.subject(&name), &reason));
+            }
+            accepts_json(req.headers())?;
+            resource(state, rr, user, query, req).await
+        }
+    }
+}
+
+fn non_resource(path: &str, query: &HashMap<String, String>) -> ApiResult<Response> {
+    let ok_text = |text: &'static str| {
+        Ok((StatusCode::OK, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response())
+    };
+    match path.trim_end_matches('/') {
+        "/healthz" | "/livez" | "/readyz" => ok_text("ok"),
+        "/version" => Ok(json_response(StatusCode::OK, &discovery::version())),
+        _ => {
+            if let Some(doc) = discovery::document(path) {
+                return Ok(json_response(StatusCode::OK, &doc));
+            }
+            if let Some(doc) = openapi::document(path, query) {
+                return Ok(json_response(StatusCode::OK, &doc));
+            }
+            Err(ApiError::path_not_found())
+        }
+    }
+}
+
+/// Where the objects of a request live in the store.
+fn prefix(rr: &ResourceRequest) -> String {
+    let q = rr.rt.qualified();
+    match (&rr.namespace, rr.rt.namespaced) {
+        (Some(ns), true) => format!("{q}/{ns}/"),
+        (None, true) => format!("{q}/"),
+        _ => format!("{q}//"),
+    }
+}
+
+fn key(rr: &ResourceRequest, name: &str) -> String {
+    object_key(&rr.rt.qualified(), rr.namespace.as_deref().unwrap_or_default(), name)
+}
+
+async fn resource(
+    state: AppState,
+    rr: ResourceRequest,
+    user: UserInfo,
+    query: HashMap<String, String>,
+    req: Request,
+) -> ApiResult<Response> {
+    let accept = header_str(req.headers(), header::ACCEPT).map(str::to_string);
+    let as_table = table::wants_table(accept.as_deref())
+        .then(|| IncludeObject::parse(query.get("includeObject").map(String::as_str)));
+    if rr.rt == &SAR {
+        return match rr.verb {
+            "create" => subject_access_review(&state, req).await,
+            _ => Err(ApiError::method_not_allowed(rr.verb, &rr.rt.subject(""))),
+        };
+    }
+    if !rr.rt.verbs.contains(&rr.verb) {
+        return Err(ApiError::method_not_allowed(
+            rr.verb,
+            &rr.rt.subject(rr.name.as_deref().unwrap_or_default()),
+        ));
+    }
+    match rr.verb {
+        "get" => get(&state, &rr, as_table),
+        "list" => list(&state, &rr, &query, as_table),
+        "watch" => {
+            let selector = selector(&rr, &query)?;
+            Ok(watch::serve(state, rr.rt, prefix(&rr), selector, &query, as_table))
+        }
+        "create" => {
+            let content_type = header_str(req.headers(), header::CONTENT_TYPE).map(str::to_string);
+            let body = read_json(&state, content_type.as_deref(), req.into_body()).await?;
+            create(&state, rr, user, body, query.contains_key("dryRun")).await
+        }
+        "update" => {
+            let content_type = header_str(req.headers(), header::CONTENT_TYPE).map(str::to_string);
+            let body = read_json(&state, content_type.as_deref(), req.into_body()).await?;
+            update(&state, rr, user, Change::Replace(body)).await
+        }
+        "patch" => {
+            let content_type =
+                header_str(req.headers(), header::CONTENT_TYPE).unwrap_or_default().to_string();
+            let bytes = read_body(&state, req.into_body()).await?;
+            let patch = Patch::parse(&content_type, &bytes)?;
+            update(&state, rr, user, Change::Patch(patch)).await
+        }
+        "delete" => {
+            let bytes = read_body(&state, req.into_body()).await?;
+            let options: Value = if bytes.is_empty() { json!({}) } else { parse_json(&bytes)? };
+            let name = rr.name.clone().unwrap_or_default();
+            let (deleted, _) = delete(&state, &rr, &name, &options).await?;
+            Ok(json_response(StatusCode::OK, &objects::deleted_status(rr.rt, &deleted)))
+        }
+        "deletecollection" => delete_collection(&state, &rr, &query).await,
+        _ => Err(ApiError::method_not_allowed(rr.verb, &rr.rt.subject(""))),
+    }
+}
+
+fn selector(rr: &ResourceRequest, query: &HashMap<String, String>) -> ApiResult<Selector> {
+    Selector::parse(
+        rr.rt,
+        query.get("labelSelector").map(String::as_str),
+        query.get("fieldSelector").map(String::as_str),
+    )
+}
+
+fn respond_object(
+    rt: &ResourceType,
+    code: StatusCode,
+    obj: &Value,
+    as_table: Option<IncludeObject>,
+) -> Response {
+    match as_table {
+        Some(include) => {
+            let meta = json!({"resourceVersion": objects::meta_str(obj, "resourceVersion")});
+            let t = table::table(rt, std::slice::from_ref(obj), meta, SystemTime::now(), include);
+            json_response(code, &t)
+        }
+        None => json_response(code, obj),
+    }
+}
+
+fn get(state: &AppState, rr: &ResourceRequest, as_table: Option<IncludeObject>) -> ApiResult<Response> {
+    let name = rr.name.clone().unwrap_or_default();
+    let obj = state.store.get(&key(rr, &name))?.ok_or_else(|| ApiError::not_found(&rr.rt.subject(&name)))?;
+    Ok(respond_object(rr.rt, StatusCode::OK, &obj, as_table))
+}
+
+fn list(
+    state: &AppState,
+    rr: &ResourceRequest,
+    query: &HashMap<String, String>,
+    as_table: Option<IncludeObject>,
+) -> ApiResult<Response> {
+    let selector = selector(rr, query)?;
+    let limit = match query.get("limit").map(String::as_str) {
+        None | Some("") => 0,
+        Some(l) => l.parse::<usize>().map_err(|_| ApiError::bad_request(format!("invalid limit: {l}")))?,
+    };
+    let prefix = prefix(rr);
+    let after = match query.get("continue").filter(|c| !c.is_empty()) {
+        Some(token) => Some(objects::decode_continue(token, &prefix)?),
+        None => None,
+    };
+    let listing = state.store.list(&prefix, after.as_deref(), limit, &|o| selector.matches(o))?;
+    let meta = objects::list_meta(listing.rv, listing.next.as_deref(), listing.remaining);
+    let items: Vec<Value> = listing.items.into_iter().map(|(_, v)| v).collect();
+    let body = match as_table {
+        Some(include) => table::table(rr.rt, &items, meta, SystemTime::now(), include),
+        None => objects::list_object(rr.rt, items, meta),
+    };
+    Ok(json_response(StatusCode::OK, &body))
+}
+
+fn is_json_content_type(ct: Option<&str>) -> bool {
+    ct.is_none_or(|ct| {
+        let media = ct.split(';').next().unwrap_or_default().trim();
+        media.is_empty() || media == "application/json" || media == "*/*"
+    })
+}
+
+async fn read_body(state: &AppState, body: Body) -> ApiResult<Bytes> {
+    let limit = state.limits.max_body_bytes;
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => Err(ApiError::too_large(limit)),
+        Err(e) => Err(ApiError::bad_request(format!("failed to read the request body: {e}"))),
+    }
+}
+
+fn parse_json(bytes: &[u8]) -> ApiResult<Value> {
+    let v: Value = serde_json::from_slice(bytes)
+        .map_err(|e| ApiError::bad_request(format!("couldn't get version/kind; json parse error: {e}")))?;
+    if !v.is_object() {
+        return Err(ApiError::bad_request("the request body must be a JSON object"));
+    }
+    Ok(v)
+}
+
+async fn read_json(state: &AppState, content_type: Option<&str>, body: Body) -> ApiResult<Value> {
+    if !is_json_content_type(content_type) {
+        return Err(ApiError::unsupported_media_type(
+            content_type.unwrap_or_default(),
+            &["application/json", "application/yaml"],
+        ));
+    }
+    let bytes = read_body(state, body).await?;
+    parse_json(&bytes)
+}
+
+/// Runs a store write off the async runtime.
+async fn write<F>(state: &AppState, key: String, decide: F) -> ApiResult<(crate::store::EventOutcome, Value)>
+where
+    F: FnOnce(Option<Value>, u64) -> ApiResult<Mutation> + Send + 'static,
+{
+    let store = state.store.clone();
+    tokio::task::spawn_blocking(move || store.mutate(&key, decide))
+        .await
+        .map_err(|e| ApiError::internal(format!("write task failed: {e}")))?
+}
+
+/// Names the object (name or generateName) and checks its type and namespace.
+fn prepare_new(rt: &ResourceType, obj: &mut Value, url_ns: Option<&str>) -> ApiResult<String> {
+    objects::check_type(rt, obj)?;
+    objects::check_namespace(rt, obj, url_ns)?;
+    let meta = objects::metadata_mut(obj)?;
+    let mut name = meta.get("name").and_then(Value::as_str).unwrap_or_default().to_string();
+    let generate = meta.get("generateName").and_then(Value::as_str).unwrap_or_default().to_string();
+    if name.is_empty() && !generate.is_empty() {
+        name = objects::generate_name(&generate)?;
+        meta.insert("name".into(), json!(name));
+    }
+    Ok(name)
+}
+
+/// Create rules, server fields and the new rv, for an object that does not exist yet.
+fn admit_new(rt: &'static ResourceType, obj: Value, user: &UserInfo, rv: u64) -> ApiResult<Value> {
+    let now = SystemTime::now();
+    let ctx = Ctx { user, now: objects::time(now) };
+    let mut obj = registry::admit_create(rt, obj, &ctx)?;
+    objects::set_create_fields(&mut obj, now)?;
+    objects::set_rv(&mut obj, rv)?;
+    Ok(obj)
+}
+
+async fn create(
+    state: &AppState,
+    rr: ResourceRequest,
+    user: UserInfo,
+    mut obj: Value,
+    dry_run: bool,
+) -> ApiResult<Response> {
+    let rt = rr.rt;
+    let name = prepare_new(rt, &mut obj, rr.namespace.as_deref())?;
+    if dry_run {
+        let obj = admit_new(rt, obj, &user, state.store.resource_version())?;
+        return Ok(json_response(StatusCode::CREATED, &obj));
+    }
+    let (_, stored) = write(state, key(&rr, &name), move |current, rv| {
+        let admitted = admit_new(rt, obj, &user, rv)?;
+        if current.is_some() {
+            return Err(ApiError::already_exists(&rt.subject(&name)));
+        }
+        Ok(Mutation::Put(admitted))
+    })
+    .await?;
+    Ok(json_response(StatusCode::CREATED, &stored))
+}
+
+/// A parsed PATCH body.
+pub(crate) enum Patch {
+    Merge(Value),
+    Json(json_patch::Patch),
+    Apply(Value),
+}
+
+impl Patch {
+    fn parse(content_type: &str, bytes: &[u8]) -> ApiResult<Self> {
+        let media = content_type.split(';').next().unwrap_or_default().trim();
+        let json = || -> ApiResult<Value> {
+            serde_json::from_slice(bytes)
+                .map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))
+        };
+        match media {
+            "application/merge-patch+json" | "application/strategic-merge-patch+json" => {
+                Ok(Patch::Merge(json()?))
+            }
+            "application/apply-patch+yaml" | "application/apply-patch+json" => Ok(Patch::Apply(json()?)),
+            "application/json-patch+json" => serde_json::from_slice(bytes)
+                .map(Patch::Json)
+                .map_err(|e| ApiError::bad_request(format!("error decoding json patch: {e}"))),
+            other => Err(ApiError::unsupported_media_type(
+                other,
+                &[
+                    "application/json-patch+json",
+                    "application/merge-patch+json",
+                    "application/strategic-merge-patch+json",
+                    "application/apply-patch+yaml",
+                ],
+            )),
+        }
+    }
+
+    fn apply(&self, current: &Value) -> ApiResult<Value> {
+        let mut doc = current.clone();
+        match self {
+            Patch::Merge(p) | Patch::Apply(p) => json_patch::merge(&mut doc, p),
+            Patch::Json(p) => json_patch::patch(&mut doc, p).map_err(|e| ApiError {
+                code: 422,
+                reason: "Invalid",
+                message: format!("the server rejected our request due to an error in our request: {e}"),
+                details: None,
+            })?,
+        }
+        Ok(doc)
+    }
+}
+
+enum Change {
+    Replace(Value),
+    Patch(Patch),
+}
+
+async fn update(
+    state: &AppState,
+    rr: ResourceRequest,
+    user: UserInfo,
+    change: Change,
+) -> ApiResult<Response> {
+    let rt = rr.rt;
+    let name = rr.name.clone().unwrap_or_default();
+    let subject = rt.subject(&name);
+    if let Change::Replace(body) = &change {
+        objects::check_type(rt, body)?;
+        let body_name = objects::meta_str(body, "name");
+        if body_name != name {
+            return Err(ApiError::bad_request(format!(
+                "the name of the object ({body_name}) does not match the name on the URL ({name})"
+            )));
+        }
+    }
+    let namespace = rr.namespace.clone();
+    let subresource = rr.subresource.clone();
+    let (outcome, stored) = write(state, key(&rr, &name), move |current, rv| {
+        let Some(current) = current else {
+            return match change {
+                Change::Patch(Patch::Apply(mut obj)) => {
+                    prepare_new(rt, &mut obj, namespace.as_deref())?;
+                    Ok(Mutation::Put(admit_new(rt, obj, &user, rv)?))
+                }
+                _ => Err(ApiError::not_found(&subject)),
+            };
+        };
+        let mut new = match change {
+            Change::Replace(body) => body,
+            Change::Patch(p) => p.apply(&current)?,
+        };
+        objects::check_namespace(rt, &mut new, namespace.as_deref())?;
+        let wanted_rv = objects::meta_str(&new, "resourceVersion");
+        if !wanted_rv.is_empty() && wanted_rv != objects::meta_str(&current, "resourceVersion") {
+            return Err(ApiError::conflict(&subject));
+        }
+        let ctx = Ctx { user: &user, now: objects::time(SystemTime::now()) };
+        let mut new = registry::admit_update(rt, new, &current, subresource.as_deref(), &ctx)?;
+        objects::keep_system_fields(&mut new, &current)?;
+        objects::set_rv(&mut new, objects::meta_str(&current, "resourceVersion").parse().unwrap_or(0))?;
+        if objects::same_content(&new, &current) {
+            return Ok(Mutation::Unchanged(current));
+        }
+        objects::set_rv(&mut new, rv)?;
+        Ok(Mutation::Put(new))
+    })
+    .await?;
+    let code =
+        if outcome == crate::store::EventOutcome::Created { StatusCode::CREATED } else { StatusCode::OK };
+    Ok(json_response(code, &stored))
+}
+
+async fn delete(
+    state: &AppState,
+    rr: &ResourceRequest,
+    name: &str,
+    options: &Value,
+) -> ApiResult<(Value, ())> {
+    let subject = rr.rt.subject(name);
+    let want_uid = options.pointer("/preconditions/uid").and_then(Value::as_str).map(str::to_string);
+    let want_rv =
+        options.pointer("/preconditions/resourceVersion").and_then(Value::as_str).map(str::to_string);
+    let (_, deleted) = write(state, key(rr, name), move |current, rv| {
+        let mut current = current.ok_or_else(|| ApiError::not_found(&subject))?;
+        let uid_ok = want_uid.as_deref().is_none_or(|u| u == objects::meta_str(&current, "uid"));
+        let rv_ok = want_rv.as_deref().is_none_or(|r| r == objects::meta_str(&current, "resourceVersion"));
+        if !uid_ok || !rv_ok {
+            return Err(ApiError::conflict(&subject));
+        }
+        objects::set_rv(&mut current, rv)?;
+        Ok(Mutation::Delete(current))
+    })
+    .await?;
+    Ok((deleted, ()))
+}
+
+async fn delete_collection(
+    state: &AppState,
+    rr: &ResourceRequest,
+    query: &HashMap<String, String>,
+) -> ApiResult<Response> {
+    let selector = selector(rr, query)?;
+    let listing = state.store.list(&prefix(rr), None, 0, &|o| selector.matches(o))?;
+    let mut deleted = Vec::new();
+    for (_, obj) in listing.items {
+        let name = objects::meta_str(&obj, "name").to_string();
+        match delete(state, rr, &name, &json!({})).await {
+            Ok((gone, ())) => deleted.push(gone),
+            Err(e) if e.code == 404 => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let meta = objects::list_meta(state.store.resource_version(), None, 0);
+    Ok(json_response(StatusCode::OK, &objects::list_object(rr.rt, deleted, meta)))
+}
+
+/// `POST /apis/authorization.k8s.io/v1/subjectaccessreviews`, answered by the built-in
+/// authorizer.
+async fn subject_access_review(state: &AppState, req: Request) -> ApiResult<Response> {
+    let content_type = header_str(req.headers(), header::CONTENT_TYPE).map(str::to_string);
+    let mut body = read_json(state, content_type.as_deref(), req.into_body()).await?;
+    objects::check_type(&SAR, &body)?;
+    let spec = body.get("spec").cloned().unwrap_or_else(|| json!({}));
+    let user = UserInfo {
+        name: spec.get("user").and_then(Value::as_str).unwrap_or_default().to_string(),
+        uid: spec.get("uid").and_then(Value::as_str).unwrap_or_default().to_string(),
+        groups: serde_json::from_value(spec.get("groups").cloned().unwrap_or(json!([]))).unwrap_or_default(),
+        extra: serde_json::from_value(spec.get("extra").cloned().unwrap_or(json!({}))).unwrap_or_default(),
+    };
+    let mut errs = Vec::new();
+    let (res, non_res) = (spec.get("resourceAttributes"), spec.get("nonResourceAttributes"));
+    if res.is_some() == non_res.is_some() {
+        errs.push(crate::status::FieldError::invalid(
+            "spec.resourceAttributes",
+            "null".into(),
+            "exactly one of nonResourceAttributes or resourceAttributes must be specified",
+        ));
+    }
+    if user.name.is_empty() && user.groups.is_empty() {
+        errs.push(crate::status::FieldError::invalid(
+            "spec.user",
+            "\"\"".into(),
+            "at least one of user or group must be specified",
+        ));
+    }
+    if !errs.is_empty() {
+        return Err(ApiError::invalid(&SAR.subject(""), &errs));
+    }
+    let field = |v: Option<&Value>, k: &str| {
+        v.and_then(|a| a.get(k)).and_then(Value::as_str).unwrap_or_default().to_string()
+    };
+    let attrs = match res {
+        Some(_) => Attributes {
+            verb: field(res, "verb"),
+            resource: Some(crate::authz::ResourceAttributes {
+                group: field(res, "group"),
+                resource: field(res, "resource"),
+                subresource: field(res, "subresource"),
+                namespace: field(res, "namespace"),
+                name: field(res, "name"),
+            }),
+            path: String::new(),
+        },
+        None => Attributes { verb: field(non_res, "verb"), resource: None, path: field(non_res, "path") },
+    };
+    let status = match authorize(&user, &attrs) {
+        Decision::Allow(reason) => json!({"allowed": true, "reason": reason}),
+        Decision::Deny(_) => json!({"allowed": false}),
+    };
+    body["status"] = status;
+    body["apiVersion"] = json!(SAR.api_version());
+    body["kind"] = json!(SAR.kind);
+    if let Some(meta) = body.get_mut("metadata").and_then(Value::as_object_mut) {
+        meta.insert("creationTimestamp".into(), Value::Null);
+    }
+    Ok(json_response(StatusCode::CREATED, &body))
+}

@@ -1,0 +1,95 @@
+//! The embedded Kubernetes-compatible API server of `signer serve`.
+//!
+//! Owns: CertificateSigningRequests (`certificates.k8s.io/v1`, with `/approval` and
+//! `/status`), bootstrap-token Secrets in `kube-system`, Leases (`coordination.k8s.io/v1`),
+//! SubjectAccessReviews answered by a built-in authorizer equal to upstream's default RBAC
+//! for these resources, discovery, OpenAPI v3 documents, Table output, watches with
+//! resourceVersion resume, and upstream-shaped `Status` errors — over HTTPS (rustls, ring)
+//! with client-certificate and bootstrap-token authentication, or in memory as a tower
+//! service with a fixed identity. State lives in one redb file.
+//!
+//! Does not own: approving or signing (the signer's controllers do that through this API),
+//! keys and CSR parsing (`kubecert-csr`), protobuf, server-side-apply field management
+//! (apply patches are merged), finalizers and graceful deletion.
+//!
+//! Start with [`start`] (HTTPS) or [`Api::open`] + [`Api::service_as`] (in memory).
+
+mod admission;
+mod auth;
+mod authz;
+mod discovery;
+mod handlers;
+mod objects;
+mod openapi;
+mod registry;
+mod request;
+mod resources;
+mod selector;
+mod server;
+mod status;
+mod store;
+mod strategy;
+mod table;
+mod validation;
+mod watch;
+
+pub use auth::{AUTHENTICATED_GROUP, UserInfo};
+pub use authz::{
+    Attributes, CERTIFICATE_CONTROLLER_USER, Decision, MASTERS_GROUP, ResourceAttributes, SIGNER_USER,
+    authorize,
+};
+pub use server::{Api, Config, RunningServer, TlsConfig, start};
+pub use table::human_duration;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// Errors of starting and running the server. Request-level failures are `Status` responses,
+/// not errors.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A file or directory could not be used.
+    #[error("{path}: {source}")]
+    Io {
+        /// The path involved.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// The database failed.
+    #[error("database: {0}")]
+    Storage(#[from] redb::Error),
+    /// An object could not be encoded for storage.
+    #[error("encoding an object for storage: {0}")]
+    Encode(serde_json::Error),
+    /// Stored data does not decode.
+    #[error("corrupt stored {what}: {source}")]
+    Corrupt {
+        /// What was being read.
+        what: String,
+        /// The decoding error.
+        source: serde_json::Error,
+    },
+    /// PEM input (certificate, key, CA) is unusable.
+    #[error("{what}: {detail}")]
+    Pem {
+        /// Which input.
+        what: &'static str,
+        /// What was wrong.
+        detail: String,
+    },
+    /// rustls refused the TLS material.
+    #[error("TLS: {0}")]
+    Tls(rustls::Error),
+    /// The listening socket could not be bound.
+    #[error("binding {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// The server task panicked or was cancelled.
+    #[error("server task: {0}")]
+    Task(String),
+}

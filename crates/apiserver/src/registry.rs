@@ -1,0 +1,141 @@
+//! Per-type rules applied on create and update after the generic metadata handling:
+//! CSRs (strategy, validation, admission), bootstrap-token Secrets and Leases.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::certificates::v1::CertificateSigningRequest as Csr;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::auth::{BOOTSTRAP_TOKEN_NAMESPACE, BOOTSTRAP_TOKEN_SECRET_TYPE, UserInfo};
+use crate::resources::{CSR, LEASE, ResourceType, SECRET};
+use crate::status::{ApiError, ApiResult, FieldError, quote};
+use crate::validation::{self, UpdatePath};
+use crate::{admission, strategy};
+
+/// Who asks, and when.
+pub(crate) struct Ctx<'a> {
+    pub user: &'a UserInfo,
+    pub now: Time,
+}
+
+pub(crate) fn decode<T: DeserializeOwned>(rt: &ResourceType, v: Value) -> ApiResult<T> {
+    serde_json::from_value(v)
+        .map_err(|e| ApiError::bad_request(format!("unable to decode the request body as {}: {e}", rt.kind)))
+}
+
+pub(crate) fn encode<T: Serialize>(rt: &ResourceType, obj: &T) -> ApiResult<Value> {
+    let mut v = serde_json::to_value(obj).map_err(|e| ApiError::internal(e.to_string()))?;
+    v["apiVersion"] = Value::String(rt.api_version());
+    v["kind"] = Value::String(rt.kind.to_string());
+    Ok(v)
+}
+
+fn name_of(v: &Value) -> String {
+    v.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default().to_string()
+}
+
+fn invalid(rt: &ResourceType, name: &str, errs: Vec<FieldError>) -> ApiResult<()> {
+    if errs.is_empty() { Ok(()) } else { Err(ApiError::invalid(&rt.subject(name), &errs)) }
+}
+
+/// Create rules for `rt`; `obj` has its final name and namespace.
+pub(crate) fn admit_create(rt: &ResourceType, obj: Value, ctx: &Ctx<'_>) -> ApiResult<Value> {
+    let name = name_of(&obj);
+    if rt == &CSR {
+        let mut csr: Csr = decode(rt, obj)?;
+        strategy::prepare_for_create(&mut csr, ctx.user);
+        invalid(rt, &name, validation::validate(&csr, &validation::options(&csr, None, None)))?;
+        admission::check_subject_restriction(&csr)
+            .map_err(|reason| ApiError::forbidden(&rt.subject(&name), &reason))?;
+        encode(rt, &csr)
+    } else if rt == &SECRET {
+        let secret = admit_secret(decode(rt, obj)?, &name)?;
+        encode(rt, &secret)
+    } else if rt == &LEASE {
+        let lease: Lease = decode(rt, obj)?;
+        invalid(rt, &name, validation::validate_subdomain_name(&name))?;
+        encode(rt, &lease)
+    } else {
+        Err(ApiError::method_not_allowed("create", &rt.subject(&name)))
+    }
+}
+
+/// Update rules for `rt` through `path` (`None` = the main resource).
+pub(crate) fn admit_update(
+    rt: &ResourceType,
+    new: Value,
+    old: &Value,
+    subresource: Option<&str>,
+    ctx: &Ctx<'_>,
+) -> ApiResult<Value> {
+    let name = name_of(old);
+    if rt == &CSR {
+        let path = match subresource {
+            None => UpdatePath::Main,
+            Some("status") => UpdatePath::Status,
+            Some("approval") => UpdatePath::Approval,
+            Some(_) => return Err(ApiError::path_not_found()),
+        };
+        let mut new_csr: Csr = decode(rt, new)?;
+        let old_csr: Csr = decode(rt, old.clone())?;
+        strategy::prepare_for_update(&mut new_csr, &old_csr, path, &ctx.now);
+        let opts = validation::options(&new_csr, Some(&old_csr), Some(path));
+        invalid(rt, &name, validation::validate_update(&new_csr, &old_csr, &opts))?;
+        let admitted = match path {
+            UpdatePath::Approval => admission::check_approval(ctx.user, &old_csr),
+            UpdatePath::Status => admission::check_signing(ctx.user, &old_csr, &new_csr),
+            UpdatePath::Main => Ok(()),
+        };
+        admitted.map_err(|reason| ApiError::forbidden(&rt.subject(&name), &reason))?;
+        encode(rt, &new_csr)
+    } else if rt == &LEASE && subresource.is_none() {
+        let lease: Lease = decode(rt, new)?;
+        encode(rt, &lease)
+    } else {
+        Err(ApiError::method_not_allowed("update", &rt.subject(&name)))
+    }
+}
+
+/// Secrets: only bootstrap tokens in kube-system; `stringData` folds into `data`.
+fn admit_secret(mut secret: Secret, name: &str) -> ApiResult<Secret> {
+    let subject = SECRET.subject(name);
+    let namespace = secret.metadata.namespace.as_deref().unwrap_or_default();
+    if namespace != BOOTSTRAP_TOKEN_NAMESPACE {
+        return Err(ApiError::forbidden(
+            &subject,
+            &format!(
+                "this server stores Secrets only in namespace {}, not in {}",
+                quote(BOOTSTRAP_TOKEN_NAMESPACE),
+                quote(namespace)
+            ),
+        ));
+    }
+    let mut errs = validation::validate_subdomain_name(name);
+    let secret_type = secret.type_.clone().unwrap_or_default();
+    if secret_type != BOOTSTRAP_TOKEN_SECRET_TYPE {
+        errs.push(FieldError::not_supported("type", quote(&secret_type), &[BOOTSTRAP_TOKEN_SECRET_TYPE]));
+    }
+    let mut data: BTreeMap<String, ByteString> = secret.data.take().unwrap_or_default();
+    for (k, v) in secret.string_data.take().unwrap_or_default() {
+        data.insert(k, ByteString(v.into_bytes()));
+    }
+    for key in data.keys() {
+        let ok = !key.is_empty() && key.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b));
+        if !ok {
+            errs.push(FieldError::invalid(
+                format!("data[{key}]"),
+                quote(key),
+                "a valid config key must consist of alphanumeric characters, '-', '_' or '.'",
+            ));
+        }
+    }
+    invalid(&SECRET, name, errs)?;
+    secret.data = (!data.is_empty()).then_some(data);
+    Ok(secret)
+}

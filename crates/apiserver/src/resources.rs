@@ -1,0 +1,113 @@
+//! The resource types this server serves: one descriptor each, used by dispatch,
+//! discovery, OpenAPI and error messages.
+
+use crate::status::Subject;
+
+/// A served resource type.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct ResourceType {
+    pub group: &'static str,
+    pub version: &'static str,
+    /// Plural name as in the URL.
+    pub resource: &'static str,
+    pub singular: &'static str,
+    pub kind: &'static str,
+    pub namespaced: bool,
+    pub verbs: &'static [&'static str],
+    /// Subresources with their verbs.
+    pub subresources: &'static [(&'static str, &'static [&'static str])],
+    pub short_names: &'static [&'static str],
+}
+
+const CRUD: &[&str] = &["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"];
+
+pub(crate) const CSR: ResourceType = ResourceType {
+    group: "certificates.k8s.io",
+    version: "v1",
+    resource: "certificatesigningrequests",
+    singular: "certificatesigningrequest",
+    kind: "CertificateSigningRequest",
+    namespaced: false,
+    verbs: CRUD,
+    subresources: &[("approval", &["get", "patch", "update"]), ("status", &["get", "patch", "update"])],
+    short_names: &["csr"],
+};
+
+pub(crate) const SECRET: ResourceType = ResourceType {
+    group: "",
+    version: "v1",
+    resource: "secrets",
+    singular: "secret",
+    kind: "Secret",
+    namespaced: true,
+    verbs: &["create", "delete", "get", "list"],
+    subresources: &[],
+    short_names: &[],
+};
+
+pub(crate) const LEASE: ResourceType = ResourceType {
+    group: "coordination.k8s.io",
+    version: "v1",
+    resource: "leases",
+    singular: "lease",
+    kind: "Lease",
+    namespaced: true,
+    verbs: CRUD,
+    subresources: &[],
+    short_names: &[],
+};
+
+pub(crate) const SAR: ResourceType = ResourceType {
+    group: "authorization.k8s.io",
+    version: "v1",
+    resource: "subjectaccessreviews",
+    singular: "subjectaccessreview",
+    kind: "SubjectAccessReview",
+    namespaced: false,
+    verbs: &["create"],
+    subresources: &[],
+    short_names: &[],
+};
+
+/// Every served type, in discovery order.
+pub(crate) const ALL: [&ResourceType; 4] = [&SECRET, &CSR, &LEASE, &SAR];
+
+impl ResourceType {
+    /// `group/version`, or `v1` for the core group.
+    pub fn api_version(&self) -> String {
+        if self.group.is_empty() {
+            self.version.to_string()
+        } else {
+            format!("{}/{}", self.group, self.version)
+        }
+    }
+
+    /// `resource.group`: the storage prefix and the name in messages.
+    pub fn qualified(&self) -> String {
+        if self.group.is_empty() {
+            self.resource.to_string()
+        } else {
+            format!("{}.{}", self.resource, self.group)
+        }
+    }
+
+    /// An error subject for an object of this type.
+    pub fn subject(&self, name: &str) -> Subject {
+        Subject {
+            group: self.group.to_string(),
+            resource: self.resource.to_string(),
+            kind: self.kind.to_string(),
+            name: name.to_string(),
+        }
+    }
+
+    /// Finds a served type by group, version and plural name.
+    pub fn find(group: &str, version: &str, resource: &str) -> Option<&'static ResourceType> {
+        ALL.into_iter().find(|r| r.group == group && r.version == version && r.resource == resource)
+    }
+
+    /// Whether the group/version is served at all.
+    pub fn serves_group_version(group: &str, version: &str) -> bool {
+        ALL.iter().any(|r| r.group == group && r.version == version)
+    }
+}

@@ -1,0 +1,255 @@
+//! Serving: the [`Api`] (store + router), the in-memory service with a fixed identity, and
+//! the HTTPS accept loop (tokio-rustls with the ring provider, hyper-util auto HTTP/1+2).
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use rustls::RootCertStore;
+use rustls::server::WebPkiClientVerifier;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tower::ServiceExt as _;
+
+use crate::Error;
+use crate::auth::{UserInfo, user_from_certificate};
+use crate::handlers::{self, AppState, Limits, PeerIdentity};
+use crate::store::Store;
+
+/// Settings of the API (not of TLS).
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Directory holding the database file (created if missing).
+    pub data_dir: PathBuf,
+    /// Request bodies larger than this are refused with 413 (default 3 MiB, as kube-apiserver).
+    pub max_body_bytes: usize,
+    /// How many past events are kept for watch resumption (default 4096).
+    pub event_log_capacity: usize,
+    /// Watch duration when the client gives no `timeoutSeconds` (default 30 min).
+    pub default_watch_timeout: Duration,
+    /// Interval of BOOKMARK events for watches that allow them (default 1 min).
+    pub bookmark_interval: Duration,
+}
+
+impl Config {
+    /// Defaults with state in `data_dir`.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            data_dir: data_dir.into(),
+            max_body_bytes: 3 * 1024 * 1024,
+            event_log_capacity: 4096,
+            default_watch_timeout: Duration::from_secs(1800),
+            bookmark_interval: Duration::from_secs(60),
+        }
+    }
+}
+
+/// TLS material in PEM.
+#[derive(Clone)]
+pub struct TlsConfig {
+    /// Serving certificate chain, leaf first.
+    pub cert_chain_pem: Vec<u8>,
+    /// Serving private key.
+    pub key_pem: Vec<u8>,
+    /// CA(s) that sign client certificates (the cluster CA).
+    pub client_ca_pem: Vec<u8>,
+}
+
+impl std::fmt::Debug for TlsConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsConfig").finish_non_exhaustive()
+    }
+}
+
+/// The opened API: state plus the router. Cheap to clone.
+#[derive(Clone)]
+pub struct Api {
+    state: AppState,
+}
+
+impl Api {
+    /// Opens (or creates) the state in `config.data_dir`.
+    pub fn open(config: &Config) -> Result<Self, Error> {
+        let store = Store::open(&config.data_dir, config.event_log_capacity)?;
+        Ok(Self {
+            state: AppState {
+                store: Arc::new(store),
+                limits: Limits {
+                    max_body_bytes: config.max_body_bytes,
+                    default_watch_timeout: config.default_watch_timeout,
+                    bookmark_interval: config.bookmark_interval,
+                },
+            },
+        })
+    }
+
+    /// The router. Requests are authenticated from a [`UserInfo`] extension when present,
+    /// else from the TLS peer certificate, else from a bearer token.
+    pub fn router(&self) -> Router {
+        Router::new().fallback(handlers::dispatch).with_state(self.state.clone())
+    }
+
+    /// The same API as an in-memory tower service whose every request runs as `user`
+    /// (for in-process controllers: `kube::Client::new(api.service_as(user), "default")`).
+    pub fn service_as(&self, user: UserInfo) -> Router {
+        self.router().layer(axum::Extension(user))
+    }
+
+    /// The latest resourceVersion.
+    pub fn resource_version(&self) -> u64 {
+        self.state.store.resource_version()
+    }
+
+    /// Serves HTTPS on `listener` until `shutdown` completes; then every connection is closed.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        tls: &TlsConfig,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> Result<(), Error> {
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server_config(tls)?));
+        let router = self.router();
+        drop(self);
+        let mut connections = JoinSet::new();
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                () = &mut shutdown => break,
+                accepted = listener.accept() => {
+                    let tcp = match accepted {
+                        Ok((tcp, _)) => tcp,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "accept failed");
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            continue;
+                        }
+                    };
+                    connections.spawn(serve_connection(acceptor.clone(), tcp, router.clone()));
+                }
+                Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            }
+        }
+        connections.shutdown().await;
+        Ok(())
+    }
+}
+
+async fn serve_connection(acceptor: tokio_rustls::TlsAcceptor, tcp: tokio::net::TcpStream, router: Router) {
+    let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "TLS handshake failed");
+            return;
+        }
+        Err(_) => return,
+    };
+    let identity = PeerIdentity(
+        tls.get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|chain| chain.first())
+            .and_then(|leaf| user_from_certificate(leaf)),
+    );
+    let service = tower::service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
+        req.extensions_mut().insert(identity.clone());
+        router.clone().oneshot(req.map(Body::new))
+    });
+    let service = hyper_util::service::TowerToHyperService::new(service);
+    if let Err(e) = auto::Builder::new(TokioExecutor::new())
+        .serve_connection_with_upgrades(TokioIo::new(tls), service)
+        .await
+    {
+        tracing::debug!(error = %e, "connection ended with an error");
+    }
+}
+
+fn pem_error(what: &'static str) -> impl Fn(rustls_pki_types::pem::Error) -> Error {
+    move |e| Error::Pem { what, detail: e.to_string() }
+}
+
+/// The rustls server config: our cert, client certs optional but verified against the CA
+/// (with the clientAuth usage) when presented, so bearer tokens work too.
+fn server_config(tls: &TlsConfig) -> Result<rustls::ServerConfig, Error> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&tls.cert_chain_pem)
+        .collect::<Result<_, _>>()
+        .map_err(pem_error("serving certificate"))?;
+    if chain.is_empty() {
+        return Err(Error::Pem { what: "serving certificate", detail: "no CERTIFICATE block".into() });
+    }
+    let key = PrivateKeyDer::from_pem_slice(&tls.key_pem).map_err(pem_error("serving key"))?;
+    let mut roots = RootCertStore::empty();
+    for ca in CertificateDer::pem_slice_iter(&tls.client_ca_pem) {
+        roots.add(ca.map_err(pem_error("client CA"))?).map_err(Error::Tls)?;
+    }
+    if roots.is_empty() {
+        return Err(Error::Pem { what: "client CA", detail: "no CERTIFICATE block".into() });
+    }
+    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+        .allow_unauthenticated()
+        .build()
+        .map_err(|e| Error::Pem { what: "client CA", detail: e.to_string() })?;
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(Error::Tls)?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(chain, key)
+        .map_err(Error::Tls)?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+/// A server started by [`start`].
+pub struct RunningServer {
+    local_addr: SocketAddr,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<Result<(), Error>>,
+    api: Api,
+}
+
+impl RunningServer {
+    /// The bound address (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The API behind the server (e.g. for in-memory services).
+    pub fn api(&self) -> &Api {
+        &self.api
+    }
+
+    /// Stops accepting, closes every connection and releases the database.
+    pub async fn shutdown(self) -> Result<(), Error> {
+        let Self { stop, task, api, .. } = self;
+        drop(api);
+        // The receiver is gone only if the task already ended; its result says why.
+        let _ = stop.send(());
+        task.await.map_err(|e| Error::Task(e.to_string()))?
+    }
+}
+
+/// Opens the API in `config.data_dir` and serves HTTPS on `addr` in a background task.
+pub async fn start(addr: SocketAddr, tls: TlsConfig, config: &Config) -> Result<RunningServer, Error> {
+    let api = Api::open(config)?;
+    server_config(&tls)?;
+    let listener = TcpListener::bind(addr).await.map_err(|source| Error::Bind { addr, source })?;
+    let local_addr = listener.local_addr().map_err(|source| Error::Bind { addr, source })?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let serving = api.clone();
+    let task = tokio::spawn(async move {
+        serving
+            .serve(listener, &tls, async {
+                let _ = stopped.await;
+            })
+            .await
+    });
+    Ok(RunningServer { local_addr, stop, task, api })
+}

@@ -1,0 +1,179 @@
+//! Watch streams (SPEC W-11, W-12, KC-11): newline-delimited JSON events from the store's
+//! event log. A watch is a small state machine polled by hyper — no task or thread of its
+//! own — so open watches cost memory only.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use axum::body::{Body, Bytes};
+use axum::response::Response;
+use http::{StatusCode, header};
+use serde_json::{Value, json};
+use tokio::time::Instant;
+
+use crate::handlers::AppState;
+use crate::resources::ResourceType;
+use crate::selector::Selector;
+use crate::status::ApiError;
+use crate::store::{Event, Store};
+use crate::table::{self, IncludeObject};
+
+struct Watch {
+    store: Arc<Store>,
+    rx: tokio::sync::watch::Receiver<u64>,
+    rt: &'static ResourceType,
+    prefix: String,
+    selector: Selector,
+    as_table: Option<IncludeObject>,
+    /// Every event up to here has been looked at.
+    cursor: u64,
+    initial: Option<Vec<Value>>,
+    deadline: Instant,
+    bookmarks: Option<(Duration, Instant)>,
+    done: bool,
+}
+
+fn line(kind: &str, object: Value) -> Vec<u8> {
+    let mut bytes = serde_json::to_vec(&json!({"type": kind, "object": object})).unwrap_or_default();
+    bytes.push(b'\n');
+    bytes
+}
+
+impl Watch {
+    fn render(&self, kind: &str, object: &Value, out: &mut Vec<u8>) {
+        let object = match self.as_table {
+            Some(include) => {
+                let meta = json!({"resourceVersion": crate::objects::meta_str(object, "resourceVersion")});
+                table::table(self.rt, std::slice::from_ref(object), meta, SystemTime::now(), include)
+            }
+            None => object.clone(),
+        };
+        out.extend(line(kind, object));
+    }
+
+    fn wanted(&self, event: &Event) -> bool {
+        event.key.starts_with(&self.prefix) && self.selector.matches(&event.object)
+    }
+
+    /// The next chunk of output, or `None` when the watch ends.
+    async fn next_chunk(&mut self) -> Option<Bytes> {
+        loop {
+            if self.done {
+                return None;
+            }
+            if let Some(initial) = self.initial.take() {
+                let mut out = Vec::new();
+                for obj in &initial {
+                    self.render("ADDED", obj, &mut out);
+                }
+                if !out.is_empty() {
+                    return Some(out.into());
+                }
+            }
+            self.rx.borrow_and_update();
+            match self.store.events_after(self.cursor) {
+                Err(expired) => {
+                    self.done = true;
+                    let status = ApiError::expired(format!(
+                        "too old resource version: {} ({})",
+                        expired.requested, expired.oldest
+                    ));
+                    return Some(line("ERROR", status.to_status()).into());
+                }
+                Ok(events) if !events.is_empty() => {
+                    let mut out = Vec::new();
+                    for event in &events {
+                        if self.wanted(event) {
+                            self.render(event.kind.as_str(), &event.object, &mut out);
+                        }
+                    }
+                    self.cursor = events.last().map_or(self.cursor, |e| e.rv);
+                    if !out.is_empty() {
+                        return Some(out.into());
+                    }
+                    continue;
+                }
+                Ok(_) => {}
+            }
+            let bookmark_at = self.bookmarks.map(|(_, at)| at);
+            tokio::select! {
+                changed = self.rx.changed() => {
+                    if changed.is_err() {
+                        self.done = true;
+                    }
+                }
+                () = tokio::time::sleep_until(self.deadline) => {
+                    self.done = true;
+                }
+                () = sleep_until_opt(bookmark_at) => {
+                    if let Some((every, at)) = self.bookmarks.as_mut() {
+                        *at += *every;
+                    }
+                    let object = json!({
+                        "kind": self.rt.kind,
+                        "apiVersion": self.rt.api_version(),
+                        "metadata": {"resourceVersion": self.cursor.to_string()},
+                    });
+                    return Some(line("BOOKMARK", object).into());
+                }
+            }
+        }
+    }
+}
+
+async fn sleep_until_opt(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Starts a watch response.
+pub(crate) fn serve(
+    state: AppState,
+    rt: &'static ResourceType,
+    prefix: String,
+    selector: Selector,
+    query: &HashMap<String, String>,
+    as_table: Option<IncludeObject>,
+) -> Response {
+    let store = state.store.clone();
+    let rx = store.subscribe();
+    let timeout = query
+        .get("timeoutSeconds")
+        .and_then(|t| t.parse::<u64>().ok())
+        .map_or(state.limits.default_watch_timeout, Duration::from_secs);
+    let bookmarks = matches!(query.get("allowWatchBookmarks").map(String::as_str), Some("true" | "1"))
+        .then(|| (state.limits.bookmark_interval, Instant::now() + state.limits.bookmark_interval));
+    let requested = query.get("resourceVersion").map(String::as_str).unwrap_or_default();
+    let (cursor, initial) = match requested.parse::<u64>() {
+        Ok(rv) if rv > 0 => (rv, None),
+        _ => match store.list(&prefix, None, 0, &|o| selector.matches(o)) {
+            Ok(listing) => (listing.rv, Some(listing.items.into_iter().map(|(_, v)| v).collect())),
+            Err(e) => return axum::response::IntoResponse::into_response(e),
+        },
+    };
+    let watch = Watch {
+        store,
+        rx,
+        rt,
+        prefix,
+        selector,
+        as_table,
+        cursor,
+        initial,
+        deadline: Instant::now() + timeout,
+        bookmarks,
+        done: false,
+    };
+    let stream = futures::stream::unfold(watch, |mut w| async move {
+        w.next_chunk().await.map(|chunk| (Ok::<_, std::convert::Infallible>(chunk), w))
+    });
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::CACHE_CONTROL, "no-cache, private")
+        .body(Body::from_stream(stream))
+        .unwrap_or_else(|e| axum::response::IntoResponse::into_response(ApiError::internal(e.to_string())))
+}

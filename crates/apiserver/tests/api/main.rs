@@ -1,0 +1,5 @@
+//! Integration tests of the embedded API server: kube-rs, kubectl, negative cases, durability.
+
+mod common;
+mod kube_rs;
+mod negative;
