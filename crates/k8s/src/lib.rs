@@ -1,0 +1,13 @@
+//! The kube-rs glue of kubecert: every call kubecert makes to a Kubernetes API lives here.
+//!
+//! - [`request`]: the node side of SPEC §3.6. Create a `certificates.k8s.io/v1` CSR,
+//!   reuse our own pending CSR when a fixed name is taken, and wait until it is issued,
+//!   denied, failed or deleted.
+//!
+//! The decisions (is an existing CSR ours? what does this CSR's state mean for the waiter?) are
+//! pure functions over the API objects, tested without a server; the async functions around
+//! them only move objects. This crate does not decide when to rotate (`kubecert-rotation`), does
+//! not store files (`kubecert-store`) and does not build TLS stacks (`kubecert-reload`): it takes a
+//! ready `kube::Client`.
+
+pub mod request;
