@@ -195,12 +195,12 @@ async fn resource(
         }
         "create" => {
             let content_type = header_str(req.headers(), header::CONTENT_TYPE).map(str::to_string);
-            let body = read_json(&state, content_type.as_deref(), req.into_body()).await?;
+            let body = read_json(&state, rr.rt, content_type.as_deref(), req.into_body()).await?;
             create(&state, rr, user, body, query.contains_key("dryRun")).await
         }
         "update" => {
             let content_type = header_str(req.headers(), header::CONTENT_TYPE).map(str::to_string);
-            let body = read_json(&state, content_type.as_deref(), req.into_body()).await?;
+            let body = read_json(&state, rr.rt, content_type.as_deref(), req.into_body()).await?;
             update(&state, rr, user, Change::Replace(body)).await
         }
         "patch" => {
@@ -211,8 +211,11 @@ async fn resource(
             update(&state, rr, user, Change::Patch(patch)).await
         }
         "delete" => {
+            let json_body = is_json_content_type(header_str(req.headers(), header::CONTENT_TYPE));
             let bytes = read_body(&state, req.into_body()).await?;
-            let options: Value = if bytes.is_empty() { json!({}) } else { parse_json(&bytes)? };
+            // DeleteOptions in protobuf carry nothing we act on but preconditions; those are
+            // honoured for JSON bodies only.
+            let options: Value = if bytes.is_empty() || !json_body { json!({}) } else { parse_json(&bytes)? };
             let name = rr.name.clone().unwrap_or_default();
             let (deleted, _) = delete(&state, &rr, &name, &options).await?;
             Ok(json_response(StatusCode::OK, &objects::deleted_status(rr.rt, &deleted)))
@@ -303,11 +306,27 @@ fn parse_json(bytes: &[u8]) -> ApiResult<Value> {
     Ok(v)
 }
 
-async fn read_json(state: &AppState, content_type: Option<&str>, body: Body) -> ApiResult<Value> {
+const PROTOBUF: &str = "application/vnd.kubernetes.protobuf";
+
+fn is_protobuf(ct: Option<&str>) -> bool {
+    ct.is_some_and(|ct| ct.split(';').next().unwrap_or_default().trim() == PROTOBUF)
+}
+
+/// Reads a JSON (or, for the types clients send that way, protobuf) object body.
+async fn read_json(
+    state: &AppState,
+    rt: &ResourceType,
+    content_type: Option<&str>,
+    body: Body,
+) -> ApiResult<Value> {
+    if is_protobuf(content_type) {
+        let bytes = read_body(state, body).await?;
+        return crate::protobuf::decode(rt, &bytes);
+    }
     if !is_json_content_type(content_type) {
         return Err(ApiError::unsupported_media_type(
             content_type.unwrap_or_default(),
-            &["application/json", "application/yaml"],
+            &["application/json", PROTOBUF],
         ));
     }
     let bytes = read_body(state, body).await?;
@@ -530,7 +549,7 @@ async fn delete_collection(
 /// authorizer.
 async fn subject_access_review(state: &AppState, req: Request) -> ApiResult<Response> {
     let content_type = header_str(req.headers(), header::CONTENT_TYPE).map(str::to_string);
-    let mut body = read_json(state, content_type.as_deref(), req.into_body()).await?;
+    let mut body = read_json(state, &SAR, content_type.as_deref(), req.into_body()).await?;
     objects::check_type(&SAR, &body)?;
     let spec = body.get("spec").cloned().unwrap_or_else(|| json!({}));
     let user = UserInfo {

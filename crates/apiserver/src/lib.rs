@@ -9,7 +9,8 @@
 //! service with a fixed identity. State lives in one redb file.
 //!
 //! Does not own: approving or signing (the signer's controllers do that through this API),
-//! keys and CSR parsing (`kubecert-csr`), protobuf, server-side-apply field management
+//! keys and CSR parsing (`kubecert-csr`), protobuf responses (protobuf request
+//! bodies of CSRs, Secrets and Leases are decoded), server-side-apply field management
 //! (apply patches are merged), finalizers and graceful deletion.
 //!
 //! Start with [`start`] (HTTPS) or [`Api::open`] + [`Api::service_as`] (in memory).
@@ -21,6 +22,7 @@ mod discovery;
 mod handlers;
 mod objects;
 mod openapi;
+mod protobuf;
 mod registry;
 mod request;
 mod resources;

@@ -2,4 +2,5 @@
 
 mod common;
 mod kube_rs;
+mod kubectl;
 mod negative;

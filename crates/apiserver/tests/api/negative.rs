@@ -414,6 +414,9 @@ async fn malformed_requests_and_limits() {
         .send_as(&admin, "POST", CSRS, &[("content-type", "application/json")], vec![b' '; 65 * 1024])
         .await;
     assert_status(&resp, 413, "RequestEntityTooLarge");
+    let resp =
+        mem.send_as(&admin, "POST", CSRS, &[("content-type", "application/cbor")], b"x".to_vec()).await;
+    assert_status(&resp, 415, "UnsupportedMediaType");
     let resp = mem
         .send_as(
             &admin,
@@ -423,7 +426,7 @@ async fn malformed_requests_and_limits() {
             b"x".to_vec(),
         )
         .await;
-    assert_status(&resp, 415, "UnsupportedMediaType");
+    assert_status(&resp, 400, "BadRequest");
     let resp = mem
         .send_as(&admin, "GET", CSRS, &[("accept", "application/vnd.kubernetes.protobuf")], Vec::new())
         .await;
