@@ -71,6 +71,24 @@ pub enum KeyType {
     Rsa,
 }
 
+impl KeyType {
+    /// The configuration spelling: `ecdsa-p256`, `ecdsa-p384`, `ed25519`, `rsa`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyType::EcdsaP256 => "ecdsa-p256",
+            KeyType::EcdsaP384 => "ecdsa-p384",
+            KeyType::Ed25519 => "ed25519",
+            KeyType::Rsa => "rsa",
+        }
+    }
+}
+
+impl std::fmt::Display for KeyType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// The rules for one signer name. Field defaults are in parentheses.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]

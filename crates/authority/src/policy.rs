@@ -528,9 +528,10 @@ impl Rules {
             }
         };
         if !config.allowed_key_types.contains(&key_type) {
+            let allowed: Vec<&str> = config.allowed_key_types.iter().map(|k| k.as_str()).collect();
             return violation(
                 DenyReason::KeyNotAllowed,
-                format!("{key_type:?} keys are not allowed for this signer"),
+                format!("{key_type} keys are not allowed for this signer (allowed: {})", allowed.join(", ")),
             );
         }
         if let Some(bits) = rsa_bits.filter(|bits| *bits < config.min_rsa_bits) {
@@ -732,4 +733,237 @@ pub(crate) fn is_dns_name(name: &str) -> bool {
                 && !label.ends_with('-')
                 && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+    use k8s_openapi::jiff::Timestamp;
+
+    use super::*;
+    use crate::conditions::tests::with_conditions;
+    use crate::test_support::{node_client, object};
+
+    const CLIENT: &[&str] = &["digital signature", "client auth"];
+    const SERVING: &[&str] = &["digital signature", "server auth"];
+
+    fn policy(toml_text: &str) -> Result<Policy, Error> {
+        Policy::new(toml::from_str(toml_text).map_err(|e| Error::Config(e.to_string()))?)
+    }
+
+    #[test]
+    fn toml_keeps_defaults_for_what_it_does_not_mention() {
+        let config: PolicyConfig = toml::from_str(
+            r#"
+            [signers."kubernetes.io/kubelet-serving"]
+            auto_approve = true
+            allowed_ip_cidrs = ["10.0.0.0/8"]
+            "#,
+        )
+        .unwrap();
+        assert_eq!(config.signers.len(), 3);
+        assert_eq!(config.signers[SIGNER_KUBE_APISERVER_CLIENT_KUBELET], SignerPolicy::default());
+        let serving = &config.signers[SIGNER_KUBELET_SERVING];
+        assert_eq!(serving.auto_approve, Some(true));
+        assert_eq!(serving.max_pending_per_requester, 10);
+        assert_eq!(toml::from_str::<PolicyConfig>("").unwrap(), PolicyConfig::default());
+        let policy = Policy::new(config).unwrap();
+        assert!(policy.rules(SIGNER_KUBE_APISERVER_CLIENT_KUBELET).unwrap().auto_approve);
+        assert!(policy.rules(SIGNER_KUBELET_SERVING).unwrap().auto_approve);
+        assert!(!policy.rules(SIGNER_KUBE_APISERVER_CLIENT).unwrap().auto_approve);
+    }
+
+    #[test]
+    fn configuration_mistakes_are_errors_naming_the_setting() {
+        let err = |text: &str| policy(text).unwrap_err().to_string();
+        assert!(
+            err(r#"[signers."example.com/x"]"#)
+                .contains("no policy rules exist for signer \"example.com/x\"")
+        );
+        assert!(err("[signers.\"kubernetes.io/kube-apiserver-client-kubelet\"]\nallowed_ip_cidrs = [\"10.0.0.0/8\"]")
+            .contains("allowed_ip_cidrs applies only to kubernetes.io/kubelet-serving"));
+        assert!(
+            err("[signers.\"kubernetes.io/kubelet-serving\"]\nallowed_organizations = [\"x\"]")
+                .contains("allowed_organizations applies only to kubernetes.io/kube-apiserver-client")
+        );
+        assert!(
+            err("[signers.\"kubernetes.io/kubelet-serving\"]\nallowed_ip_cidrs = [\"10.0.0.0\"]")
+                .contains("\"10.0.0.0\" is not a CIDR")
+        );
+        assert!(
+            err("[signers.\"kubernetes.io/kubelet-serving\"]\nallowed_dns_suffixes = [\"*.example.com\"]")
+                .contains("\"*.example.com\" is not a domain name")
+        );
+        assert!(
+            err("[signers.\"kubernetes.io/kubelet-serving\"]\nauto_aprove = true").contains("unknown field")
+        );
+        assert!(
+            err("[signers.\"kubernetes.io/kubelet-serving\"]\nallowed_key_types = [\"dsa\"]")
+                .contains("unknown variant")
+        );
+    }
+
+    #[test]
+    fn suffixes_and_dns_names() {
+        assert_eq!(normalize_suffix(".Example.COM."), Some("example.com".into()));
+        assert_eq!(normalize_suffix("."), Some(String::new()));
+        assert_eq!(normalize_suffix(""), None);
+        assert_eq!(normalize_suffix("a..b"), None);
+        assert!(is_dns_name("node-1.example.com"));
+        for bad in ["", "-a", "a-", "a_b", "*.example.com", "a.", &"a".repeat(64), "é.example"] {
+            assert!(!is_dns_name(bad), "{bad:?}");
+        }
+    }
+
+    fn pending(name: &str, username: &str, created: i64) -> CertificateSigningRequest {
+        let mut csr = object(SIGNER_KUBE_APISERVER_CLIENT_KUBELET, "", CLIENT, username, &[]);
+        csr.metadata.name = Some(name.into());
+        csr.metadata.creation_timestamp = Some(Time(Timestamp::from_second(created).unwrap()));
+        csr
+    }
+
+    #[test]
+    fn pending_before_counts_older_pending_requests_of_the_same_requester_and_signer() {
+        let me = pending("c", "system:node:a", 300);
+        let mut decided = pending("d", "system:node:a", 100);
+        decided.status = with_conditions(&[("Denied", "True")]).status;
+        let mut other_signer = pending("e", "system:node:a", 100);
+        other_signer.spec.signer_name = SIGNER_KUBELET_SERVING.into();
+        let all = [
+            pending("a", "system:node:a", 100),
+            pending("b", "system:node:a", 300), // same time, earlier name
+            me.clone(),
+            pending("z", "system:node:a", 400), // newer
+            pending("x", "system:node:b", 100), // other requester
+            decided,
+            other_signer,
+        ];
+        assert_eq!(pending_before(&me, &all), 2);
+        assert_eq!(pending_before(&all[0], &all), 0);
+    }
+
+    #[test]
+    fn requesting_node_is_the_name_after_the_node_prefix() {
+        let csr = |user: &str| object(SIGNER_KUBELET_SERVING, "", SERVING, user, &[]);
+        assert_eq!(requesting_node(&csr("system:node:worker-1")), Some("worker-1"));
+        assert_eq!(requesting_node(&csr("system:node:")), None);
+        assert_eq!(requesting_node(&csr("system:bootstrap:abcdef")), None);
+    }
+
+    fn client_request(username: &str) -> CertificateSigningRequest {
+        object(SIGNER_KUBE_APISERVER_CLIENT_KUBELET, &node_client("a").pem(), CLIENT, username, &[])
+    }
+
+    #[test]
+    fn reviews_are_answered_in_order_and_a_refusal_is_retried() {
+        let policy = Policy::new(PolicyConfig::default()).unwrap();
+        let csr = client_request("system:node:a");
+        let Evaluation::NeedsAccessReview(pending) = policy.evaluate(&ApprovalRequest::new(&csr)) else {
+            panic!("expected reviews")
+        };
+        let subresources: Vec<_> = pending.reviews().iter().map(AccessReview::subresource).collect();
+        assert_eq!(subresources, ["selfnodeclient", "nodeclient"]);
+        let mut asked = Vec::new();
+        let decision = pending.clone().finish(|r| {
+            asked.push(r.subresource());
+            r.subresource() == "nodeclient"
+        });
+        assert_eq!(asked, ["selfnodeclient", "nodeclient"]);
+        assert_eq!(
+            decision,
+            Decision::Approve {
+                reason: "AutoApproved".into(),
+                message: "Auto approving kubelet client certificate after SubjectAccessReview.".into()
+            }
+        );
+        let refused = pending.finish(|_| false);
+        let Decision::Ignore { why } = refused else { panic!("{refused:?}") };
+        assert_eq!(why, IgnoreReason::NotAuthorized);
+        assert!(why.should_retry());
+    }
+
+    #[test]
+    fn storm_control_spares_bootstrap_tokens_unless_configured() {
+        let policy = Policy::new(PolicyConfig::default()).unwrap();
+        let node = client_request("system:node:a");
+        let Decision::Deny { reason, message } = policy.decide(&over(&node, 10), |_| true) else { panic!() };
+        assert_eq!(reason, DenyReason::TooManyPendingRequests);
+        assert!(message.contains("already has 10 pending requests"), "{message}");
+        assert!(matches!(policy.decide(&over(&node, 9), |_| true), Decision::Approve { .. }));
+        let bootstrap = client_request("system:bootstrap:abcdef");
+        assert!(matches!(policy.decide(&over(&bootstrap, 1000), |_| true), Decision::Approve { .. }));
+        let capped = policy_with("max_pending_per_bootstrap_token = 5");
+        assert!(matches!(capped.decide(&over(&bootstrap, 5), |_| true), Decision::Deny { .. }));
+    }
+
+    fn over(csr: &CertificateSigningRequest, pending_before: usize) -> ApprovalRequest<'_> {
+        ApprovalRequest { pending_before, ..ApprovalRequest::new(csr) }
+    }
+
+    fn policy_with(client_kubelet_settings: &str) -> Policy {
+        policy(&format!(
+            "[signers.\"kubernetes.io/kube-apiserver-client-kubelet\"]\n{client_kubelet_settings}"
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn violations_are_left_pending_when_denying_is_off_and_nothing_happens_when_disabled() {
+        let mut csr = client_request("system:node:a");
+        csr.spec.usages = Some(vec!["server auth".into()]);
+        let quiet = policy_with("deny_violations = false");
+        let Decision::Ignore { why } = quiet.decide(&ApprovalRequest::new(&csr), |_| true) else { panic!() };
+        assert_eq!(
+            why,
+            IgnoreReason::ViolationNotDenied {
+                reason: DenyReason::UsagesNotAllowed,
+                message: "usages did not match [client auth digital signature key encipherment]".into()
+            }
+        );
+        assert!(!why.should_retry());
+        let disabled = policy_with("enabled = false");
+        assert_eq!(
+            disabled.decide(&ApprovalRequest::new(&csr), |_| true),
+            Decision::Ignore { why: IgnoreReason::PolicyDisabled }
+        );
+        let manual = policy_with("auto_approve = false");
+        assert_eq!(
+            manual.decide(&ApprovalRequest::new(&client_request("system:node:a")), |_| true),
+            Decision::Ignore { why: IgnoreReason::AutoApproveDisabled }
+        );
+    }
+
+    #[test]
+    fn decided_and_foreign_requests_are_ignored() {
+        let policy = Policy::new(PolicyConfig::default()).unwrap();
+        let mut approved = client_request("system:node:a");
+        approved.status = with_conditions(&[("Approved", "True")]).status;
+        assert_eq!(
+            policy.decide(&ApprovalRequest::new(&approved), |_| true),
+            Decision::Ignore { why: IgnoreReason::AlreadyDecided }
+        );
+        let mut foreign = client_request("system:node:a");
+        foreign.spec.signer_name = "example.com/custom".into();
+        assert_eq!(
+            policy.decide(&ApprovalRequest::new(&foreign), |_| true),
+            Decision::Ignore { why: IgnoreReason::NoPolicyForSigner }
+        );
+    }
+
+    #[test]
+    fn decisions_become_conditions() {
+        let now = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000);
+        let deny = Decision::Deny { reason: DenyReason::SANNotAllowed, message: "m".into() };
+        let condition = deny.condition(now).unwrap().unwrap();
+        assert_eq!(
+            (condition.type_.as_str(), condition.reason.as_deref()),
+            ("Denied", Some("SANNotAllowed"))
+        );
+        let approve = Decision::approve("ok");
+        assert_eq!(approve.condition(now).unwrap().unwrap().type_, "Approved");
+        assert_eq!(Decision::ignore(IgnoreReason::NotAuthorized).condition(now).unwrap(), None);
+        for reason in DenyReason::ALL {
+            assert_eq!(reason.as_str().parse::<DenyReason>(), Ok(reason));
+        }
+    }
 }

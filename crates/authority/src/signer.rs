@@ -103,3 +103,97 @@ impl Signer {
             .map(|issued| SignOutcome::Issued(Box::new(issued)))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, UNIX_EPOCH};
+
+    use kubecert_csr::{SIGNER_KUBE_APISERVER_CLIENT_KUBELET, SIGNER_KUBELET_SERVING};
+
+    use super::*;
+    use crate::authority::CertificateAuthority;
+    use crate::conditions::tests::with_conditions;
+    use crate::test_support::{node_client, object};
+
+    const T0: u64 = 1_700_000_000;
+
+    fn at(secs: u64) -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(secs)
+    }
+
+    fn signer(signers: &[&str]) -> Signer {
+        let rng = ring::rand::SystemRandom::new();
+        let cas = signers
+            .iter()
+            .map(|s| (s.to_string(), CertificateAuthority::generate("ca", at(T0), &rng).unwrap()));
+        Signer::new(SignerAuthorities::per_signer(cas).unwrap(), IssuancePolicy::default())
+    }
+
+    fn approved(signer_name: &str, pem: &str, usages: &[&str]) -> CertificateSigningRequest {
+        let mut csr = object(signer_name, pem, usages, "system:node:a", &["system:nodes"]);
+        csr.status = with_conditions(&[("Approved", "True")]).status;
+        csr
+    }
+
+    #[test]
+    fn signs_only_approved_requests_of_signers_it_has_a_ca_for() {
+        let signer = signer(&[SIGNER_KUBE_APISERVER_CLIENT_KUBELET]);
+        let pem = node_client("a").pem();
+        let usages = ["digital signature", "client auth"];
+        assert!(signer.should_sign(&approved(SIGNER_KUBE_APISERVER_CLIENT_KUBELET, &pem, &usages)));
+        assert!(!signer.should_sign(&approved(SIGNER_KUBELET_SERVING, &pem, &usages)), "no CA for it");
+        let pending = object(SIGNER_KUBE_APISERVER_CLIENT_KUBELET, &pem, &usages, "system:node:a", &[]);
+        assert!(!signer.should_sign(&pending));
+        let err = signer.sign(
+            &approved(SIGNER_KUBELET_SERVING, &pem, &usages),
+            at(T0),
+            &ring::rand::SystemRandom::new(),
+        );
+        assert!(err.unwrap_err().to_string().contains("no CA is configured"));
+    }
+
+    #[test]
+    fn issues_valid_requests_and_fails_invalid_ones_without_retry() {
+        let signer = signer(&[SIGNER_KUBE_APISERVER_CLIENT_KUBELET]);
+        let rng = ring::rand::SystemRandom::new();
+        let pem = node_client("a").pem();
+        let mut csr =
+            approved(SIGNER_KUBE_APISERVER_CLIENT_KUBELET, &pem, &["digital signature", "client auth"]);
+        csr.spec.expiration_seconds = Some(3600);
+        let outcome = signer.sign(&csr, at(T0 + 60), &rng).unwrap();
+        assert_eq!(outcome.failed_condition(at(T0)).unwrap(), None);
+        let SignOutcome::Issued(issued) = outcome else { panic!("{outcome:?}") };
+        assert_eq!(issued.certificate().not_after, at(T0 + 60 + 3600));
+
+        let wrong =
+            approved(SIGNER_KUBE_APISERVER_CLIENT_KUBELET, &pem, &["digital signature", "server auth"]);
+        let outcome = signer.sign(&wrong, at(T0 + 60), &rng).unwrap();
+        let condition = outcome.failed_condition(at(T0 + 60)).unwrap().unwrap();
+        assert_eq!(condition.type_, "Failed");
+        assert_eq!(condition.reason.as_deref(), Some("SignerValidationFailure"));
+        assert_eq!(
+            condition.message.as_deref(),
+            Some("usages did not match [client auth digital signature key encipherment]")
+        );
+
+        let garbage = approved(SIGNER_KUBE_APISERVER_CLIENT_KUBELET, "not a pem", &["client auth"]);
+        let SignOutcome::Rejected(failure) = signer.sign(&garbage, at(T0 + 60), &rng).unwrap() else {
+            panic!()
+        };
+        assert_eq!(failure.kind(), FailureKind::Request);
+        assert!(failure.message().starts_with("unable to parse csr: "), "{failure}");
+    }
+
+    #[test]
+    fn an_expired_ca_is_an_error_to_retry_not_a_failure() {
+        let signer = signer(&[SIGNER_KUBE_APISERVER_CLIENT_KUBELET]);
+        let csr = approved(
+            SIGNER_KUBE_APISERVER_CLIENT_KUBELET,
+            &node_client("a").pem(),
+            &["digital signature", "client auth"],
+        );
+        let late = at(T0) + crate::GENERATED_CA_LIFETIME;
+        let result = signer.sign(&csr, late, &ring::rand::SystemRandom::new());
+        assert!(matches!(result, Err(Error::CaExpired { .. })), "{result:?}");
+    }
+}

@@ -56,7 +56,7 @@ impl SubjectName {
                     .filter(|s| string_is_valid_for(tag, s))
                     .ok_or_else(|| {
                         format!(
-                            "subject attribute {} must be a UTF8String, PrintableString, IA5String or NumericString with valid contents",
+                            "subject attribute {} must be a UTF8String, PrintableString, IA5String or NumericString with valid contents and no control characters",
                             attribute.attr_type()
                         )
                     })?;
@@ -120,7 +120,12 @@ fn universal(tag_number: u64) -> yasna::Tag {
 }
 
 /// Whether `s` is a legal value of the string type `tag` (one of the four this module accepts).
+/// Control characters (NUL, newlines, escapes) are refused in every type: they have no place in
+/// a user or group name and only serve to confuse whoever reads them.
 fn string_is_valid_for(tag: Tag, s: &str) -> bool {
+    if s.chars().any(char::is_control) {
+        return false;
+    }
     match tag {
         Tag::Utf8String => true,
         Tag::Ia5String => s.is_ascii(),
@@ -183,6 +188,8 @@ mod tests {
         let der = name_der(&[(OID_COMMON_NAME, PRINTABLE, b"a*b")]);
         assert!(SubjectName::from_der(&der).is_err());
         let der = name_der(&[(OID_COMMON_NAME, UTF8, &[0xff, 0xfe])]);
+        assert!(SubjectName::from_der(&der).is_err());
+        let der = name_der(&[(OID_COMMON_NAME, UTF8, b"system:node:a\0b")]);
         assert!(SubjectName::from_der(&der).is_err());
     }
 
