@@ -39,7 +39,9 @@ pub struct StoreConfig {
     /// The configured key file paired with `cert_file`.
     pub key_file: Option<PathBuf>,
     /// How many of the newest timestamped pair files a commit keeps; the current pair is kept
-    /// even when it is not among them. `0` keeps only the current pair.
+    /// even when it is not among them. `0` keeps only the current pair. "Newest" is by file
+    /// name (timestamp, then same-second suffix), so a file's mtime does not matter; only names
+    /// of the form `<prefix>-YYYY-MM-DD-HH-MM-SS[-N].pem` are ever deleted.
     pub retain: usize,
     /// Zone of the timestamp in pair file names; the kubelet uses local time, so the default is
     /// the system zone. Tests set UTC.
