@@ -3,6 +3,8 @@
 //! - [`request`]: the node side of SPEC §3.6. Create a `certificates.k8s.io/v1` CSR,
 //!   reuse our own pending CSR when a fixed name is taken, and wait until it is issued,
 //!   denied, failed or deleted.
+//! - [`controllers`]: the signer's side of SPEC §5. Approver, signer and cleaner applying
+//!   `kubecert-authority`'s decisions, with metrics and Lease-based leader election.
 //!
 //! The decisions (is an existing CSR ours? what does this CSR's state mean for the waiter?) are
 //! pure functions over the API objects, tested without a server; the async functions around
@@ -10,4 +12,5 @@
 //! not store files (`kubecert-store`) and does not build TLS stacks (`kubecert-reload`): it takes a
 //! ready `kube::Client`.
 
+pub mod controllers;
 pub mod request;

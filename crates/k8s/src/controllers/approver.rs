@@ -1,0 +1,181 @@
+//! The approver ("csrapproving", SPEC AP-1…AP-4, plus kubecert's policy).
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use futures::StreamExt as _;
+use k8s_openapi::api::authorization::v1::SubjectAccessReview;
+use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
+use k8s_openapi::api::core::v1::Node;
+use kube::api::{Api, PostParams};
+use kube::runtime::controller::{Action, Config, Controller};
+use kube::runtime::reflector::Store;
+use kube::runtime::watcher;
+use kubecert_authority::{
+    AccessReview, ApprovalRequest, Decision, Evaluation, Policy, is_approved, is_issued, is_pending,
+    pending_before, requesting_node,
+};
+use kubecert_csr::SIGNER_KUBELET_SERVING;
+use tokio_util::sync::CancellationToken;
+
+use super::backoff::ItemBackoff;
+use super::{ControllerError, SignerMetrics, name_of, with_condition};
+
+/// What the approver needs for every request.
+struct ApproverContext {
+    client: kube::Client,
+    policy: Policy,
+    metrics: SignerMetrics,
+    backoff: ItemBackoff,
+    cache: Store<CertificateSigningRequest>,
+}
+
+/// Runs the approver with 5 workers until `shutdown` is cancelled.
+pub async fn run_approver(
+    client: kube::Client,
+    policy: Policy,
+    metrics: SignerMetrics,
+    shutdown: CancellationToken,
+) {
+    let api = Api::<CertificateSigningRequest>::all(client.clone());
+    let controller = Controller::new(api, watcher::Config::default())
+        .with_config(Config::default().concurrency(5))
+        .graceful_shutdown_on(shutdown.cancelled_owned());
+    let cache = controller.store();
+    let context =
+        Arc::new(ApproverContext { client, policy, metrics, backoff: ItemBackoff::default(), cache });
+    controller
+        .run(reconcile, error_policy, context)
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "approver");
+            }
+        })
+        .await;
+}
+
+async fn reconcile(
+    csr: Arc<CertificateSigningRequest>,
+    ctx: Arc<ApproverContext>,
+) -> Result<Action, ControllerError> {
+    let cached = ctx.cache.state();
+    ctx.metrics.queue_depth.set(awaiting_work(cached.iter().map(Arc::as_ref)));
+    let name = name_of(&csr);
+    let node_addresses = node_addresses(&ctx.client, &csr).await?;
+    let request = ApprovalRequest {
+        csr: &csr,
+        pending_before: pending_before(&csr, cached.iter().map(Arc::as_ref)),
+        node_addresses: node_addresses.as_deref(),
+    };
+    let decision = match ctx.policy.evaluate(&request) {
+        Evaluation::Decided(decision) => decision,
+        Evaluation::NeedsAccessReview(pending) => {
+            let mut allowed_subresource = None;
+            for review in pending.reviews() {
+                if access_allowed(&ctx.client, review, &name).await? {
+                    allowed_subresource = Some(review.subresource());
+                    break;
+                }
+            }
+            pending.finish(|review| Some(review.subresource()) == allowed_subresource)
+        }
+    };
+    match &decision {
+        Decision::Approve { .. } | Decision::Deny { .. } => {
+            let condition = decision.condition(SystemTime::now())?.into_iter().next();
+            let Some(condition) = condition else { return Ok(Action::await_change()) };
+            let api = Api::<CertificateSigningRequest>::all(ctx.client.clone());
+            api.replace_subresource(
+                "approval",
+                &name,
+                &PostParams::default(),
+                &with_condition(&csr, condition),
+            )
+            .await
+            .map_err(|source| ControllerError::Api {
+                action: "updating approval of",
+                name: name.clone(),
+                source,
+            })?;
+            match &decision {
+                Decision::Deny { reason, .. } => {
+                    let label = super::metrics::ReasonLabel { reason: reason.as_str().to_owned() };
+                    ctx.metrics.denials.get_or_create(&label).inc();
+                }
+                _ => {
+                    ctx.metrics.approvals.inc();
+                }
+            }
+            tracing::info!(csr = %name, requester = ?csr.spec.username, %decision, "decided");
+            ctx.backoff.forget(&name);
+            Ok(Action::await_change())
+        }
+        Decision::Ignore { why } if why.should_retry() => {
+            Err(ControllerError::Retry(format!("{name}: {why}")))
+        }
+        Decision::Ignore { why } => {
+            tracing::debug!(csr = %name, %why, "not deciding");
+            ctx.backoff.forget(&name);
+            Ok(Action::await_change())
+        }
+    }
+}
+
+fn error_policy(
+    csr: Arc<CertificateSigningRequest>,
+    error: &ControllerError,
+    ctx: Arc<ApproverContext>,
+) -> Action {
+    let name = name_of(&csr);
+    let delay = ctx.backoff.next_delay(&name);
+    match error {
+        ControllerError::Retry(why) => tracing::debug!(csr = %name, %why, ?delay, "will look again"),
+        other => {
+            ctx.metrics.fail("approver_error");
+            tracing::warn!(csr = %name, error = %other, ?delay, "approver step failed; retrying");
+        }
+    }
+    Action::requeue(delay)
+}
+
+/// Requests that still await a decision or a certificate.
+pub(crate) fn awaiting_work<'a>(csrs: impl Iterator<Item = &'a CertificateSigningRequest>) -> i64 {
+    let count = csrs.filter(|c| is_pending(c) || (is_approved(c) && !is_issued(c))).count();
+    i64::try_from(count).unwrap_or(i64::MAX)
+}
+
+async fn access_allowed(
+    client: &kube::Client,
+    review: &AccessReview,
+    name: &str,
+) -> Result<bool, ControllerError> {
+    let api = Api::<SubjectAccessReview>::all(client.clone());
+    let answer =
+        api.create(&PostParams::default(), &review.to_subject_access_review()).await.map_err(|source| {
+            ControllerError::Api { action: "reviewing access for", name: name.to_owned(), source }
+        })?;
+    Ok(answer.status.is_some_and(|s| s.allowed))
+}
+
+/// The requesting node's addresses, for serving certificates, when the API has Node objects.
+/// The embedded API has none (404): then the policy's static rules alone apply.
+async fn node_addresses(
+    client: &kube::Client,
+    csr: &CertificateSigningRequest,
+) -> Result<Option<Vec<String>>, ControllerError> {
+    let node = match requesting_node(csr) {
+        Some(node) if csr.spec.signer_name == SIGNER_KUBELET_SERVING => node,
+        _ => return Ok(None),
+    };
+    let found = match Api::<Node>::all(client.clone()).get_opt(node).await {
+        Ok(found) => found,
+        Err(kube::Error::Api(status)) if status.code == 404 => None,
+        Err(source) => {
+            return Err(ControllerError::Api { action: "reading node", name: node.to_owned(), source });
+        }
+    };
+    Ok(found.map(|n| {
+        let addresses = n.status.and_then(|s| s.addresses).unwrap_or_default();
+        addresses.into_iter().map(|a| a.address).collect()
+    }))
+}

@@ -1,0 +1,122 @@
+//! The signer ("csrsigning", SPEC SG-2…SG-6).
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use arc_swap::ArcSwap;
+use futures::StreamExt as _;
+use k8s_openapi::ByteString;
+use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
+use kube::api::{Api, PostParams};
+use kube::runtime::controller::{Action, Config, Controller};
+use kube::runtime::watcher;
+use kubecert_authority::{CONDITION_APPROVED, SignOutcome, Signer};
+use tokio_util::sync::CancellationToken;
+
+use super::backoff::ItemBackoff;
+use super::metrics::SignerLabel;
+use super::{ControllerError, SignerMetrics, name_of, with_condition};
+
+/// What the signer needs for every request.
+struct SignerContext {
+    client: kube::Client,
+    signer: Arc<ArcSwap<Signer>>,
+    metrics: SignerMetrics,
+    backoff: ItemBackoff,
+    rng: ring::rand::SystemRandom,
+}
+
+/// Runs the signer with 5 workers until `shutdown` is cancelled. `signer` may be swapped at
+/// any time (new CA files); each request uses the one current when it is signed.
+pub async fn run_signer(
+    client: kube::Client,
+    signer: Arc<ArcSwap<Signer>>,
+    metrics: SignerMetrics,
+    shutdown: CancellationToken,
+) {
+    let api = Api::<CertificateSigningRequest>::all(client.clone());
+    let context = Arc::new(SignerContext {
+        client,
+        signer,
+        metrics,
+        backoff: ItemBackoff::default(),
+        rng: ring::rand::SystemRandom::new(),
+    });
+    Controller::new(api, watcher::Config::default())
+        .with_config(Config::default().concurrency(5))
+        .graceful_shutdown_on(shutdown.cancelled_owned())
+        .run(reconcile, error_policy, context)
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "signer");
+            }
+        })
+        .await;
+}
+
+async fn reconcile(
+    csr: Arc<CertificateSigningRequest>,
+    ctx: Arc<SignerContext>,
+) -> Result<Action, ControllerError> {
+    let signer = ctx.signer.load_full();
+    if !signer.should_sign(&csr) {
+        return Ok(Action::await_change());
+    }
+    let name = name_of(&csr);
+    let now = SystemTime::now();
+    let outcome = signer.sign(&csr, now, &ctx.rng)?;
+    let updated = match &outcome {
+        SignOutcome::Issued(issued) => {
+            let mut updated = (*csr).clone();
+            let status = updated.status.get_or_insert_with(Default::default);
+            status.certificate = Some(ByteString(issued.pem().as_bytes().to_vec()));
+            updated
+        }
+        SignOutcome::Rejected(_) => match outcome.failed_condition(now)? {
+            Some(condition) => with_condition(&csr, condition),
+            None => return Ok(Action::await_change()),
+        },
+    };
+    // The PUT carries the resourceVersion we saw: a concurrent writer makes it fail with 409
+    // instead of issuing twice.
+    Api::<CertificateSigningRequest>::all(ctx.client.clone())
+        .replace_status(&name, &PostParams::default(), &updated)
+        .await
+        .map_err(|source| ControllerError::Api { action: "writing status of", name: name.clone(), source })?;
+    match &outcome {
+        SignOutcome::Issued(issued) => {
+            let signer_name = csr.spec.signer_name.clone();
+            ctx.metrics.issuances.get_or_create(&SignerLabel { signer: signer_name }).inc();
+            if let Some(seconds) = seconds_since_approval(&csr, now) {
+                ctx.metrics.approve_to_issue_seconds.observe(seconds);
+            }
+            let cert = issued.certificate();
+            tracing::info!(csr = %name, serial = %cert.serial_hex, subject = ?cert.subject.common_name, "issued");
+        }
+        SignOutcome::Rejected(failure) => {
+            ctx.metrics.fail("signer_validation_failure");
+            tracing::warn!(csr = %name, reason = %failure.message(), "failed: signer validation");
+        }
+    }
+    ctx.backoff.forget(&name);
+    Ok(Action::await_change())
+}
+
+fn error_policy(
+    csr: Arc<CertificateSigningRequest>,
+    error: &ControllerError,
+    ctx: Arc<SignerContext>,
+) -> Action {
+    let name = name_of(&csr);
+    let delay = ctx.backoff.next_delay(&name);
+    ctx.metrics.fail("signer_error");
+    tracing::warn!(csr = %name, %error, ?delay, "signing step failed; retrying");
+    Action::requeue(delay)
+}
+
+fn seconds_since_approval(csr: &CertificateSigningRequest, now: SystemTime) -> Option<f64> {
+    let conditions = csr.status.as_ref()?.conditions.as_ref()?;
+    let approved = conditions.iter().find(|c| c.type_ == CONDITION_APPROVED)?;
+    let approved_at = SystemTime::from(approved.last_update_time.as_ref()?.0);
+    now.duration_since(approved_at).ok().map(|d| d.as_secs_f64())
+}
