@@ -164,7 +164,7 @@ impl CertificateStore {
         Ok(None)
     }
 
-    /// Stores a new pair and makes it current; returns it as loaded from the new file.
+    /// Stores a new pair and makes it current; returns it parsed from exactly the bytes written.
     ///
     /// `cert_chain_pem`: the certificate chain, leaf first (other PEM blocks are ignored);
     /// `key_pem`: its private key (the first private-key PEM block is used). `now` names the file.
