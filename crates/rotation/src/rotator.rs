@@ -456,9 +456,10 @@ impl Core {
         let failures = self.state.consecutive_failures;
         // Full warnings for failures 1, 2, 4, 8, …: a long outage is visible without a line
         // every 32 s. The overdue warning covers the outage as a whole.
+        const MESSAGE: &str = "certificate rotation attempt failed";
         macro_rules! report {
             ($level:ident) => {
-                $level!(%error, kind = error.kind(), failures, ?retry_in, "certificate rotation attempt failed")
+                $level!(%error, kind = error.kind(), failures, ?retry_in, MESSAGE)
             };
         }
         if failures.is_power_of_two() {
@@ -487,6 +488,7 @@ impl Core {
         state.consecutive_failures = 0;
         state.rotations += 1;
         state.due_since = None;
+        state.deadline = None;
         state.warned_overdue = false;
         state.warned_expired = false;
         self.set_phase(Phase::Waiting);
@@ -522,7 +524,8 @@ fn accept(chain_pem: &str, request: &CertificateRequest, now: SystemTime) -> Res
     }
     if !request.template.is_satisfied_by(leaf) {
         return Err(Error::Issued(format!(
-            "certificate (serial {}, CN {:?}, O {:?}, DNS {:?}, IP {:?}) lacks part of the requested template {:?}",
+            "certificate (serial {}, CN {:?}, O {:?}, DNS {:?}, IP {:?}) lacks part of the requested \
+             template {:?}",
             leaf.serial_hex,
             leaf.subject.common_name,
             leaf.subject.organizations,
@@ -567,3 +570,5 @@ impl fmt::Display for WallTime {
     }
 }
 
+#[cfg(test)]
+mod tests;

@@ -45,7 +45,8 @@ pub struct RotationStatus {
     pub current_serial: Option<String>,
     /// The certificate in use has expired. It stays published: nothing newer exists.
     pub expired: bool,
-    /// The current rotation deadline and its reason, once computed.
+    /// The current rotation deadline and its reason; `None` until computed, which happens at
+    /// the start and one second ([`LOOP_RESTART_PERIOD`](crate::LOOP_RESTART_PERIOD)) after each rotation.
     pub deadline: Option<Deadline>,
     /// Since when a rotation has been due without success: the deadline that was reached (or the
     /// loop's start, if later). `None` while waiting for the deadline and after a success.
