@@ -44,6 +44,11 @@ pub fn has_true_condition(csr: &CertificateSigningRequest, type_: &str) -> bool 
     conditions(csr).iter().any(|c| c.type_ == type_ && (c.status == "True" || c.status.is_empty()))
 }
 
+/// Whether a signer gave up on the request: a `Failed` condition with status `True` or empty.
+pub fn is_failed(csr: &CertificateSigningRequest) -> bool {
+    has_true_condition(csr, CONDITION_FAILED)
+}
+
 /// Whether `status.certificate` is non-empty (SPEC C-1: nothing left to do).
 pub fn is_issued(csr: &CertificateSigningRequest) -> bool {
     csr.status.as_ref().and_then(|s| s.certificate.as_ref()).is_some_and(|c| !c.0.is_empty())
@@ -64,10 +69,7 @@ pub fn is_pending(csr: &CertificateSigningRequest) -> bool {
 /// Whether a signer for `signer_name` should act on `csr` (SPEC SG-2 and C-1): the signer name
 /// matches, it is approved, no true `Failed` condition, and no certificate yet.
 pub fn awaits_signature(csr: &CertificateSigningRequest, signer_name: &str) -> bool {
-    csr.spec.signer_name == signer_name
-        && is_approved(csr)
-        && !has_true_condition(csr, CONDITION_FAILED)
-        && !is_issued(csr)
+    csr.spec.signer_name == signer_name && is_approved(csr) && !is_failed(csr) && !is_issued(csr)
 }
 
 /// A Kubernetes timestamp for `at` (the API keeps whole seconds).

@@ -99,9 +99,13 @@ impl ValidatedRequest<'_> {
 /// - `kubernetes.io/legacy-unknown`: nothing upstream.
 ///
 /// Beyond upstream, for every signer: the subject must read unambiguously (at most one common
-/// name; string attributes only, see the `subject` module), and every usage must be one of the
-/// 23 known strings (upstream fails such requests later, at signing, with the same message).
-/// Any other signer name fails with [`FailureKind::Signer`].
+/// name; string attributes only, see the `subject` module), DNS, email and URI SANs must be
+/// printable ASCII (they are IA5Strings), and every usage must be one of the 23 known strings
+/// (upstream fails such requests later, at signing, with the same message). Any other signer
+/// name fails with [`FailureKind::Signer`].
+///
+/// Upstream's extra usage rule for ML-DSA keys is not implemented: such requests cannot be
+/// parsed here (their signatures cannot be verified with ring), so they never get this far.
 pub fn validate_for_signer<'a>(
     signer_name: &str,
     info: &'a CsrInfo,
@@ -121,6 +125,13 @@ pub fn validate_for_signer<'a>(
                 format!("signer name {other:?} is not one this signer validates"),
             ));
         }
+    }
+    let texts = info.dns_names.iter().chain(&info.email_addresses).chain(&info.uris);
+    if let Some(bad) = texts.into_iter().find(|t| !t.bytes().all(|b| b.is_ascii_graphic())) {
+        return Err(ValidationFailure::new(
+            FailureKind::SubjectAltNames,
+            format!("subjectAltName {bad:?} is not printable ASCII"),
+        ));
     }
     let usages = parse_usages(usages).map_err(|m| ValidationFailure::new(FailureKind::Usages, m))?;
     Ok(ValidatedRequest { info, subject, usages })
@@ -375,6 +386,22 @@ mod tests {
             check(signer, &info, &["cert sign", "Bogus", "x"]),
             Err((FailureKind::Usages, r#"unrecognized usage values: ["Bogus" "x"]"#.into()))
         );
+    }
+
+    #[test]
+    fn sans_must_be_printable_ascii() {
+        let mut info = node_client("a").info();
+        info.dns_names = vec!["bücher.example".into()];
+        assert_eq!(
+            check(SIGNER_LEGACY_UNKNOWN, &info, CLIENT),
+            Err((
+                FailureKind::SubjectAltNames,
+                r#"subjectAltName "bücher.example" is not printable ASCII"#.into()
+            ))
+        );
+        info.dns_names = vec![];
+        info.uris = vec!["spiffe://x/a b".into()];
+        assert_eq!(check(SIGNER_LEGACY_UNKNOWN, &info, CLIENT).unwrap_err().0, FailureKind::SubjectAltNames);
     }
 
     #[test]
