@@ -49,10 +49,11 @@ pub(crate) fn write_temp(dir: &Path, stem: &str, contents: &[u8]) -> Result<Name
     Ok(file)
 }
 
-/// Atomically replaces `path` with `contents` (mode 0600): temporary file, fsync, rename, fsync
-/// of the directory. The parent directory is created (0755) when missing. Stale temporary files
-/// of an earlier crashed write to the same path are removed first.
-pub(crate) fn replace_file(path: &Path, contents: &[u8]) -> Result<()> {
+/// Writes a file that may hold secrets (a key, a kubeconfig with credentials) crash-safely: it is
+/// either the old file or the complete new one, mode 0600, and durable on return (temporary
+/// file, fsync, rename, fsync of the directory). A missing parent directory is created (0755).
+/// Stale temporary files of an earlier crashed write to the same path are removed first.
+pub fn write_private_file(path: &Path, contents: &[u8]) -> Result<()> {
     let (dir, name) = split_file_path(path)?;
     create_dir_all(&dir)?;
     remove_stale_temps(&dir, &name)?;
@@ -161,8 +162,8 @@ mod tests {
         fs::write(&stale, b"half").unwrap();
         fs::write(&unrelated, b"keep").unwrap();
 
-        replace_file(&target, b"one").unwrap();
-        replace_file(&target, b"two").unwrap();
+        write_private_file(&target, b"one").unwrap();
+        write_private_file(&target, b"two").unwrap();
 
         assert_eq!(fs::read(&target).unwrap(), b"two");
         let mode = fs::metadata(&target).unwrap().permissions().mode() & 0o777;

@@ -168,23 +168,74 @@ impl BootstrapKubeconfig {
     }
 }
 
+/// How the user of a kubeconfig we write authenticates.
+///
+/// `Debug` never shows the token or the inline key.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Credentials {
+    /// `client-certificate` and `client-key` both pointing at a combined pair file, such as
+    /// `kubelet-client-current.pem` (SPEC B-14).
+    PairFile(PathBuf),
+    /// A bearer token (a bootstrap kubeconfig).
+    Token(String),
+    /// Inline `client-certificate-data` and `client-key-data` (an admin kubeconfig that can be
+    /// copied to another machine).
+    InlineCertificate {
+        /// The certificate chain, PEM.
+        cert_pem: Vec<u8>,
+        /// The private key, PEM.
+        key_pem: Vec<u8>,
+    },
+}
+
+impl fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::PairFile(path) => f.debug_tuple("PairFile").field(path).finish(),
+            Self::Token(_) => f.write_str("Token(<redacted>)"),
+            Self::InlineCertificate { .. } => f.write_str("InlineCertificate { .. }"),
+        }
+    }
+}
+
 /// Writes the kubeconfig of SPEC B-14 to `kubeconfig_path`: cluster `default-cluster` (the
 /// endpoint's server, CA file path or inline CA data, `insecure-skip-tls-verify`), user
 /// `default-auth` whose `client-certificate` and `client-key` are both `current_pem`, context
-/// `default-context` in namespace `default`, made current. The write is atomic (temporary file,
-/// fsync, rename, fsync of the directory), the file mode is 0600 and a missing parent directory
-/// is created with mode 0755.
+/// `default-context` in namespace `default`, made current. See [`write_kubeconfig`].
 pub fn write_for_current_pem(
     kubeconfig_path: &Path,
     cluster: &ClusterEndpoint,
     current_pem: &Path,
+) -> Result<()> {
+    write_kubeconfig(kubeconfig_path, cluster, &Credentials::PairFile(current_pem.to_path_buf()))
+}
+
+/// Writes a kubeconfig with one cluster (`default-cluster`), one user (`default-auth`, with
+/// `credentials`) and one context (`default-context`, namespace `default`), made current. The
+/// write is atomic (temporary file, fsync, rename, fsync of the directory), the file mode is 0600
+/// and a missing parent directory is created with mode 0755.
+pub fn write_kubeconfig(
+    kubeconfig_path: &Path,
+    cluster: &ClusterEndpoint,
+    credentials: &Credentials,
 ) -> Result<()> {
     let (certificate_authority, certificate_authority_data) = match &cluster.certificate_authority {
         None => (None, None),
         Some(PemSource::File(path)) => (Some(path_string(path)), None),
         Some(PemSource::Inline(bytes)) => (None, Some(BASE64.encode(bytes))),
     };
-    let current_pem = path_string(current_pem);
+    let user = match credentials {
+        Credentials::PairFile(pem) => {
+            let pem = path_string(pem);
+            AuthInfo { client_certificate: Some(pem.clone()), client_key: Some(pem), ..AuthInfo::default() }
+        }
+        Credentials::Token(token) => AuthInfo { token: Some(token.clone()), ..AuthInfo::default() },
+        Credentials::InlineCertificate { cert_pem, key_pem } => AuthInfo {
+            client_certificate_data: Some(BASE64.encode(cert_pem)),
+            client_key_data: Some(BASE64.encode(key_pem)),
+            ..AuthInfo::default()
+        },
+    };
     let file = KubeconfigFile {
         api_version: Some("v1".to_owned()),
         kind: Some("Config".to_owned()),
@@ -205,19 +256,12 @@ pub fn write_for_current_pem(
                 namespace: Some(CONTEXT_NAMESPACE.to_owned()),
             },
         }],
-        users: vec![NamedUser {
-            name: USER_NAME.to_owned(),
-            user: AuthInfo {
-                client_certificate: Some(current_pem.clone()),
-                client_key: Some(current_pem),
-                ..AuthInfo::default()
-            },
-        }],
+        users: vec![NamedUser { name: USER_NAME.to_owned(), user }],
         current_context: Some(CONTEXT_NAME.to_owned()),
     };
     let yaml = serde_saphyr::to_string(&file)
         .map_err(|source| Error::KubeconfigSerialize { path: kubeconfig_path.to_path_buf(), source })?;
-    fsio::replace_file(kubeconfig_path, yaml.as_bytes())
+    fsio::write_private_file(kubeconfig_path, yaml.as_bytes())
 }
 
 /// The outcome of [`check_still_valid`].
@@ -480,6 +524,28 @@ mod tests {
             certificate_authority: ca,
             insecure_skip_tls_verify: insecure,
         }
+    }
+
+    #[test]
+    fn token_and_inline_certificate_kubeconfigs_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bootstrap.kubeconfig");
+        let cluster = endpoint(Some(PemSource::Inline(b"CA".to_vec())), false);
+        let token = Credentials::Token("abcdef.0123456789abcdef".to_owned());
+        assert_eq!(format!("{token:?}"), "Token(<redacted>)");
+        write_kubeconfig(&path, &cluster, &token).unwrap();
+        let read = BootstrapKubeconfig::load(&path).unwrap();
+        assert_eq!(read.cluster, cluster);
+        assert_eq!(read.token.as_deref(), Some("abcdef.0123456789abcdef"));
+        assert_eq!(read.client_certificate, None);
+
+        let inline = Credentials::InlineCertificate { cert_pem: b"CERT".to_vec(), key_pem: b"KEY".to_vec() };
+        write_kubeconfig(&path, &cluster, &inline).unwrap();
+        assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        let read = BootstrapKubeconfig::load(&path).unwrap();
+        assert_eq!(read.token, None);
+        assert_eq!(read.client_certificate, Some(PemSource::Inline(b"CERT".to_vec())));
+        assert_eq!(read.client_key, Some(PemSource::Inline(b"KEY".to_vec())));
     }
 
     #[test]

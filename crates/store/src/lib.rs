@@ -34,6 +34,7 @@ mod store;
 mod warning;
 
 pub use error::{Error, Result};
+pub use fsio::write_private_file;
 pub use pair::{PairSource, StoredPair};
 pub use pending_key::{PENDING_KEY_FILE_NAME, PendingKey, PendingKeyOrigin};
 pub use store::{CLIENT_PREFIX, CertificateStore, DEFAULT_RETAIN, SERVER_PREFIX, StoreConfig};

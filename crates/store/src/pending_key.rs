@@ -77,7 +77,7 @@ impl PendingKey {
         };
         let key = PrivateKey::generate(KeyAlgorithm::EcdsaP256)
             .map_err(|source| Error::KeyGeneration { path: path.clone(), source })?;
-        fsio::replace_file(&path, key.to_pem().as_bytes())?;
+        fsio::write_private_file(&path, key.to_pem().as_bytes())?;
         let (origin, warnings) = match replaced_because {
             None => (PendingKeyOrigin::Created, Vec::new()),
             Some(reason) => {
