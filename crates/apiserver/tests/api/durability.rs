@@ -42,7 +42,7 @@ fn child_server_process() {
     });
 }
 
-async fn spawn_child(dir: &Path) -> (tokio::process::Child, std::net::SocketAddr) {
+pub async fn spawn_child(dir: &Path) -> (tokio::process::Child, std::net::SocketAddr) {
     let _ = std::fs::remove_file(dir.join("addr"));
     let child = tokio::process::Command::new(std::env::current_exe().unwrap())
         .args(["durability::child_server_process", "--exact", "--nocapture", "--test-threads=1"])
@@ -64,13 +64,18 @@ async fn spawn_child(dir: &Path) -> (tokio::process::Child, std::net::SocketAddr
     (child, addr)
 }
 
+/// Writes the TLS material a child server reads.
+pub fn write_child_pki(pki: &Pki, dir: &Path) {
+    std::fs::write(dir.join("server.crt"), &pki.server_cert_pem).unwrap();
+    std::fs::write(dir.join("server.key"), &pki.server_key_pem).unwrap();
+    std::fs::write(dir.join("ca.crt"), &pki.ca_pem).unwrap();
+}
+
 #[tokio::test]
 async fn sigkill_keeps_every_acknowledged_write() {
     let pki = Pki::new();
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("server.crt"), &pki.server_cert_pem).unwrap();
-    std::fs::write(dir.path().join("server.key"), &pki.server_key_pem).unwrap();
-    std::fs::write(dir.path().join("ca.crt"), &pki.ca_pem).unwrap();
+    write_child_pki(&pki, dir.path());
     let admin = pki.admin();
 
     let (mut child, addr) = spawn_child(dir.path()).await;

@@ -4,4 +4,5 @@ mod common;
 mod durability;
 mod kube_rs;
 mod kubectl;
+mod measure;
 mod negative;
