@@ -1,9 +1,10 @@
 //! The approval policy: upstream's auto-approver (SPEC AP-1…AP-4) plus explicit denials, SAN
 //! checks for serving certificates, key rules and storm control.
 //!
-//! Evaluation order for a request whose signer has rules (first hit wins):
+//! Evaluation order (first hit wins):
 //!
-//! 1. already approved, denied or issued → ignore (SPEC AP-1);
+//! 1. already approved, denied or issued → ignore (SPEC AP-1); no rules for the signer name, or
+//!    its policy disabled → ignore;
 //! 2. `spec.request` larger than `max_request_bytes` → `RequestTooLarge`;
 //! 3. storm control: too many older pending requests from the requester → `TooManyPendingRequests`;
 //! 4. the request does not parse or its signature does not verify → `InvalidRequest`;
@@ -17,8 +18,9 @@
 //!    requester and SAN rules for serving certificates, allow-lists for generic clients.
 //!
 //! Steps 2–6 and the rule checks of step 8 are *violations*: denied when `deny_violations` is on
-//! (the default), otherwise left pending like upstream. Nothing is approved unless every step
-//! passed.
+//! (the default), otherwise left pending like upstream. Steps 2–6 apply even when auto-approval
+//! is off: they catch requests no signer here would issue, or that no one should approve. Nothing
+//! is approved unless every step passed.
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -723,7 +725,7 @@ fn normalize_suffix(suffix: &str) -> Option<String> {
 
 /// A host name per RFC 1123: dot-separated labels of letters, digits and inner hyphens, 1–63
 /// characters each, 253 in all. No wildcard, no trailing dot.
-pub(crate) fn is_dns_name(name: &str) -> bool {
+fn is_dns_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 253
         && name.split('.').all(|label| {
