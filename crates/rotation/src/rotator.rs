@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, error, info, info_span, warn};
 
 use crate::schedule::{
-    DeadlineReason, ROTATION_WAIT_TIMEOUT, overdue_threshold, retry_delay, rotation_deadline,
+    Deadline, DeadlineReason, ROTATION_WAIT_TIMEOUT, overdue_threshold, retry_delay, rotation_deadline,
     template_change_cancels_request,
 };
 use crate::{CertificateRequest, CertificateSource, CredentialsSink, Error, Identity, Phase, RotationStatus};
@@ -108,7 +108,7 @@ impl<S: CertificateSource, K: CredentialsSink> Rotator<S, K> {
         };
         let clock: Clock = Arc::new(SystemTime::now);
         let now = clock();
-        let state = State { held, forced, started_at: Some(now), ..State::default() };
+        let state = State { held, forced, ..State::default() };
         let status = watch::Sender::new(state.snapshot(&config, now));
         let core = Core {
             config,
@@ -126,7 +126,6 @@ impl<S: CertificateSource, K: CredentialsSink> Rotator<S, K> {
     /// Replaces the wall clock (tests advance a fake one in step with tokio's paused time).
     pub fn with_clock(mut self, clock: impl Fn() -> SystemTime + Send + Sync + 'static) -> Self {
         self.core.clock = Arc::new(clock);
-        self.core.state.started_at = Some(self.core.now());
         self.core.publish_status();
         self
     }
@@ -172,9 +171,9 @@ struct State {
     /// The held certificate came from bootstrap data; cleared once a deadline has used it.
     forced: bool,
     last_requested: Option<CertificateTemplate>,
-    deadline: Option<crate::Deadline>,
+    deadline: Option<Deadline>,
+    /// When the loop reached the deadline; cleared by a success.
     due_since: Option<SystemTime>,
-    started_at: Option<SystemTime>,
     phase: Phase,
     last_success: Option<SystemTime>,
     last_error: Option<Arc<Error>>,
@@ -193,27 +192,26 @@ impl State {
     }
 
     fn snapshot(&self, config: &RotationConfig, now: SystemTime) -> RotationStatus {
-        let state = self;
-        let held = state.held.as_ref();
+        let held = self.held.as_ref();
         let mut status = RotationStatus {
-            phase: state.phase,
+            phase: self.phase,
             updated_at: now,
             current_not_before: held.map(|c| c.not_before),
             current_not_after: held.map(|c| c.not_after),
             current_serial: held.map(|c| c.serial_hex.clone()),
             expired: held.is_some_and(|c| c.is_expired_at(now)),
-            deadline: state.deadline,
-            due_since: state.due_since,
-            overdue_threshold: state.overdue_threshold(config),
+            deadline: self.deadline,
+            due_since: self.due_since,
+            overdue_threshold: self.overdue_threshold(config),
             overdue_by: None,
             overdue: false,
-            last_success: state.last_success,
-            last_error: state.last_error.clone(),
-            last_error_at: state.last_error_at,
-            consecutive_failures: state.consecutive_failures,
-            renew_errors: state.renew_errors,
-            rotations: state.rotations,
-            last_replaced_age: state.last_replaced_age,
+            last_success: self.last_success,
+            last_error: self.last_error.clone(),
+            last_error_at: self.last_error_at,
+            consecutive_failures: self.consecutive_failures,
+            renew_errors: self.renew_errors,
+            rotations: self.rotations,
+            last_replaced_age: self.last_replaced_age,
         };
         status.overdue_by = status.overdue_by_at(now);
         status.overdue = status.overdue_by.is_some_and(|late| late >= status.overdue_threshold);
@@ -252,7 +250,6 @@ enum Rotation {
 
 impl Core {
     async fn run<S: CertificateSource, K: CredentialsSink>(&mut self, source: &S, sink: &K) {
-        self.state.started_at = Some(self.now());
         info!("certificate rotation started");
         while self.cycle(source, sink).await {}
         self.set_phase(Phase::Stopped);
@@ -280,8 +277,10 @@ impl Core {
             Wake::TemplateChanged => return true,
             Wake::Done(()) => {}
         }
-        let due = self.state.started_at.map_or(deadline.at, |start| deadline.at.max(start));
-        self.state.due_since.get_or_insert(due);
+        // Counted from now rather than from `deadline.at`: a deadline that passed while the
+        // process was down or the machine asleep is not yet a failure to rotate.
+        let now = self.now();
+        self.state.due_since.get_or_insert(now);
         info!(reason = %deadline.reason, "rotating certificate");
 
         let settle = match self.rotate(source, sink).await {

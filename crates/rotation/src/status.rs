@@ -48,8 +48,9 @@ pub struct RotationStatus {
     /// The current rotation deadline and its reason; `None` until computed, which happens at
     /// the start and one second ([`LOOP_RESTART_PERIOD`](crate::LOOP_RESTART_PERIOD)) after each rotation.
     pub deadline: Option<Deadline>,
-    /// Since when a rotation has been due without success: the deadline that was reached (or the
-    /// loop's start, if later). `None` while waiting for the deadline and after a success.
+    /// Since when a rotation has been due without success: when the loop reached the deadline
+    /// (later than the deadline itself only if the process was not running or the machine was
+    /// asleep then). `None` before the deadline and after a success.
     pub due_since: Option<SystemTime>,
     /// How long a rotation may stay due before it counts as overdue.
     pub overdue_threshold: Duration,

@@ -1,11 +1,11 @@
 //! The loop in virtual time: tokio's clock is paused and auto-advances, and the loop's wall clock
-//! is `t0() + (tokio now − start)`, so deadlines computed from certificate dates and tokio timers
-//! agree. A fake source signs CSRs with a test CA (or fails, hangs, misbehaves, as scripted);
+//! is `t0() + (tokio now − start)` (plus a jump, when a test simulates a suspended machine), so
+//! deadlines computed from certificate dates and tokio timers agree. A fake source signs CSRs with a test CA (or fails, hangs, misbehaves, as scripted);
 //! a fake sink records what was published; a tracing layer records what was logged.
 
 use std::fmt::Write as _;
 use std::future::pending;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -54,7 +54,7 @@ type Behaviour = Arc<dyn Fn(usize, &Call) -> Reply + Send + Sync>;
 
 struct FakeSource {
     ca: Arc<Ca>,
-    start: Instant,
+    clock: TestClock,
     calls: Arc<Mutex<Vec<Call>>>,
     behaviour: Behaviour,
 }
@@ -77,7 +77,7 @@ impl Drop for PendingCall {
 impl CertificateSource for FakeSource {
     async fn obtain(&self, request: &CertificateRequest) -> Result<String, Error> {
         let call = Call {
-            at: self.start.elapsed(),
+            at: self.clock.elapsed(),
             template: request.template.clone(),
             current_serial: request.current.as_ref().map(|c| c.serial_hex.clone()),
             usages: request.usages.clone(),
@@ -94,7 +94,7 @@ impl CertificateSource for FakeSource {
             index: self.calls.lock().unwrap().len() - 1,
             finished: false,
         };
-        let now = wall(self.start);
+        let now = self.clock.now();
         let result = match reply {
             Reply::Issue(lifetime) => Ok(self.ca.sign(&request.csr_pem, now, now + lifetime)),
             Reply::IssueWindow(not_before, not_after) => {
@@ -166,8 +166,30 @@ impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Capture {
 
 // === harness ===
 
-fn wall(start: Instant) -> SystemTime {
-    t0() + start.elapsed()
+/// The wall clock of a test: `t0()` plus tokio's (virtual) time since the start, plus any jump
+/// made with [`TestClock::jump`] (a suspended machine: the wall clock moves, tokio's does not).
+#[derive(Clone)]
+struct TestClock {
+    start: Instant,
+    jumped: Arc<AtomicU64>,
+}
+
+impl TestClock {
+    fn new() -> Self {
+        Self { start: Instant::now(), jumped: Arc::default() }
+    }
+
+    fn elapsed(&self) -> Duration {
+        self.start.elapsed()
+    }
+
+    fn now(&self) -> SystemTime {
+        t0() + self.elapsed() + secs(self.jumped.load(Ordering::SeqCst))
+    }
+
+    fn jump(&self, by: Duration) {
+        self.jumped.fetch_add(by.as_secs(), Ordering::SeqCst);
+    }
 }
 
 fn client() -> CertificateTemplate {
@@ -189,7 +211,7 @@ fn draws<const N: usize>(draws: [f64; N]) -> impl FnMut() -> f64 + Send + 'stati
 }
 
 struct Harness {
-    start: Instant,
+    clock: TestClock,
     calls: Arc<Mutex<Vec<Call>>>,
     published: Arc<Mutex<Vec<Published>>>,
     status: watch::Receiver<RotationStatus>,
@@ -238,35 +260,42 @@ impl Setup {
         let logs = Logs::default();
         let log_guard =
             tracing::subscriber::set_default(tracing_subscriber::registry().with(Capture(logs.clone())));
-        let start = Instant::now();
+        let clock = TestClock::new();
         let calls = Arc::default();
         let published = Arc::default();
-        let source =
-            FakeSource { ca: self.ca, start, calls: Arc::clone(&calls), behaviour: Arc::new(behaviour) };
+        let source = FakeSource {
+            ca: self.ca,
+            clock: clock.clone(),
+            calls: Arc::clone(&calls),
+            behaviour: Arc::new(behaviour),
+        };
         let sink = FakeSink {
-            start,
+            start: clock.start,
             published: Arc::clone(&published),
             failures_left: Arc::new(AtomicUsize::new(self.publish_failures)),
         };
         let config = RotationConfig::new("test", self.purpose);
         let rotator = Rotator::new(config, source, sink, self.templates, self.initial)
-            .with_clock(move || wall(start))
+            .with_clock({
+                let clock = clock.clone();
+                move || clock.now()
+            })
             .with_random(self.random);
         let status = rotator.status();
         let cancel = CancellationToken::new();
         let task = tokio::spawn(rotator.run(cancel.clone()));
-        Harness { start, calls, published, status, logs, cancel, task, _log_guard: log_guard }
+        Harness { clock, calls, published, status, logs, cancel, task, _log_guard: log_guard }
     }
 }
 
 impl Harness {
     /// Lets virtual time run until `at` seconds after the start.
     async fn advance_to(&self, at: f64) {
-        tokio::time::sleep_until(self.start + Duration::from_secs_f64(at)).await;
+        tokio::time::sleep_until(self.clock.start + Duration::from_secs_f64(at)).await;
     }
 
     fn wall(&self) -> SystemTime {
-        wall(self.start)
+        self.clock.now()
     }
 
     fn calls(&self) -> Vec<Call> {
@@ -649,5 +678,26 @@ async fn bootstrap_data_is_replaced_at_once_and_a_failed_publish_is_retried_with
     assert_eq!((status.renew_errors, status.rotations), (1, 1));
     assert_eq!(status.last_error.as_ref().map(|e| e.kind()), Some("publish"));
     assert_at(status.last_replaced_age.unwrap(), 2.0);
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_wall_clock_jump_is_noticed_within_five_minutes() {
+    const DAY: u64 = 86_400;
+    let ca = Arc::new(Ca::new());
+    let initial = ca.mint(&client(), t0(), t0() + secs(DAY));
+    let h = Setup::with_ca(ca, InitialCertificate::Current(initial.leaf), fixed_template(client()))
+        .start(|_, _| Reply::Issue(secs(DAY)));
+
+    // The machine sleeps through the deadline (0.8 day): the wall clock moves, tokio's does not.
+    h.advance_to(100.0).await;
+    h.clock.jump(secs(80_000));
+    h.advance_to(400.0).await;
+    let calls = h.calls();
+    assert_eq!(calls.len(), 1);
+    assert_at(calls[0].at, WALL_CLOCK_RECHECK.as_secs_f64());
+    assert_eq!(h.published().len(), 1);
+    // The rotation counts as due from when the loop noticed, so waking up is not "overdue".
+    assert_eq!(h.logged(&[Level::WARN], "overdue"), 0);
     h.stop().await;
 }
