@@ -171,6 +171,10 @@ struct State {
     /// The held certificate came from bootstrap data; cleared once a deadline has used it.
     forced: bool,
     last_requested: Option<CertificateTemplate>,
+    /// The random draw of the held certificate's deadline. Drawn once per certificate, so that
+    /// restarting the cycle (a template change, a template arriving) does not move a deadline;
+    /// the kubelet draws again on every pass of its loop.
+    deadline_draw: Option<f64>,
     deadline: Option<Deadline>,
     /// When the loop reached the deadline; cleared by a success.
     due_since: Option<SystemTime>,
@@ -260,13 +264,10 @@ impl Core {
     async fn cycle<S: CertificateSource, K: CredentialsSink>(&mut self, source: &S, sink: &K) -> bool {
         let template = self.templates.borrow_and_update().clone();
         let forced = std::mem::take(&mut self.state.forced);
-        let deadline = rotation_deadline(
-            self.now(),
-            self.state.held.as_ref(),
-            template.as_ref(),
-            forced,
-            (self.random)(),
-        );
+        let random = &mut self.random;
+        let draw = *self.state.deadline_draw.get_or_insert_with(|| random());
+        let deadline =
+            rotation_deadline(self.now(), self.state.held.as_ref(), template.as_ref(), forced, draw);
         self.state.deadline = Some(deadline);
         self.set_phase(Phase::Waiting);
         if deadline.reason == DeadlineReason::Scheduled {
@@ -411,34 +412,39 @@ impl Core {
         )
     }
 
-    /// The next instant at which a warning may become due: the overdue threshold, or the first
-    /// second after NotAfter. Each warns once per crossing.
-    fn next_alarm(&self) -> Option<SystemTime> {
-        let overdue = self
-            .state
-            .due_since
-            .filter(|_| !self.state.warned_overdue)
-            .and_then(|due| due.checked_add(self.state.overdue_threshold(&self.config)));
-        let expiry = (self.state.held.as_ref())
-            .filter(|_| !self.state.warned_expired)
-            .and_then(|cert| cert.not_after.checked_add(Duration::from_secs(1)));
-        overdue.into_iter().chain(expiry).min()
+    /// When the overdue warning is due: the threshold after `due_since`, unless already given.
+    fn overdue_alarm(&self) -> Option<SystemTime> {
+        let due = self.state.due_since.filter(|_| !self.state.warned_overdue)?;
+        due.checked_add(self.state.overdue_threshold(&self.config))
     }
 
+    /// When the expiry error is due: the first second after NotAfter, unless already given.
+    fn expiry_alarm(&self) -> Option<SystemTime> {
+        let held = self.state.held.as_ref().filter(|_| !self.state.warned_expired)?;
+        held.not_after.checked_add(Duration::from_secs(1))
+    }
+
+    fn next_alarm(&self) -> Option<SystemTime> {
+        self.overdue_alarm().into_iter().chain(self.expiry_alarm()).min()
+    }
+
+    /// Logs the warnings whose time has come, once per crossing. An alarm whose time has come is
+    /// always consumed, so a wall clock that steps backwards cannot make it fire in a loop.
     fn raise_alarms(&mut self) {
         let now = self.now();
         let status = self.state.snapshot(&self.config, now);
-        if status.overdue && !self.state.warned_overdue {
+        if self.overdue_alarm().is_some_and(|at| now >= at) {
             self.state.warned_overdue = true;
             warn!(
                 due_since = status.due_since.map(WallTime).map(tracing::field::display),
                 overdue_by = ?status.overdue_by,
                 consecutive_failures = status.consecutive_failures,
                 last_error = status.last_error.as_ref().map(tracing::field::display),
-                "certificate rotation is overdue: the deadline passed and no rotation has succeeded since"
+                "certificate rotation is overdue: it has been due for longer than the threshold and \
+                 no rotation has succeeded since"
             );
         }
-        if status.expired && !self.state.warned_expired {
+        if self.expiry_alarm().is_some_and(|at| now >= at) {
             self.state.warned_expired = true;
             error!(
                 not_after = status.current_not_after.map(WallTime).map(tracing::field::display),
@@ -488,6 +494,7 @@ impl Core {
         state.rotations += 1;
         state.due_since = None;
         state.deadline = None;
+        state.deadline_draw = None;
         state.warned_overdue = false;
         state.warned_expired = false;
         self.set_phase(Phase::Waiting);

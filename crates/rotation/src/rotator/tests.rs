@@ -1,7 +1,8 @@
 //! The loop in virtual time: tokio's clock is paused and auto-advances, and the loop's wall clock
 //! is `t0() + (tokio now − start)` (plus a jump, when a test simulates a suspended machine), so
-//! deadlines computed from certificate dates and tokio timers agree. A fake source signs CSRs with a test CA (or fails, hangs, misbehaves, as scripted);
-//! a fake sink records what was published; a tracing layer records what was logged.
+//! deadlines computed from certificate dates and tokio timers agree. A fake source signs CSRs
+//! with a test CA (or fails, hangs, misbehaves, as scripted); a fake sink records what was
+//! published; a tracing layer records what was logged.
 
 use std::fmt::Write as _;
 use std::future::pending;
