@@ -264,8 +264,7 @@ impl Core {
     async fn cycle<S: CertificateSource, K: CredentialsSink>(&mut self, source: &S, sink: &K) -> bool {
         let template = self.templates.borrow_and_update().clone();
         let forced = std::mem::take(&mut self.state.forced);
-        let random = &mut self.random;
-        let draw = *self.state.deadline_draw.get_or_insert_with(|| random());
+        let draw = *self.state.deadline_draw.get_or_insert_with(&mut self.random);
         let deadline =
             rotation_deadline(self.now(), self.state.held.as_ref(), template.as_ref(), forced, draw);
         self.state.deadline = Some(deadline);
