@@ -31,6 +31,21 @@ pub enum Phase {
 /// Counters only grow. Time-dependent values (`expired`, `overdue_by`, `overdue`) are as of
 /// `updated_at`; exporters that want them as of scrape time use [`RotationStatus::ttl_at`] and
 /// [`RotationStatus::overdue_by_at`].
+///
+/// What a metrics exporter reads (names are the node agent's to choose; SPEC §3.9):
+///
+/// | Metric | From |
+/// |---|---|
+/// | renew errors (`…_expiration_renew_errors`) | `renew_errors` |
+/// | TTL (`…_ttl_seconds`; +Inf without a certificate) | [`RotationStatus::ttl_at`] |
+/// | rotation histogram (`…_rotation_seconds`) | `last_replaced_age`, once per increase of `rotations` |
+/// | last rotation timestamp | `last_success` |
+/// | rotation overdue (0/1, or seconds) | `overdue`, [`RotationStatus::overdue_by_at`] |
+/// | expiry timestamp | `current_not_after` |
+///
+/// A watch channel keeps only the newest value: two rotations between two reads show as one
+/// `last_replaced_age`. Rotations are minutes apart at the very least, so this does not happen
+/// in practice.
 #[derive(Clone, Debug)]
 pub struct RotationStatus {
     /// What the loop is doing.

@@ -702,3 +702,10 @@ async fn a_wall_clock_jump_is_noticed_within_five_minutes() {
     assert_eq!(h.logged(&[Level::WARN], "overdue"), 0);
     h.stop().await;
 }
+
+#[test]
+fn os_random_draws_are_in_the_unit_interval_and_vary() {
+    let draws: Vec<f64> = (0..64).map(|_| os_random()).collect();
+    assert!(draws.iter().all(|r| (0.0..1.0).contains(r)), "{draws:?}");
+    assert!(draws.windows(2).any(|pair| pair[0] != pair[1]));
+}
