@@ -1,44 +1,39 @@
 //! An HTTP client whose connections never outlive the identity they were made with, and whose
 //! drain after a swap fails no request.
 //!
-//! # How in-flight requests are known
-//!
 //! The client keeps one hyper-util connection pool per identity generation. A request goes to the
 //! pool of the generation current when it starts, so nothing that starts after
-//! [`LiveIdentity::swap`] returns can reuse an older connection (together with resumption being off,
-//! every new handshake presents the new certificate). The old pool is dropped from the client as
-//! soon as the swap is seen, and hyper-util's own bookkeeping then does the drain:
+//! [`LiveIdentity::swap`] returns can reuse an older connection; with resumption off, every new
+//! handshake presents the new certificate. When the swap is seen (at once, by a task subscribed to
+//! the identity, or by the next request, whichever is first) the old pool is retired:
 //!
-//! * idle connections sit in the old pool; when its last handle goes (once the requests that were
-//!   waiting for a response head when the swap happened have theirs), they are dropped and closed;
-//! * a connection with a request in flight is checked out of the pool; it finishes that request,
-//!   and when it would go back, the pool is gone, so it is closed instead of being reused;
-//! * a connection whose response never ends (a watch) is still checked out when the grace period
-//!   runs out; then its cohort is aborted ([`crate::connector`]) and the stream ends with an error,
-//!   which kube's watcher answers by re-watching from its last resourceVersion on a new connection.
-//!
-//! This was chosen over marking connections busy from a tower layer (hyper-util only exposes a
-//! connection's poison pill through `capture_connection` after it was picked for a request, and
-//! between a pool checkout and the first write there is no hook, so a layer cannot close an idle
-//! connection without racing a request that was just handed it).
+//! * its connections are drained ([`crate::connector`]): idle ones close at once, busy ones as soon
+//!   as their response is over;
+//! * the pool itself is dropped when the requests still waiting on it have their response heads,
+//!   which closes whatever is left idle in it;
+//! * after the grace period whatever is still open (a watch) is cut, and the watcher re-establishes
+//!   on a new connection with the new identity.
 
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use http::{Request, Response, Uri};
-use hyper::body::{Body, Incoming};
+use hyper::body::Body;
 use hyper::rt::{Read, Write};
+use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::Connection;
-use hyper_util::client::legacy::{Client, ResponseFuture};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::runtime::Handle;
 use tokio_util::sync::{CancellationToken, DropGuard};
 use tower::{BoxError, Service};
 
 use crate::LiveIdentity;
-use crate::connector::{Cohort, TrackingConnector};
+use crate::connector::{Cohort, ResponseBody, TrackingConnector};
 
 /// How long connections of a replaced identity may keep a request in flight before they are cut:
 /// long enough for an ordinary API request, short enough that a watch re-establishes with the new
@@ -169,6 +164,7 @@ where
         );
         retired.retain(|cohort| cohort.open() > 0);
         retired.push(Arc::clone(&current.cohort));
+        current.cohort.drain();
         let cohort = Arc::clone(&current.cohort);
         let grace = self.grace;
         self.runtime.spawn(async move {
@@ -232,17 +228,23 @@ where
     B::Data: Send,
     B::Error: Into<BoxError>,
 {
-    type Response = Response<Incoming>;
+    type Response = Response<ResponseBody>;
     type Error = hyper_util::client::legacy::Error;
-    type Future = ResponseFuture;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<ResponseBody>, Self::Error>> + Send>>;
 
-    fn poll_ready(&mut self, _cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
-        std::task::Poll::Ready(Ok(()))
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, request: Request<B>) -> ResponseFuture {
+    fn call(&mut self, request: Request<B>) -> Self::Future {
         let pool = self.shared.pool_for(self.shared.identity.generation());
-        pool.client.request(request)
+        let response = pool.client.request(request);
+        Box::pin(async move {
+            let response = response.await?;
+            let (parts, body) = response.into_parts();
+            let body = ResponseBody::new(body, &parts.extensions);
+            Ok(Response::from_parts(parts, body))
+        })
     }
 }
 
@@ -265,17 +267,14 @@ pub trait TlsConnector: Clone + Send + Sync + 'static {
     type Io: Read + Write + Connection + Unpin + Send + 'static;
 
     /// Whether the connector can take a connection request.
-    fn poll_ready_to_connect(
-        &mut self,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Result<(), BoxError>>;
+    fn poll_ready_to_connect(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>>;
 
     /// Connects to `dst`.
     fn connect(&mut self, dst: Uri) -> BoxFuture<Self::Io>;
 }
 
 /// A boxed connection future.
-pub type BoxFuture<T> = std::pin::Pin<Box<dyn std::future::Future<Output = Result<T, BoxError>> + Send>>;
+pub type BoxFuture<T> = Pin<Box<dyn Future<Output = Result<T, BoxError>> + Send>>;
 
 impl<C> TlsConnector for C
 where
@@ -286,10 +285,7 @@ where
 {
     type Io = C::Response;
 
-    fn poll_ready_to_connect(
-        &mut self,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Result<(), BoxError>> {
+    fn poll_ready_to_connect(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
         Service::poll_ready(self, cx).map_err(Into::into)
     }
 

@@ -1,19 +1,43 @@
-//! Connections grouped by the identity generation they were made for, with a kill switch per
-//! group.
+//! Connections grouped by the identity generation they were made for, each knowing whether a
+//! request is in flight on it.
 //!
-//! Whether a connection is busy is not tracked here: that is the pool's job (see
-//! [`RotatingClient`](crate::RotatingClient)). This wrapper only counts open connections and, when
-//! the drain grace period of a retired generation runs out, fails their reads and writes so that
-//! hyper closes them (the watch that was streaming on them ends with an error and is re-opened).
+//! # How a connection knows it is busy
+//!
+//! hyper gives no hook when the pool hands a connection to a request, so the two ends of a request
+//! are observed where they can be:
+//!
+//! * **start**, in the connection: with HTTP/1.1 (the only protocol these clients speak) a client
+//!   writes a request, then reads its response, then writes the next request, so the first write
+//!   after a read (or the first write at all) starts a request;
+//! * **end**, in the response body: [`RotatingClient`](crate::RotatingClient) wraps every response
+//!   body in a [`ResponseBody`], found through hyper-util's connection "extras", which counts the
+//!   response as finished when it reaches its end or is dropped.
+//!
+//! A connection is idle when every started request has finished. Both counters only err on the
+//! busy side (an interim `100 Continue`, or a response that arrives while a body is still being
+//! sent, count an extra start), so an error here can only delay a close, never cut a request.
+//!
+//! # Closing
+//!
+//! When its generation is retired the cohort is *drained*: each connection is woken and, as soon as
+//! it is idle, answers hyper's keep-alive read with end-of-file. hyper closes an idle connection
+//! that sees EOF without an error, and if a request had just been queued on it, hyper hands that
+//! request back unsent and hyper-util retries it on another connection. A connection that never
+//! carried a request is left alone (closing it under a request hyper is about to write would fail
+//! that request, because hyper-util only retries on reused connections); the pool drops it. When the
+//! grace period ends the cohort is *aborted*: reads and writes fail, which ends a watch with an
+//! error (kube's watcher then re-watches from its resourceVersion).
 
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 
+use futures::task::AtomicWaker;
 use http::Uri;
+use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::rt::{Read, ReadBufCursor, Write};
 use hyper_util::client::legacy::connect::{Connected, Connection};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
@@ -26,12 +50,18 @@ use crate::client::{BoxFuture, TlsConnector};
 pub(crate) struct Cohort {
     generation: u64,
     open: AtomicUsize,
+    drain: CancellationToken,
     abort: CancellationToken,
 }
 
 impl Cohort {
     pub(crate) fn new(generation: u64) -> Arc<Self> {
-        Arc::new(Self { generation, open: AtomicUsize::new(0), abort: CancellationToken::new() })
+        Arc::new(Self {
+            generation,
+            open: AtomicUsize::new(0),
+            drain: CancellationToken::new(),
+            abort: CancellationToken::new(),
+        })
     }
 
     pub(crate) fn generation(&self) -> u64 {
@@ -43,8 +73,14 @@ impl Cohort {
         self.open.load(Ordering::Acquire)
     }
 
+    /// Closes idle connections now and busy ones when their request finishes.
+    pub(crate) fn drain(&self) {
+        self.drain.cancel();
+    }
+
     /// Fails every remaining connection of this cohort (and any made later).
     pub(crate) fn abort(&self) {
+        self.drain.cancel();
         self.abort.cancel();
     }
 }
@@ -78,28 +114,70 @@ impl<C: TlsConnector> Service<Uri> for TrackingConnector<C> {
     }
 }
 
-/// A connection that counts itself in its cohort and fails once the cohort is aborted.
+/// What a connection and the bodies of its responses share.
+#[derive(Debug, Default)]
+struct Requests {
+    finished: AtomicU64,
+    /// The connection's reader, woken when a response finishes.
+    reader: AtomicWaker,
+}
+
+/// Put in every response's extensions by hyper-util (via [`Connected::extra`]).
+#[derive(Clone, Debug)]
+struct ConnectionExtra(Arc<Requests>);
+
+/// A connection that counts itself in its cohort and its requests, closes when drained and idle,
+/// and fails once its cohort is aborted.
 pub(crate) struct TrackedConnection<T> {
     io: T,
     cohort: Arc<Cohort>,
-    aborted: Pin<Box<WaitForCancellationFutureOwned>>,
+    requests: Arc<Requests>,
+    /// Requests started (written) on this connection; only this connection's task touches it.
+    started: u64,
+    /// Whether the last completed operation was a read, so the next write starts a request.
+    read_since_write: bool,
+    drained: Signal,
+    aborted: Signal,
+    closed: bool,
+}
+
+/// A cancellation future that is polled until it fires once, then remembered.
+struct Signal {
+    wait: Pin<Box<WaitForCancellationFutureOwned>>,
     fired: bool,
+}
+
+impl Signal {
+    fn new(token: &CancellationToken) -> Self {
+        Self { wait: Box::pin(token.clone().cancelled_owned()), fired: false }
+    }
+
+    /// Whether the token was cancelled; registers `cx`'s waker if not.
+    fn poll(&mut self, cx: &mut Context<'_>) -> bool {
+        if !self.fired && self.wait.as_mut().poll(cx).is_ready() {
+            self.fired = true;
+        }
+        self.fired
+    }
 }
 
 impl<T> TrackedConnection<T> {
     fn new(io: T, cohort: Arc<Cohort>) -> Self {
         cohort.open.fetch_add(1, Ordering::AcqRel);
-        let aborted = Box::pin(cohort.abort.clone().cancelled_owned());
-        Self { io, cohort, aborted, fired: false }
+        Self {
+            io,
+            drained: Signal::new(&cohort.drain),
+            aborted: Signal::new(&cohort.abort),
+            cohort,
+            requests: Arc::default(),
+            started: 0,
+            read_since_write: true,
+            closed: false,
+        }
     }
 
-    /// Polling the cancellation future registers the waker, so a connection parked in a read (an
-    /// idle keep-alive or a quiet watch) is woken and torn down when its cohort is aborted.
     fn check_aborted(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
-        if !self.fired && self.aborted.as_mut().poll(cx).is_ready() {
-            self.fired = true;
-        }
-        if self.fired {
+        if self.aborted.poll(cx) {
             return Err(io::Error::new(
                 io::ErrorKind::ConnectionAborted,
                 format!(
@@ -110,6 +188,26 @@ impl<T> TrackedConnection<T> {
             ));
         }
         Ok(())
+    }
+
+    /// Whether to end this connection now: drained, and every request it started has finished.
+    /// Registers the waker for both conditions first, so neither change is missed.
+    fn should_close(&mut self, cx: &mut Context<'_>) -> bool {
+        if self.closed {
+            return true;
+        }
+        if !self.drained.poll(cx) || self.started == 0 {
+            return false;
+        }
+        self.requests.reader.register(cx.waker());
+        self.closed = self.requests.finished.load(Ordering::Acquire) >= self.started;
+        if self.closed {
+            tracing::debug!(
+                generation = self.cohort.generation,
+                "closing an idle connection of a replaced identity"
+            );
+        }
+        self.closed
     }
 }
 
@@ -123,14 +221,33 @@ impl<T: Read + Unpin> Read for TrackedConnection<T> {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: ReadBufCursor<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         this.check_aborted(cx)?;
-        Pin::new(&mut this.io).poll_read(cx, buf)
+        if this.should_close(cx) {
+            // End-of-file, without touching `buf`.
+            return Poll::Ready(Ok(()));
+        }
+        let read = Pin::new(&mut this.io).poll_read(cx, buf);
+        if matches!(read, Poll::Ready(Ok(()))) {
+            this.read_since_write = true;
+        }
+        read
+    }
+}
+
+impl<T: Write + Unpin> TrackedConnection<T> {
+    fn before_write(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
+        self.check_aborted(cx)?;
+        if self.read_since_write {
+            self.read_since_write = false;
+            self.started += 1;
+        }
+        Ok(())
     }
 }
 
 impl<T: Write + Unpin> Write for TrackedConnection<T> {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        this.check_aborted(cx)?;
+        this.before_write(cx)?;
         Pin::new(&mut this.io).poll_write(cx, buf)
     }
 
@@ -140,7 +257,7 @@ impl<T: Write + Unpin> Write for TrackedConnection<T> {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        this.check_aborted(cx)?;
+        this.before_write(cx)?;
         Pin::new(&mut this.io).poll_write_vectored(cx, bufs)
     }
 
@@ -161,6 +278,60 @@ impl<T: Write + Unpin> Write for TrackedConnection<T> {
 
 impl<T: Connection> Connection for TrackedConnection<T> {
     fn connected(&self) -> Connected {
-        self.io.connected()
+        self.io.connected().extra(ConnectionExtra(Arc::clone(&self.requests)))
+    }
+}
+
+/// The body of a response from a [`RotatingClient`](crate::RotatingClient): hyper's body, plus a
+/// note to its connection when the response is over (fully read, failed, or dropped), which is what
+/// lets a draining connection close right after its last request.
+#[derive(Debug)]
+pub struct ResponseBody {
+    inner: Incoming,
+    connection: Option<Arc<Requests>>,
+}
+
+impl ResponseBody {
+    pub(crate) fn new(inner: Incoming, extensions: &http::Extensions) -> Self {
+        let connection = extensions.get::<ConnectionExtra>().map(|extra| Arc::clone(&extra.0));
+        Self { inner, connection }
+    }
+
+    fn finish(&mut self) {
+        if let Some(requests) = self.connection.take() {
+            requests.finished.fetch_add(1, Ordering::AcqRel);
+            requests.reader.wake();
+        }
+    }
+}
+
+impl Drop for ResponseBody {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
+impl Body for ResponseBody {
+    type Data = <Incoming as Body>::Data;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let this = self.get_mut();
+        let frame = Pin::new(&mut this.inner).poll_frame(cx);
+        if matches!(frame, Poll::Ready(None | Some(Err(_)))) {
+            this.finish();
+        }
+        frame
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
     }
 }

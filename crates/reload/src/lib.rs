@@ -26,6 +26,7 @@ mod live;
 mod watch;
 
 pub use client::{BoxFuture, ConnectionCounts, DEFAULT_DRAIN_GRACE, RotatingClient, TlsConnector};
+pub use connector::ResponseBody;
 pub use error::Error;
 pub use identity::Identity;
 pub use kube_client::kube_client;
