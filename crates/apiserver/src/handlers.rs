@@ -186,6 +186,7 @@ async fn resource(
             &rr.rt.subject(rr.name.as_deref().unwrap_or_default()),
         ));
     }
+    let opts = WriteOptions::parse(&query)?;
     match rr.verb {
         "get" => get(&state, &rr, as_table),
         "list" => list(&state, &rr, &query, as_table),
@@ -196,19 +197,19 @@ async fn resource(
         "create" => {
             let content_type = header_str(req.headers(), header::CONTENT_TYPE).map(str::to_string);
             let body = read_json(&state, rr.rt, content_type.as_deref(), req.into_body()).await?;
-            create(&state, rr, user, body, query.contains_key("dryRun")).await
+            create(&state, rr, user, body, &opts).await
         }
         "update" => {
             let content_type = header_str(req.headers(), header::CONTENT_TYPE).map(str::to_string);
             let body = read_json(&state, rr.rt, content_type.as_deref(), req.into_body()).await?;
-            update(&state, rr, user, Change::Replace(body)).await
+            update(&state, rr, user, Change::Replace(body), &opts).await
         }
         "patch" => {
             let content_type =
                 header_str(req.headers(), header::CONTENT_TYPE).unwrap_or_default().to_string();
             let bytes = read_body(&state, req.into_body()).await?;
             let patch = Patch::parse(&content_type, &bytes)?;
-            update(&state, rr, user, Change::Patch(patch)).await
+            update(&state, rr, user, Change::Patch(patch), &opts).await
         }
         "delete" => {
             let json_body = is_json_content_type(header_str(req.headers(), header::CONTENT_TYPE));
@@ -217,10 +218,10 @@ async fn resource(
             // honoured for JSON bodies only.
             let options: Value = if bytes.is_empty() || !json_body { json!({}) } else { parse_json(&bytes)? };
             let name = rr.name.clone().unwrap_or_default();
-            let (deleted, _) = delete(&state, &rr, &name, &options).await?;
+            let deleted = delete(&state, &rr, &name, &options, opts.dry_run).await?;
             Ok(json_response(StatusCode::OK, &objects::deleted_status(rr.rt, &deleted)))
         }
-        "deletecollection" => delete_collection(&state, &rr, &query).await,
+        "deletecollection" => delete_collection(&state, &rr, &query, opts.dry_run).await,
         _ => Err(ApiError::method_not_allowed(rr.verb, &rr.rt.subject(""))),
     }
 }
@@ -334,12 +335,17 @@ async fn read_json(
 }
 
 /// Runs a store write off the async runtime.
-async fn write<F>(state: &AppState, key: String, decide: F) -> ApiResult<(crate::store::EventOutcome, Value)>
+async fn write<F>(
+    state: &AppState,
+    key: String,
+    dry_run: bool,
+    decide: F,
+) -> ApiResult<(crate::store::EventOutcome, Value)>
 where
     F: FnOnce(Option<Value>, u64) -> ApiResult<Mutation> + Send + 'static,
 {
     let store = state.store.clone();
-    tokio::task::spawn_blocking(move || store.mutate(&key, decide))
+    tokio::task::spawn_blocking(move || store.mutate(&key, dry_run, decide))
         .await
         .map_err(|e| ApiError::internal(format!("write task failed: {e}")))?
 }
@@ -373,15 +379,12 @@ async fn create(
     rr: ResourceRequest,
     user: UserInfo,
     mut obj: Value,
-    dry_run: bool,
+    opts: &WriteOptions,
 ) -> ApiResult<Response> {
     let rt = rr.rt;
+    let warnings = opts.check_fields(rt, &obj)?;
     let name = prepare_new(rt, &mut obj, rr.namespace.as_deref())?;
-    if dry_run {
-        let obj = admit_new(rt, obj, &user, state.store.resource_version())?;
-        return Ok(json_response(StatusCode::CREATED, &obj));
-    }
-    let (_, stored) = write(state, key(&rr, &name), move |current, rv| {
+    let (_, stored) = write(state, key(&rr, &name), opts.dry_run, move |current, rv| {
         let admitted = admit_new(rt, obj, &user, rv)?;
         if current.is_some() {
             return Err(ApiError::already_exists(&rt.subject(&name)));
@@ -389,7 +392,72 @@ async fn create(
         Ok(Mutation::Put(admitted))
     })
     .await?;
-    Ok(json_response(StatusCode::CREATED, &stored))
+    Ok(with_warnings(json_response(StatusCode::CREATED, &stored), &warnings))
+}
+
+/// `fieldValidation` (unknown fields) of a write.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum FieldValidation {
+    Ignore,
+    Warn,
+    Strict,
+}
+
+/// Query options of writes: `dryRun` and `fieldValidation`.
+#[derive(Clone, Copy, Debug)]
+struct WriteOptions {
+    dry_run: bool,
+    validation: FieldValidation,
+}
+
+impl WriteOptions {
+    fn parse(query: &HashMap<String, String>) -> ApiResult<Self> {
+        let dry_run = match query.get("dryRun").map(String::as_str) {
+            None | Some("") => false,
+            Some("All") => true,
+            Some(other) => {
+                return Err(ApiError::bad_request(format!(
+                    "Invalid dry run value: {other}; supported values: \"All\""
+                )));
+            }
+        };
+        let validation = match query.get("fieldValidation").map(String::as_str) {
+            None | Some("") | Some("Warn") => FieldValidation::Warn,
+            Some("Ignore") => FieldValidation::Ignore,
+            Some("Strict") => FieldValidation::Strict,
+            Some(other) => {
+                return Err(ApiError::bad_request(format!(
+                    "fieldValidation parameter unsupported: {other}; supported values: \"Ignore\", \"Warn\", \"Strict\""
+                )));
+            }
+        };
+        Ok(Self { dry_run, validation })
+    }
+
+    /// Unknown fields: an error when Strict, warnings when Warn.
+    fn check_fields(&self, rt: &ResourceType, obj: &Value) -> ApiResult<Vec<String>> {
+        if self.validation == FieldValidation::Ignore {
+            return Ok(Vec::new());
+        }
+        let unknown: Vec<String> = registry::unknown_fields(rt, obj)
+            .into_iter()
+            .map(|f| format!("unknown field {}", crate::status::quote(&f)))
+            .collect();
+        if self.validation == FieldValidation::Strict && !unknown.is_empty() {
+            return Err(ApiError::bad_request(format!("strict decoding error: {}", unknown.join(", "))));
+        }
+        Ok(unknown)
+    }
+}
+
+/// Adds `Warning: 299 - "..."` headers.
+fn with_warnings(mut resp: Response, warnings: &[String]) -> Response {
+    for w in warnings {
+        if let Ok(v) = http::HeaderValue::from_str(&format!("299 - {}", crate::status::quote(w))) {
+            resp.headers_mut().append(header::WARNING, v);
+        }
+    }
+    resp
 }
 
 /// A parsed PATCH body.
@@ -451,11 +519,14 @@ async fn update(
     rr: ResourceRequest,
     user: UserInfo,
     change: Change,
+    opts: &WriteOptions,
 ) -> ApiResult<Response> {
     let rt = rr.rt;
     let name = rr.name.clone().unwrap_or_default();
     let subject = rt.subject(&name);
+    let mut warnings = Vec::new();
     if let Change::Replace(body) = &change {
+        warnings = opts.check_fields(rt, body)?;
         objects::check_type(rt, body)?;
         let body_name = objects::meta_str(body, "name");
         if body_name != name {
@@ -466,7 +537,8 @@ async fn update(
     }
     let namespace = rr.namespace.clone();
     let subresource = rr.subresource.clone();
-    let (outcome, stored) = write(state, key(&rr, &name), move |current, rv| {
+    let opts = *opts;
+    let (outcome, stored) = write(state, key(&rr, &name), opts.dry_run, move |current, rv| {
         let Some(current) = current else {
             return match change {
                 Change::Patch(Patch::Apply(mut obj)) => {
@@ -478,7 +550,13 @@ async fn update(
         };
         let mut new = match change {
             Change::Replace(body) => body,
-            Change::Patch(p) => p.apply(&current)?,
+            Change::Patch(p) => {
+                let patched = p.apply(&current)?;
+                if opts.validation == FieldValidation::Strict {
+                    opts.check_fields(rt, &patched)?;
+                }
+                patched
+            }
         };
         objects::check_namespace(rt, &mut new, namespace.as_deref())?;
         let wanted_rv = objects::meta_str(&new, "resourceVersion");
@@ -498,7 +576,7 @@ async fn update(
     .await?;
     let code =
         if outcome == crate::store::EventOutcome::Created { StatusCode::CREATED } else { StatusCode::OK };
-    Ok(json_response(code, &stored))
+    Ok(with_warnings(json_response(code, &stored), &warnings))
 }
 
 async fn delete(
@@ -506,12 +584,13 @@ async fn delete(
     rr: &ResourceRequest,
     name: &str,
     options: &Value,
-) -> ApiResult<(Value, ())> {
+    dry_run: bool,
+) -> ApiResult<Value> {
     let subject = rr.rt.subject(name);
     let want_uid = options.pointer("/preconditions/uid").and_then(Value::as_str).map(str::to_string);
     let want_rv =
         options.pointer("/preconditions/resourceVersion").and_then(Value::as_str).map(str::to_string);
-    let (_, deleted) = write(state, key(rr, name), move |current, rv| {
+    let (_, deleted) = write(state, key(rr, name), dry_run, move |current, rv| {
         let mut current = current.ok_or_else(|| ApiError::not_found(&subject))?;
         let uid_ok = want_uid.as_deref().is_none_or(|u| u == objects::meta_str(&current, "uid"));
         let rv_ok = want_rv.as_deref().is_none_or(|r| r == objects::meta_str(&current, "resourceVersion"));
@@ -522,21 +601,22 @@ async fn delete(
         Ok(Mutation::Delete(current))
     })
     .await?;
-    Ok((deleted, ()))
+    Ok(deleted)
 }
 
 async fn delete_collection(
     state: &AppState,
     rr: &ResourceRequest,
     query: &HashMap<String, String>,
+    dry_run: bool,
 ) -> ApiResult<Response> {
     let selector = selector(rr, query)?;
     let listing = state.store.list(&prefix(rr), None, 0, &|o| selector.matches(o))?;
     let mut deleted = Vec::new();
     for (_, obj) in listing.items {
         let name = objects::meta_str(&obj, "name").to_string();
-        match delete(state, rr, &name, &json!({})).await {
-            Ok((gone, ())) => deleted.push(gone),
+        match delete(state, rr, &name, &json!({}), dry_run).await {
+            Ok(gone) => deleted.push(gone),
             Err(e) if e.code == 404 => {}
             Err(e) => return Err(e),
         }

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::ByteString;
+use k8s_openapi::api::authorization::v1::SubjectAccessReview;
 use k8s_openapi::api::certificates::v1::CertificateSigningRequest as Csr;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Secret;
@@ -13,7 +14,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::auth::{BOOTSTRAP_TOKEN_NAMESPACE, BOOTSTRAP_TOKEN_SECRET_TYPE, UserInfo};
-use crate::resources::{CSR, LEASE, ResourceType, SECRET};
+use crate::resources::{CSR, LEASE, ResourceType, SAR, SECRET};
 use crate::status::{ApiError, ApiResult, FieldError, quote};
 use crate::validation::{self, UpdatePath};
 use crate::{admission, strategy};
@@ -138,4 +139,64 @@ fn admit_secret(mut secret: Secret, name: &str) -> ApiResult<Secret> {
     invalid(&SECRET, name, errs)?;
     secret.data = (!data.is_empty()).then_some(data);
     Ok(secret)
+}
+
+fn round_trip<T: Serialize + DeserializeOwned>(rt: &ResourceType, v: &Value) -> Option<Value> {
+    let typed: T = serde_json::from_value(v.clone()).ok()?;
+    encode(rt, &typed).ok()
+}
+
+/// Fields of `input` that the type does not have (for `fieldValidation`), as JSON paths.
+/// Bodies that do not decode at all report nothing here; decoding reports them.
+pub(crate) fn unknown_fields(rt: &ResourceType, input: &Value) -> Vec<String> {
+    let typed = if rt == &CSR {
+        round_trip::<Csr>(rt, input)
+    } else if rt == &SECRET {
+        round_trip::<Secret>(rt, input)
+    } else if rt == &LEASE {
+        round_trip::<Lease>(rt, input)
+    } else if rt == &SAR {
+        round_trip::<SubjectAccessReview>(rt, input)
+    } else {
+        None
+    };
+    let mut out = Vec::new();
+    if let Some(typed) = typed {
+        diff_fields(input, &typed, "", &mut out);
+    }
+    out
+}
+
+fn diff_fields(input: &Value, typed: &Value, path: &str, out: &mut Vec<String>) {
+    match (input, typed) {
+        (Value::Object(i), Value::Object(t)) => {
+            for (k, v) in i {
+                let p = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
+                match t.get(k) {
+                    None if !v.is_null() => out.push(p),
+                    Some(tv) => diff_fields(v, tv, &p, out),
+                    None => {}
+                }
+            }
+        }
+        (Value::Array(i), Value::Array(t)) => {
+            for (idx, (a, b)) in i.iter().zip(t).enumerate() {
+                diff_fields(a, b, &format!("{path}[{idx}]"), out);
+            }
+        }
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn finds_unknown_fields() {
+        let lease = json!({"metadata": {"name": "a", "labels": {"x": "y"}, "bogus": 1}, "spec": {"holderIdentity": "h", "nope": true}, "extra": null});
+        assert_eq!(unknown_fields(&LEASE, &lease), ["metadata.bogus", "spec.nope"]);
+        assert!(unknown_fields(&LEASE, &json!({"metadata": {"name": "a"}})).is_empty());
+    }
 }

@@ -122,11 +122,20 @@ impl Selector {
 
     /// Whether the object matches every requirement.
     pub fn matches(&self, obj: &Value) -> bool {
+        self.matches_with_labels(obj, obj.pointer("/metadata/labels"))
+    }
+
+    /// Whether the selector has label requirements (label changes can move objects in or out).
+    pub fn has_labels(&self) -> bool {
+        !self.labels.is_empty()
+    }
+
+    /// Field requirements against `obj`, label requirements against `labels`.
+    pub fn matches_with_labels(&self, obj: &Value, labels: Option<&Value>) -> bool {
         let fields_ok = self.fields.iter().all(|(pointer, want, equal)| {
             let got = obj.pointer(pointer).and_then(Value::as_str).unwrap_or_default();
             (got == want) == *equal
         });
-        let labels = obj.pointer("/metadata/labels");
         let label = |k: &str| labels.and_then(|l| l.get(k)).and_then(Value::as_str);
         fields_ok
             && self.labels.iter().all(|(key, op)| match op {

@@ -62,6 +62,9 @@ pub(crate) struct Event {
     pub key: String,
     /// The object after the change (for deletes: the last state, carrying the delete's rv).
     pub object: Value,
+    /// For modifications: the labels before the change (watches with label selectors turn
+    /// objects moving in or out of the selection into ADDED / DELETED).
+    pub prev_labels: Option<Value>,
 }
 
 /// What a write closure decided.
@@ -226,7 +229,8 @@ impl Store {
     /// Runs one write: `decide` sees the stored object and the resourceVersion the write will
     /// get, and returns what to do. Writes are serialized; the event is published before the
     /// next write starts, so watchers see events in resourceVersion order.
-    pub fn mutate<F>(&self, key: &str, decide: F) -> ApiResult<(EventOutcome, Value)>
+    /// With `dry_run`, everything runs but nothing is committed or published.
+    pub fn mutate<F>(&self, key: &str, dry_run: bool, decide: F) -> ApiResult<(EventOutcome, Value)>
     where
         F: FnOnce(Option<Value>, u64) -> ApiResult<Mutation>,
     {
@@ -243,6 +247,7 @@ impl Store {
             (current, rv)
         };
         let existed = current.is_some();
+        let prev_labels = current.as_ref().and_then(|c| c.pointer("/metadata/labels").cloned());
         let next_rv = rv + 1;
         let (kind, object) = match decide(current, next_rv)? {
             Mutation::Unchanged(v) => {
@@ -253,7 +258,12 @@ impl Store {
             Mutation::Put(v) => (EventType::Added, v),
             Mutation::Delete(v) => (EventType::Deleted, v),
         };
-        let event = Event { rv: next_rv, kind, key: key.to_string(), object };
+        if dry_run {
+            txn.abort().map_err(|e| internal(storage(e)))?;
+            return Ok((EventOutcome::from(kind), object));
+        }
+        let prev_labels = if kind == EventType::Modified { prev_labels } else { None };
+        let event = Event { rv: next_rv, kind, key: key.to_string(), object, prev_labels };
         let new_floor = self.write_event(&txn, &event).map_err(internal)?;
         txn.commit().map_err(|e| internal(storage(e)))?;
 
@@ -267,12 +277,7 @@ impl Store {
             log.floor = new_floor;
         }
         self.latest.send_replace(next_rv);
-        let outcome = match kind {
-            EventType::Added => EventOutcome::Created,
-            EventType::Modified => EventOutcome::Updated,
-            EventType::Deleted => EventOutcome::Deleted,
-        };
-        Ok((outcome, event.object.clone()))
+        Ok((EventOutcome::from(kind), event.object.clone()))
     }
 
     /// Writes the object change, the rv, the event and trims old events; returns the new floor.
@@ -294,6 +299,7 @@ impl Store {
             "type": event.kind.as_str(),
             "key": event.key,
             "object": event.object,
+            "prevLabels": event.prev_labels,
         }))
         .map_err(Error::Encode)?;
         events.insert(event.rv, encoded.as_slice()).map_err(storage)?;
@@ -337,6 +343,16 @@ pub(crate) enum EventOutcome {
     Unchanged,
 }
 
+impl From<EventType> for EventOutcome {
+    fn from(kind: EventType) -> Self {
+        match kind {
+            EventType::Added => EventOutcome::Created,
+            EventType::Modified => EventOutcome::Updated,
+            EventType::Deleted => EventOutcome::Deleted,
+        }
+    }
+}
+
 fn decode_object(key: &str, bytes: &[u8]) -> Result<Value, Error> {
     serde_json::from_slice(bytes).map_err(|source| Error::Corrupt { what: format!("object {key}"), source })
 }
@@ -350,7 +366,8 @@ fn decode_event(rv: u64, bytes: &[u8]) -> Result<Event, Error> {
         .map_err(|source| Error::Corrupt { what: format!("event {rv}"), source })?;
     let kind = v["type"].as_str().and_then(EventType::parse).ok_or_else(|| corrupt("unknown event type"))?;
     let key = v["key"].as_str().ok_or_else(|| corrupt("missing key"))?.to_string();
-    Ok(Event { rv, kind, key, object: v["object"].take() })
+    let prev_labels = Some(v["prevLabels"].take()).filter(|l| !l.is_null());
+    Ok(Event { rv, kind, key, object: v["object"].take(), prev_labels })
 }
 
 #[cfg(test)]
@@ -360,7 +377,7 @@ mod tests {
 
     fn put(store: &Store, key: &str, n: i64) -> u64 {
         let (_, v) = store
-            .mutate(key, |_, rv| {
+            .mutate(key, false, |_, rv| {
                 Ok(Mutation::Put(json!({"metadata": {"resourceVersion": rv.to_string()}, "n": n})))
             })
             .unwrap();
@@ -421,7 +438,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let s = Store::open(dir.path(), 10).unwrap();
         put(&s, "r//a", 1);
-        let (o, _) = s.mutate("r//a", |cur, _| Ok(Mutation::Unchanged(cur.unwrap()))).unwrap();
+        let (o, _) = s.mutate("r//a", false, |cur, _| Ok(Mutation::Unchanged(cur.unwrap()))).unwrap();
         assert_eq!(o, EventOutcome::Unchanged);
         assert_eq!(s.resource_version(), 1);
     }

@@ -438,3 +438,66 @@ mod tests {
         assert_eq!(validate_subdomain_name("")[0].reason(), "FieldValueRequired");
     }
 }
+
+#[cfg(test)]
+mod update_tests {
+    use super::*;
+    use k8s_openapi::api::certificates::v1::CertificateSigningRequestStatus;
+
+    fn csr(signer: &str, conditions: Vec<(&str, &str)>, usages: &[&str]) -> Csr {
+        let mut c = Csr::default();
+        c.metadata.name = Some("c".into());
+        c.spec.signer_name = signer.into();
+        c.spec.usages = Some(usages.iter().map(|u| (*u).to_string()).collect());
+        c.status = Some(CertificateSigningRequestStatus {
+            conditions: Some(
+                conditions
+                    .into_iter()
+                    .map(|(t, reason)| Condition {
+                        type_: t.into(),
+                        status: "True".into(),
+                        reason: Some(reason.into()),
+                        ..Condition::default()
+                    })
+                    .collect(),
+            ),
+            certificate: None,
+        });
+        c
+    }
+
+    #[test]
+    fn v9_modifying_an_approval_condition_outside_approval_is_forbidden() {
+        let old = csr("example.com/x", vec![("Approved", "A")], &["client auth"]);
+        let new = csr("example.com/x", vec![("Approved", "B")], &["client auth"]);
+        let status = options(&new, Some(&old), Some(UpdatePath::Status));
+        let errs = validate_update(&new, &old, &status);
+        assert!(
+            errs.iter()
+                .any(|e| e.to_string().contains("updates may not modify a condition of type \"Approved\""))
+        );
+        let approval = options(&new, Some(&old), Some(UpdatePath::Approval));
+        assert!(!validate_update(&new, &old, &approval).iter().any(|e| e.reason() == "FieldValueForbidden"));
+    }
+
+    #[test]
+    fn v11_stored_violations_relax_the_rules() {
+        let old = csr(
+            LEGACY_SIGNER,
+            vec![("Approved", "A"), ("Denied", "B"), ("Approved", "C"), ("", "D")],
+            &["flying", "flying"],
+        );
+        let opts = options(&old, Some(&old), Some(UpdatePath::Main));
+        assert!(opts.allow_legacy_signer);
+        assert!(opts.allow_both_approved_and_denied);
+        assert!(opts.allow_duplicate_condition_types);
+        assert!(opts.allow_empty_condition_type);
+        assert!(opts.allow_unknown_usages);
+        assert!(opts.allow_duplicate_usages);
+        assert!(opts.allow_arbitrary_certificate);
+        let errs = validate_update(&old, &old, &opts);
+        assert!(errs.iter().all(|e| e.field == "spec.request"), "{errs:?}");
+        let fresh = options(&old, None, None);
+        assert!(validate(&old, &fresh).len() > 5);
+    }
+}

@@ -16,7 +16,7 @@ use crate::handlers::AppState;
 use crate::resources::ResourceType;
 use crate::selector::Selector;
 use crate::status::ApiError;
-use crate::store::{Event, Store};
+use crate::store::{Event, EventType, Store};
 use crate::table::{self, IncludeObject};
 
 struct Watch {
@@ -52,8 +52,22 @@ impl Watch {
         out.extend(line(kind, object));
     }
 
-    fn wanted(&self, event: &Event) -> bool {
-        event.key.starts_with(&self.prefix) && self.selector.matches(&event.object)
+    /// The event type this watcher sees for `event`, if any.
+    fn classify(&self, event: &Event) -> Option<&'static str> {
+        if !event.key.starts_with(&self.prefix) {
+            return None;
+        }
+        let now = self.selector.matches(&event.object);
+        if event.kind != EventType::Modified || !self.selector.has_labels() {
+            return now.then(|| event.kind.as_str());
+        }
+        let before = self.selector.matches_with_labels(&event.object, event.prev_labels.as_ref());
+        match (before, now) {
+            (true, true) => Some("MODIFIED"),
+            (false, true) => Some("ADDED"),
+            (true, false) => Some("DELETED"),
+            (false, false) => None,
+        }
     }
 
     /// The next chunk of output, or `None` when the watch ends.
@@ -84,8 +98,8 @@ impl Watch {
                 Ok(events) if !events.is_empty() => {
                     let mut out = Vec::new();
                     for event in &events {
-                        if self.wanted(event) {
-                            self.render(event.kind.as_str(), &event.object, &mut out);
+                        if let Some(kind) = self.classify(event) {
+                            self.render(kind, &event.object, &mut out);
                         }
                     }
                     self.cursor = events.last().map_or(self.cursor, |e| e.rv);

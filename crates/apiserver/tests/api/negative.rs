@@ -718,3 +718,63 @@ async fn list_paging_selectors_patch_and_deletecollection() {
     assert_eq!(deleted["items"].as_array().unwrap().len(), 3);
     assert_eq!(mem.get(CSRS).await.1["items"].as_array().unwrap().len(), 2);
 }
+
+#[tokio::test]
+async fn field_validation_and_dry_run() {
+    let mem = Mem::new();
+    let mut body = node_csr(Some("fv"), "n1");
+    body["spec"]["bogus"] = json!(1);
+    let resp = mem.json("POST", &format!("{CSRS}?fieldValidation=Strict"), &body).await;
+    assert_status(&resp, 400, "BadRequest");
+    assert_eq!(resp.1["message"], "strict decoding error: unknown field \"spec.bogus\"");
+    let resp = mem.json("POST", &format!("{CSRS}?fieldValidation=Nope"), &body).await;
+    assert_status(&resp, 400, "BadRequest");
+    // Warn (the default) and Ignore store the object without the unknown field.
+    let resp = mem.json("POST", CSRS, &body).await;
+    assert_eq!(resp.0, 201, "{}", resp.1);
+    assert!(resp.1["spec"].get("bogus").is_none());
+    let patch = mem
+        .send_as(
+            &admin_user(),
+            "PATCH",
+            &format!("{CSRS}/fv?fieldValidation=Strict"),
+            &[("content-type", "application/merge-patch+json")],
+            br#"{"metadata":{"bogus":1}}"#.to_vec(),
+        )
+        .await;
+    assert_status(&patch, 400, "BadRequest");
+    // dryRun=All validates and answers but stores nothing.
+    let resp = mem.json("POST", &format!("{CSRS}?dryRun=All"), &node_csr(Some("dry"), "n1")).await;
+    assert_eq!(resp.0, 201, "{}", resp.1);
+    assert_status(&mem.get(&format!("{CSRS}/dry")).await, 404, "NotFound");
+    let resp = mem.json("POST", &format!("{CSRS}?dryRun=All"), &node_csr(Some("fv"), "n1")).await;
+    assert_status(&resp, 409, "AlreadyExists");
+    let resp = mem.json("DELETE", &format!("{CSRS}/fv?dryRun=All"), &json!({})).await;
+    assert_eq!(resp.0, 200);
+    assert_eq!(mem.get(&format!("{CSRS}/fv")).await.0, 200);
+}
+
+#[tokio::test]
+async fn label_selector_watch_sees_objects_move_in_and_out() {
+    let mem = Mem::new();
+    // resourceVersion 0 would mean "current state first"; start after an unrelated write.
+    create(&mem, node_csr(Some("unrelated"), "n1")).await;
+    let start = mem.get(CSRS).await.1["metadata"]["resourceVersion"].as_str().unwrap().to_string();
+    let mut c = node_csr(Some("l"), "n1");
+    c["metadata"]["labels"] = json!({"env": "dev"});
+    create(&mem, c).await;
+    let label = |labels: Value| json!({"metadata": {"labels": labels}});
+    for labels in [json!({"env": "prod"}), json!({"env": "prod", "x": "1"}), json!({"env": "dev"})] {
+        let resp = mem.json("PATCH", &format!("{CSRS}/l"), &label(labels)).await;
+        assert_eq!(resp.0, 200, "{}", resp.1);
+    }
+    let (_, body) = mem
+        .get(&format!("{CSRS}?watch=1&labelSelector=env%3Dprod&resourceVersion={start}&timeoutSeconds=1"))
+        .await;
+    let text = stream_text(body);
+    let types: Vec<String> = text
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap()["type"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(types, ["ADDED", "MODIFIED", "DELETED"], "{text}");
+}
