@@ -21,9 +21,11 @@ use crate::{Error, KeyUsage, PrivateKey};
 /// The subject (or issuer) name of a certificate or request.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Subject {
-    /// The first common name, if any.
+    /// The common name as Go's `pkix.Name` reads it: the last CN attribute, if any. (Policy code
+    /// should refuse names with several CNs; `kubecert-authority` does.)
     pub common_name: Option<String>,
-    /// Every organization, in order.
+    /// Every organization that decodes as a string, in order. Attributes in other encodings are
+    /// left out here; `kubecert-authority` refuses such subjects outright.
     pub organizations: Vec<String>,
     /// The name as DER, for exact comparison.
     pub der: Vec<u8>,
@@ -94,6 +96,8 @@ pub struct Certificate {
     pub subject: Subject,
     /// Its issuer, as a display string.
     pub issuer: String,
+    /// Its issuer name as DER (compare with the CA's `subject.der`).
+    pub issuer_der: Vec<u8>,
     /// Serial number, lowercase hex without separators.
     pub serial_hex: String,
     /// Start of validity.
@@ -135,6 +139,7 @@ impl Certificate {
             der: der.to_vec(),
             subject: subject(cert.subject()),
             issuer: cert.issuer().to_string(),
+            issuer_der: cert.issuer().as_raw().to_vec(),
             serial_hex: cert.tbs_certificate.raw_serial().iter().map(|b| format!("{b:02x}")).collect(),
             not_before: system_time(validity.not_before.timestamp()),
             not_after: system_time(validity.not_after.timestamp()),
@@ -246,7 +251,7 @@ fn subject(name: &X509Name<'_>) -> Subject {
         iter.filter_map(|attr| attr.as_str().ok().map(str::to_owned)).collect::<Vec<_>>()
     };
     Subject {
-        common_name: strings(&mut name.iter_common_name()).into_iter().next(),
+        common_name: strings(&mut name.iter_common_name()).pop(),
         organizations: strings(&mut name.iter_organization()),
         der: name.as_raw().to_vec(),
     }

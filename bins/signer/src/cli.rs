@@ -1,0 +1,134 @@
+//! Command-line interface. Flags that may also come from the config file or the environment are
+//! `Option`s and serialized only when given, so that they override those layers and nothing else
+//! (a clap default would silently override the file).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use serde::{Deserialize, Serialize};
+
+/// kubecert signer: approves what policy allows, denies the rest with a reason, signs with the
+/// cluster CA and cleans up old certificate signing requests.
+#[derive(Debug, Parser)]
+#[command(name = "signer", version)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Runs the embedded Kubernetes-compatible API and the controllers in one process.
+    Serve(ServeArgs),
+    /// Runs the controllers against any Kubernetes API (a real cluster, or `signer serve`).
+    Controller(ControllerArgs),
+    /// Bootstrap tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+/// Flags shared by `serve` and `controller`; every one can also be set in the config file or as
+/// `KUBECERT_SIGNER_<NAME>`.
+#[derive(Debug, Args, Serialize)]
+pub struct CommonArgs {
+    /// TOML configuration file (layers: defaults < file < KUBECERT_SIGNER_* env < flags).
+    #[arg(long, value_name = "FILE")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+    /// Lifetime of issued certificates, and the most a request may ask for (Go duration, e.g. 8760h).
+    #[arg(long, value_name = "D")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster_signing_duration: Option<String>,
+    /// Deprecated alias of --cluster-signing-duration (kube-controller-manager's old flag).
+    #[arg(long, value_name = "D", hide = true)]
+    #[serde(skip)]
+    pub experimental_cluster_signing_duration: Option<String>,
+    /// How far NotBefore lies before the signing time (0s for rehearsals with short lifetimes).
+    #[arg(long, value_name = "D")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backdate: Option<String>,
+    /// Serve Prometheus metrics and /healthz here (plain HTTP; keep it on loopback).
+    #[arg(long, value_name = "ADDR")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics_addr: Option<SocketAddr>,
+    /// Log format.
+    #[arg(long, value_enum, value_name = "FORMAT")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_format: Option<LogFormat>,
+}
+
+#[derive(Debug, Args, Serialize)]
+pub struct ServeArgs {
+    /// Where state, the CA and admin.kubeconfig live.
+    #[arg(long, value_name = "DIR")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
+    /// Address of the HTTPS API.
+    #[arg(long, value_name = "ADDR")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<SocketAddr>,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub common: CommonArgs,
+}
+
+#[derive(Debug, Args, Serialize)]
+pub struct ControllerArgs {
+    /// Kubeconfig of the API to work against.
+    #[arg(long, value_name = "FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kubeconfig: Option<PathBuf>,
+    /// CA certificate for every signer name.
+    #[arg(long, value_name = "FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca_cert: Option<PathBuf>,
+    /// CA private key for every signer name.
+    #[arg(long, value_name = "FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca_key: Option<PathBuf>,
+    /// Run only while holding a coordination.k8s.io/v1 Lease, so that several replicas can run.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub leader_elect: bool,
+    /// Namespace of the leader-election Lease.
+    #[arg(long, value_name = "NS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lease_namespace: Option<String>,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub common: CommonArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Creates a bootstrap token (a Secret in kube-system, as `kubeadm token create` does) and
+    /// prints it.
+    Create(TokenCreateArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TokenCreateArgs {
+    /// Kubeconfig of an identity allowed to create Secrets in kube-system.
+    #[arg(long, value_name = "FILE")]
+    pub kubeconfig: PathBuf,
+    /// How long the token stays valid (Go duration).
+    #[arg(long, value_name = "D", default_value = "24h")]
+    pub ttl: String,
+    /// Extra groups, each `system:bootstrappers:…`.
+    #[arg(long, value_name = "G,…", value_delimiter = ',')]
+    pub groups: Vec<String>,
+    /// Also write a bootstrap kubeconfig for node-agent (server and CA from --kubeconfig).
+    #[arg(long, value_name = "PATH")]
+    pub write_bootstrap_kubeconfig: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}

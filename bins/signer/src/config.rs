@@ -1,0 +1,252 @@
+//! Configuration layered with figment: built-in defaults < TOML file (`--config`) <
+//! `KUBECERT_SIGNER_*` environment variables (`__` separates nested keys) < flags.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result, bail};
+use figment::Figment;
+use figment::providers::{Env, Format as _, Serialized, Toml};
+use kubecert_authority::{IssuancePolicy, PolicyConfig};
+use serde::{Deserialize, Serialize};
+
+use crate::cli::{CommonArgs, LogFormat};
+
+/// Everything `serve` and `controller` can be told, with its default.
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SignerConfig {
+    /// `serve`: state, CA and admin.kubeconfig.
+    pub data_dir: Option<PathBuf>,
+    /// `serve`: HTTPS address of the API (127.0.0.1:6443).
+    pub listen: SocketAddr,
+    /// Lifetime of issued certificates (8760h).
+    pub cluster_signing_duration: String,
+    /// NotBefore backdate (5m).
+    pub backdate: String,
+    /// Metrics and /healthz address (none).
+    pub metrics_addr: Option<SocketAddr>,
+    /// `text` or `json`.
+    pub log_format: LogFormat,
+    /// `controller`: kubeconfig of the API.
+    pub kubeconfig: Option<PathBuf>,
+    /// One CA for every signer name: certificate file. `serve` generates one in DATA_DIR/pki
+    /// when neither this nor `signer_cas` is set.
+    pub ca_cert: Option<PathBuf>,
+    /// One CA for every signer name: key file.
+    pub ca_key: Option<PathBuf>,
+    /// Or one CA per signer name (SPEC SG-1; mixing with `ca_cert`/`ca_key` is an error).
+    pub signer_cas: BTreeMap<String, CaFiles>,
+    /// `controller`: hold a Lease while working.
+    pub leader_elect: bool,
+    /// Namespace of the Lease (kube-system).
+    pub lease_namespace: String,
+    /// Name of the Lease (kubecert-signer).
+    pub lease_name: String,
+    /// Cleaner period (1h, as upstream).
+    pub cleaner_interval: String,
+    /// How often CA files are checked for changes (10s).
+    pub ca_reload_interval: String,
+    /// Approval policy per signer name (see kubecert-authority's `PolicyConfig`).
+    pub policy: PolicyConfig,
+}
+
+/// A CA's certificate and key files.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct CaFiles {
+    /// Certificate (exactly one).
+    pub cert: PathBuf,
+    /// Private key.
+    pub key: PathBuf,
+}
+
+impl Default for SignerConfig {
+    fn default() -> Self {
+        Self {
+            data_dir: None,
+            listen: SocketAddr::from(([127, 0, 0, 1], 6443)),
+            cluster_signing_duration: "8760h".into(),
+            backdate: "5m".into(),
+            metrics_addr: None,
+            log_format: LogFormat::Text,
+            kubeconfig: None,
+            ca_cert: None,
+            ca_key: None,
+            signer_cas: BTreeMap::new(),
+            leader_elect: false,
+            lease_namespace: "kube-system".into(),
+            lease_name: "kubecert-signer".into(),
+            cleaner_interval: "1h".into(),
+            ca_reload_interval: "10s".into(),
+            policy: PolicyConfig::default(),
+        }
+    }
+}
+
+/// Reads the layers. `flags` serializes only the flags that were given.
+pub fn load(common: &CommonArgs, flags: &impl Serialize) -> Result<SignerConfig> {
+    let mut figment = Figment::new();
+    if let Some(path) = &common.config {
+        // file_exact: a mistyped path is an error, not silently nothing.
+        figment = figment.merge(Toml::file_exact(path));
+    }
+    figment
+        .merge(Env::prefixed("KUBECERT_SIGNER_").split("__"))
+        .merge(Serialized::defaults(flags))
+        .extract::<SignerConfig>()
+        .map_err(|e| anyhow::anyhow!("configuration: {e}"))
+}
+
+/// Applies `--experimental-cluster-signing-duration`, the deprecated alias, to the flags (the
+/// new flag wins when both are given). Returns whether the alias was used, for a warning.
+pub fn apply_deprecated_alias(common: &mut CommonArgs) -> bool {
+    let Some(value) = common.experimental_cluster_signing_duration.take() else { return false };
+    common.cluster_signing_duration.get_or_insert(value);
+    true
+}
+
+/// A Go-style duration (`8760h`, `5m`, `60s`, `0s`, `1h30m`), naming the setting on error.
+pub fn duration(setting: &str, value: &str) -> Result<Duration> {
+    humantime::parse_duration(value)
+        .with_context(|| format!("{setting}: {value:?} is not a duration such as 8760h or 5m"))
+}
+
+impl SignerConfig {
+    /// The lifetime rules of issued certificates.
+    pub fn issuance(&self) -> Result<IssuancePolicy> {
+        let ttl = duration("cluster_signing_duration", &self.cluster_signing_duration)?;
+        if ttl.is_zero() {
+            bail!("cluster_signing_duration must be more than 0s");
+        }
+        Ok(IssuancePolicy { ttl, backdate: duration("backdate", &self.backdate)? })
+    }
+
+    /// The CA files to use, if any were configured (SPEC SG-1).
+    pub fn ca_files(&self) -> Result<Option<CaSelection>> {
+        match (&self.ca_cert, &self.ca_key, self.signer_cas.is_empty()) {
+            (None, None, true) => Ok(None),
+            (Some(cert), Some(key), true) => {
+                Ok(Some(CaSelection::Shared(CaFiles { cert: cert.clone(), key: key.clone() })))
+            }
+            (None, None, false) => Ok(Some(CaSelection::PerSigner(self.signer_cas.clone()))),
+            (Some(_), None, _) | (None, Some(_), _) => bail!("ca_cert and ca_key must be given together"),
+            (Some(_), Some(_), false) => {
+                bail!(
+                    "ca_cert/ca_key (one CA for every signer) and signer_cas (one per signer) cannot be mixed"
+                )
+            }
+        }
+    }
+}
+
+/// Which CA files sign for which signer names.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CaSelection {
+    /// One CA for every signer name.
+    Shared(CaFiles),
+    /// One CA per listed signer name.
+    PerSigner(BTreeMap<String, CaFiles>),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::{Cli, Command};
+    use clap::Parser as _;
+
+    fn serve_args(argv: &[&str]) -> crate::cli::ServeArgs {
+        match Cli::parse_from(argv).command {
+            Command::Serve(args) => args,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment::Jail's closure returns figment's Error.
+    fn defaults_then_file_then_flags() {
+        figment::Jail::expect_with(|jail| {
+            let args = serve_args(&["signer", "serve", "--data-dir", "/d"]);
+            let config = load(&args.common, &args).unwrap();
+            assert_eq!(config.cluster_signing_duration, "8760h");
+            assert_eq!(config.listen, SocketAddr::from(([127, 0, 0, 1], 6443)));
+
+            jail.create_file("signer.toml", "cluster_signing_duration = \"24h\"\nbackdate = \"1m\"\n")?;
+            let args = serve_args(&["signer", "serve", "--config", "signer.toml", "--backdate", "0s"]);
+            let config = load(&args.common, &args).unwrap();
+            assert_eq!(config.cluster_signing_duration, "24h", "file over default");
+            assert_eq!(config.backdate, "0s", "flag over file");
+
+            jail.set_env("KUBECERT_SIGNER_CLUSTER_SIGNING_DURATION", "48h");
+            let config = load(&args.common, &args).unwrap();
+            assert_eq!(config.cluster_signing_duration, "48h", "env over file");
+            let args = serve_args(&[
+                "signer",
+                "serve",
+                "--config",
+                "signer.toml",
+                "--cluster-signing-duration",
+                "60s",
+            ]);
+            assert_eq!(load(&args.common, &args).unwrap().cluster_signing_duration, "60s", "flag over env");
+            Ok(())
+        });
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment::Jail's closure returns figment's Error.
+    fn mistyped_config_path_and_unknown_keys_are_errors() {
+        figment::Jail::expect_with(|jail| {
+            let args = serve_args(&["signer", "serve", "--config", "nope.toml"]);
+            let err = load(&args.common, &args).unwrap_err().to_string();
+            assert!(err.contains("nope.toml"), "{err}");
+            jail.create_file("bad.toml", "cluster_signing_duraton = \"24h\"\n")?;
+            let args = serve_args(&["signer", "serve", "--config", "bad.toml"]);
+            let err = load(&args.common, &args).unwrap_err().to_string();
+            assert!(err.contains("cluster_signing_duraton"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn deprecated_alias_sets_the_duration_unless_the_new_flag_is_given() {
+        let mut args = serve_args(&["signer", "serve", "--experimental-cluster-signing-duration", "2h"]);
+        assert!(apply_deprecated_alias(&mut args.common));
+        assert_eq!(args.common.cluster_signing_duration.as_deref(), Some("2h"));
+        let mut args = serve_args(&[
+            "signer",
+            "serve",
+            "--experimental-cluster-signing-duration",
+            "2h",
+            "--cluster-signing-duration",
+            "3h",
+        ]);
+        apply_deprecated_alias(&mut args.common);
+        assert_eq!(args.common.cluster_signing_duration.as_deref(), Some("3h"));
+    }
+
+    #[test]
+    fn durations_and_ca_selection() {
+        let mut config = SignerConfig {
+            backdate: "0s".into(),
+            cluster_signing_duration: "60s".into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            config.issuance().unwrap(),
+            IssuancePolicy { ttl: Duration::from_secs(60), backdate: Duration::ZERO }
+        );
+        config.backdate = "5 parsecs".into();
+        assert!(config.issuance().unwrap_err().to_string().starts_with("backdate: \"5 parsecs\""));
+        assert_eq!(config.ca_files().unwrap(), None);
+        config.ca_cert = Some("ca.crt".into());
+        assert!(config.ca_files().unwrap_err().to_string().contains("together"));
+        config.ca_key = Some("ca.key".into());
+        config
+            .signer_cas
+            .insert("kubernetes.io/kubelet-serving".into(), CaFiles { cert: "a".into(), key: "b".into() });
+        assert!(config.ca_files().unwrap_err().to_string().contains("cannot be mixed"));
+    }
+}

@@ -1,0 +1,68 @@
+//! `signer controller`: the controllers against any Kubernetes API, optionally as one of several
+//! replicas with leader election.
+
+use anyhow::{Context as _, Result};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kubecert_authority::Policy;
+use kubecert_k8s::controllers::{LeaderElection, SignerMetrics, run_when_leader};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{SignerConfig, duration};
+use crate::pki::host_name;
+use crate::run::{reloading_signer, run_controllers};
+
+/// A kube client from a kubeconfig file.
+pub async fn client_from_kubeconfig(path: &std::path::Path) -> Result<kube::Client> {
+    let kubeconfig =
+        Kubeconfig::read_from(path).with_context(|| format!("reading kubeconfig {}", path.display()))?;
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .with_context(|| format!("using kubeconfig {}", path.display()))?;
+    kube::Client::try_from(config).context("building the API client")
+}
+
+pub async fn controller(
+    config: SignerConfig,
+    metrics: SignerMetrics,
+    shutdown: CancellationToken,
+) -> Result<()> {
+    let kubeconfig = config.kubeconfig.clone().context("controller needs --kubeconfig")?;
+    let selection = config
+        .ca_files()?
+        .context("controller needs --ca-cert and --ca-key (or signer_cas in the config)")?;
+    let issuance = config.issuance()?;
+    let policy = Policy::new(config.policy.clone())?;
+    let cleaner_interval = duration("cleaner_interval", &config.cleaner_interval)?;
+    let reload = duration("ca_reload_interval", &config.ca_reload_interval)?;
+    let client = client_from_kubeconfig(&kubeconfig).await?;
+    let signer = reloading_signer(selection, issuance, reload, shutdown.clone())?;
+
+    if !config.leader_elect {
+        metrics.leader.set(1);
+        run_controllers(client, signer, policy, metrics, cleaner_interval, shutdown).await;
+        return Ok(());
+    }
+    let suffix: String = crate::token::random_chars(5)?;
+    let election = LeaderElection {
+        namespace: config.lease_namespace.clone(),
+        lease_name: config.lease_name.clone(),
+        identity: format!("{}_{suffix}", host_name().unwrap_or_else(|| "signer".into())),
+        lease_duration_seconds: 15,
+        renew_grace_seconds: 5,
+    };
+    tracing::info!(identity = %election.identity, lease = %format!("{}/{}", election.namespace, election.lease_name), "leader election");
+    let work_client = client.clone();
+    let work_metrics = metrics.clone();
+    run_when_leader(client, &election, &metrics, shutdown, move |term| {
+        run_controllers(
+            work_client.clone(),
+            signer.clone(),
+            policy.clone(),
+            work_metrics.clone(),
+            cleaner_interval,
+            term,
+        )
+    })
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,107 @@
+//! `signer`: kubecert's control-plane half. It approves the node CSRs that policy allows, denies
+//! the rest with a reason, signs approved ones with the cluster CA and cleans up old ones, as
+//! kube-controller-manager's csrapproving, csrsigning and csrcleaner controllers do.
+//!
+//! - `signer serve`: one process with the embedded Kubernetes-compatible API (kubectl works
+//!   against it unchanged) and the controllers.
+//! - `signer controller`: the controllers against any Kubernetes API, with optional leader
+//!   election so that several replicas can run.
+//! - `signer token create`: a bootstrap token for nodes, as `kubeadm token create` makes it.
+
+mod cli;
+mod config;
+mod controller;
+mod pki;
+mod run;
+mod serve;
+mod token;
+
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::Parser as _;
+use kubecert_k8s::controllers::SignerMetrics;
+use prometheus_client::registry::Registry;
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::{Cli, Command, LogFormat, TokenCommand};
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Logs go to stderr: stdout carries command output (the token of `token create`).
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// Which long-running mode was asked for.
+enum Mode {
+    Serve,
+    Controller,
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    let (mode, used_deprecated_alias, config) = match cli.command {
+        Command::Token(TokenCommand::Create(args)) => {
+            init_logging(LogFormat::Text);
+            return token::create(args).await;
+        }
+        Command::Serve(mut args) => {
+            let alias = config::apply_deprecated_alias(&mut args.common);
+            (Mode::Serve, alias, config::load(&args.common, &args)?)
+        }
+        Command::Controller(mut args) => {
+            let alias = config::apply_deprecated_alias(&mut args.common);
+            (Mode::Controller, alias, config::load(&args.common, &args)?)
+        }
+    };
+    init_logging(config.log_format);
+    if used_deprecated_alias {
+        tracing::warn!(
+            "--experimental-cluster-signing-duration is deprecated; use --cluster-signing-duration"
+        );
+    }
+
+    let shutdown = CancellationToken::new();
+    run::cancel_on_signals(shutdown.clone())?;
+    let metrics = SignerMetrics::default();
+    if let Some(addr) = config.metrics_addr {
+        let mut registry = Registry::with_prefix("kubecert_signer");
+        metrics.register(&mut registry);
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            if let Err(e) = run::serve_metrics(addr, registry, stop.clone()).await {
+                tracing::error!(error = %format!("{e:#}"), "metrics endpoint");
+                stop.cancel();
+            }
+        });
+    }
+    match mode {
+        Mode::Serve => serve::serve(config, metrics, shutdown).await,
+        Mode::Controller => controller::controller(config, metrics, shutdown).await,
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if rustls::crypto::ring::default_provider().install_default().is_err() {
+        eprintln!("signer: a TLS crypto provider was already installed");
+    }
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("signer: starting the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("signer: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

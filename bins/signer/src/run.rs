@@ -1,0 +1,140 @@
+//! What `serve` and `controller` share: the controller set, CA files that are re-read when they
+//! change, the metrics endpoint and signal handling.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result};
+use arc_swap::ArcSwap;
+use axum::Router;
+use axum::http::StatusCode;
+use axum::http::header::CONTENT_TYPE;
+use axum::response::IntoResponse as _;
+use axum::routing::get;
+use kubecert_authority::{IssuancePolicy, MaterialFingerprint, Policy, Signer, SignerAuthorities};
+use kubecert_k8s::controllers::{SignerMetrics, run_approver, run_cleaner, run_signer};
+use prometheus_client::registry::Registry;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{CaFiles, CaSelection};
+use crate::pki::load_ca;
+
+/// The approver, signer and cleaner, until `shutdown`.
+pub async fn run_controllers(
+    client: kube::Client,
+    signer: Arc<ArcSwap<Signer>>,
+    policy: Policy,
+    metrics: SignerMetrics,
+    cleaner_interval: Duration,
+    shutdown: CancellationToken,
+) {
+    tokio::join!(
+        run_approver(client.clone(), policy, metrics.clone(), shutdown.clone()),
+        run_signer(client.clone(), signer, metrics, shutdown.clone()),
+        run_cleaner(client, cleaner_interval, shutdown),
+    );
+}
+
+/// Reads the CA files and their fingerprint.
+fn read_authorities(selection: &CaSelection) -> Result<(SignerAuthorities, Vec<MaterialFingerprint>)> {
+    let load = |files: &CaFiles| load_ca(files).map(|ca| (ca.fingerprint(), ca));
+    match selection {
+        CaSelection::Shared(files) => {
+            let (fingerprint, ca) = load(files)?;
+            Ok((SignerAuthorities::shared(ca), vec![fingerprint]))
+        }
+        CaSelection::PerSigner(map) => {
+            let mut cas = Vec::new();
+            let mut fingerprints = Vec::new();
+            for (signer, files) in map {
+                let (fingerprint, ca) = load(files)?;
+                fingerprints.push(fingerprint);
+                cas.push((signer.clone(), ca));
+            }
+            Ok((SignerAuthorities::per_signer(cas)?, fingerprints))
+        }
+    }
+}
+
+/// A signer over the CA files, plus a task that re-reads them every `interval` and swaps the
+/// signer when their content changed (SPEC SG-1 hot reload). Unreadable or broken files keep
+/// the previous CA, with a warning.
+pub fn reloading_signer(
+    selection: CaSelection,
+    issuance: IssuancePolicy,
+    interval: Duration,
+    shutdown: CancellationToken,
+) -> Result<Arc<ArcSwap<Signer>>> {
+    let (authorities, mut fingerprints) = read_authorities(&selection)?;
+    let signer = Arc::new(ArcSwap::from_pointee(Signer::new(authorities, issuance)));
+    let swapped = signer.clone();
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(interval);
+        ticks.tick().await;
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                _ = ticks.tick() => {}
+            }
+            match read_authorities(&selection) {
+                Ok((_, now)) if now == fingerprints => {}
+                Ok((authorities, now)) => {
+                    swapped.store(Arc::new(Signer::new(authorities, issuance)));
+                    fingerprints = now;
+                    tracing::info!("CA files changed; signing with the new CA");
+                }
+                Err(e) => {
+                    tracing::warn!(error = %format!("{e:#}"), "re-reading CA files; keeping the current CA")
+                }
+            }
+        }
+    });
+    Ok(signer)
+}
+
+/// Serves `/metrics` (OpenMetrics text) and `/healthz` on `addr` until `shutdown`.
+pub async fn serve_metrics(addr: SocketAddr, registry: Registry, shutdown: CancellationToken) -> Result<()> {
+    let registry = Arc::new(registry);
+    let app = Router::new()
+        .route(
+            "/metrics",
+            get(move || {
+                let registry = registry.clone();
+                async move {
+                    let mut text = String::new();
+                    match prometheus_client::encoding::text::encode(&mut text, &registry) {
+                        Ok(()) => (
+                            [(CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+                            text,
+                        )
+                            .into_response(),
+                        Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, "encoding metrics").into_response(),
+                    }
+                }
+            }),
+        )
+        .route("/healthz", get(|| async { "ok" }));
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding metrics address {addr}"))?;
+    tracing::info!(%addr, "serving metrics");
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await
+        .context("metrics server")
+}
+
+/// Cancels `shutdown` on SIGTERM or Ctrl-C.
+pub fn cancel_on_signals(shutdown: CancellationToken) -> Result<()> {
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing the SIGTERM handler")?;
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = terminate.recv() => tracing::info!("SIGTERM: shutting down"),
+            _ = tokio::signal::ctrl_c() => tracing::info!("interrupted: shutting down"),
+        }
+        shutdown.cancel();
+    });
+    Ok(())
+}
