@@ -160,6 +160,7 @@ async fn accept_loop(listener: TcpListener, acceptor: TlsAcceptor, handshakes: A
     let mut connections = tokio::task::JoinSet::new();
     loop {
         let Ok((tcp, _)) = listener.accept().await else { continue };
+        let _ = tcp.set_nodelay(true);
         let acceptor = acceptor.clone();
         let handshakes = Arc::clone(&handshakes);
         connections.spawn(async move {
