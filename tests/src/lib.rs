@@ -1,13 +1,196 @@
-//! Workspace-level tests for kubecert.
+//! Workspace-level test support for kubecert.
 //!
-//! `tests/workspace.rs` checks the rules every crate must keep (crate docs, workspace lints, one
-//! crypto provider, the README's quick start). End-to-end tests of the built `signer` and
-//! `node-agent` binaries join it as those binaries land. This library holds what those tests
-//! share.
+//! `tests/workspace.rs` checks the rules every crate keeps (crate docs, workspace lints, one
+//! crypto provider, the README's quick start). This library holds what the end-to-end tests of
+//! the built binaries share: finding the binaries, running `signer serve` in a temporary data
+//! directory, and finding the real `kubectl` (mandatory when `KUBECERT_REQUIRE_KUBECTL=1`).
 
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 /// The workspace root (the directory of the root `Cargo.toml`).
 pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
+}
+
+/// The path of a workspace binary (`signer`, `node-agent`).
+///
+/// `cargo test --workspace` builds every binary whose package has integration tests before any
+/// test runs, next to the test executables' `deps/` directory; that build is used. When it is
+/// missing (e.g. `cargo test -p kubecert-tests` alone), the binary is built once with cargo.
+pub fn binary(name: &str) -> PathBuf {
+    static BUILD: Mutex<()> = Mutex::new(());
+    let exe = std::env::current_exe().expect("the test executable's path");
+    let profile_dir = exe.parent().and_then(Path::parent).expect("target/<profile>/deps/<test>");
+    let path = profile_dir.join(name);
+    let _one_build_at_a_time = BUILD.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    if !path.is_file() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "-p", name])
+            .current_dir(workspace_root())
+            .status()
+            .expect("run cargo build");
+        assert!(status.success(), "cargo build -p {name} failed");
+    }
+    assert!(path.is_file(), "{} was not built", path.display());
+    path
+}
+
+/// The real `kubectl`, or `None` (with a notice) when it is absent. With
+/// `KUBECERT_REQUIRE_KUBECTL=1` (CI) absence is a failure instead.
+pub fn kubectl() -> Option<PathBuf> {
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths).map(|dir| dir.join("kubectl")).find(|p| p.is_file())
+    });
+    if found.is_none() {
+        assert!(
+            std::env::var("KUBECERT_REQUIRE_KUBECTL").as_deref() != Ok("1"),
+            "kubectl is not on PATH and KUBECERT_REQUIRE_KUBECTL=1"
+        );
+        eprintln!("NOTICE: kubectl not on PATH; this test checks nothing without it");
+    }
+    found
+}
+
+/// A free TCP port on 127.0.0.1 (bound, then released for the process under test).
+pub fn free_local_addr() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    listener.local_addr().expect("local address")
+}
+
+/// Polls `ready` every 20 ms until it holds or `limit` passes.
+pub fn wait_for(what: &str, limit: Duration, mut ready: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !ready() {
+        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A child process that is killed when dropped.
+pub struct Process {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Process {
+    /// Starts `program` with `args`, stdout and stderr into `log`.
+    pub fn spawn(program: &Path, args: &[&str], log: &Path) -> Self {
+        let file = std::fs::File::create(log).expect("create log file");
+        let err = file.try_clone().expect("clone log file");
+        let child = Command::new(program)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(file)
+            .stderr(err)
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {}: {e}", program.display()));
+        Self { child, log: log.to_path_buf() }
+    }
+
+    /// The process's output so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The process id.
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGKILL, and reap.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Whether it has exited (and its status).
+    pub fn try_wait(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// `signer serve` on a free loopback port with its own data directory.
+pub struct SignerServe {
+    /// The process.
+    pub process: Process,
+    /// `--data-dir`.
+    pub data_dir: PathBuf,
+    /// `--listen`.
+    pub addr: SocketAddr,
+}
+
+impl SignerServe {
+    /// Starts `signer serve --data-dir <dir> --listen <free port> <extra…>` and waits until it
+    /// accepts connections.
+    pub fn start(data_dir: &Path, extra: &[&str]) -> Self {
+        Self::start_at(data_dir, free_local_addr(), extra)
+    }
+
+    /// Like [`SignerServe::start`] on a given address (to restart on the same one).
+    pub fn start_at(data_dir: &Path, addr: SocketAddr, extra: &[&str]) -> Self {
+        let listen = addr.to_string();
+        let dir = data_dir.to_str().expect("UTF-8 path");
+        let mut args = vec!["serve", "--data-dir", dir, "--listen", &listen];
+        args.extend_from_slice(extra);
+        let log = data_dir.with_extension(format!("{}.log", addr.port()));
+        std::fs::create_dir_all(data_dir).expect("create data dir");
+        let mut process = Process::spawn(&binary("signer"), &args, &log);
+        let start = Instant::now();
+        while TcpStream::connect(addr).is_err() {
+            if let Some(status) = process.try_wait() {
+                panic!("signer serve exited with {status}:\n{}", process.log());
+            }
+            assert!(start.elapsed() < Duration::from_secs(30), "signer serve did not listen:\n{}", process.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Self { process, data_dir: data_dir.to_path_buf(), addr }
+    }
+
+    /// DATA_DIR/admin.kubeconfig.
+    pub fn admin_kubeconfig(&self) -> PathBuf {
+        self.data_dir.join("admin.kubeconfig")
+    }
+
+    /// DATA_DIR/pki/ca.crt.
+    pub fn ca_cert(&self) -> PathBuf {
+        self.data_dir.join("pki/ca.crt")
+    }
+
+    /// Runs `signer token create --kubeconfig admin.kubeconfig --write-bootstrap-kubeconfig
+    /// <path>` and returns the token.
+    pub fn create_token(&self, bootstrap_kubeconfig: &Path) -> String {
+        let out = Command::new(binary("signer"))
+            .args(["token", "create", "--kubeconfig"])
+            .arg(self.admin_kubeconfig())
+            .arg("--write-bootstrap-kubeconfig")
+            .arg(bootstrap_kubeconfig)
+            .output()
+            .expect("run signer token create");
+        assert!(out.status.success(), "token create: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).expect("UTF-8").trim().to_owned()
+    }
+}
+
+/// Runs a command and returns its stdout, failing the test with its stderr when it fails.
+pub fn run_ok(program: &Path, args: &[&str]) -> String {
+    let out = Command::new(program).args(args).output().unwrap_or_else(|e| panic!("run {}: {e}", program.display()));
+    assert!(
+        out.status.success(),
+        "{} {args:?} failed: {}{}",
+        program.display(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
