@@ -475,8 +475,12 @@ impl Patch {
                 .map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))
         };
         match media {
-            "application/merge-patch+json" | "application/strategic-merge-patch+json" => {
-                Ok(Patch::Merge(json()?))
+            "application/merge-patch+json" => Ok(Patch::Merge(json()?)),
+            // Strategic merge is a merge for these types; its `$` directives carry no data.
+            "application/strategic-merge-patch+json" => {
+                let mut p = json()?;
+                strip_directives(&mut p);
+                Ok(Patch::Merge(p))
             }
             "application/apply-patch+yaml" | "application/apply-patch+json" => Ok(Patch::Apply(json()?)),
             "application/json-patch+json" => serde_json::from_slice(bytes)
@@ -506,6 +510,18 @@ impl Patch {
             })?,
         }
         Ok(doc)
+    }
+}
+
+/// Removes strategic-merge-patch directives (`$patch`, `$setElementOrder/…`, `$retainKeys`, …).
+fn strip_directives(v: &mut Value) {
+    match v {
+        Value::Object(map) => {
+            map.retain(|k, _| !k.starts_with('$'));
+            map.values_mut().for_each(strip_directives);
+        }
+        Value::Array(items) => items.iter_mut().for_each(strip_directives),
+        _ => {}
     }
 }
 

@@ -3,15 +3,17 @@
 //! kubectl's default `--validate=strict` looks for the `fieldValidation` query parameter on
 //! the PATCH operation tagged with the object's group-version-kind; finding it, kubectl leaves
 //! validation to the server and sends `fieldValidation=Strict`, which this server honours by
-//! refusing unknown fields. The documents therefore carry the paths and operations; object
-//! schemas are not included, so kubectl falls back to its built-in types for apply patches.
+//! refusing unknown fields. Object schemas come from k8s-openapi's `schemars` implementations
+//! (upstream's descriptions included), tagged with `x-kubernetes-group-version-kind` so that
+//! `kubectl explain` finds them.
 
 use std::collections::HashMap;
 
+use schemars::JsonSchema as _;
 use serde_json::{Map, Value, json};
 
 use crate::discovery::KUBERNETES_VERSION;
-use crate::resources::{ALL, ResourceType};
+use crate::resources::{ALL, CSR, LEASE, ResourceType, SAR, SECRET};
 
 fn gv_path(group: &str, version: &str) -> String {
     if group.is_empty() { format!("api/{version}") } else { format!("apis/{group}/{version}") }
@@ -92,6 +94,49 @@ fn paths_for(r: &ResourceType, paths: &mut Map<String, Value>) {
     }
 }
 
+/// The component schemas of the types of `group/version`, with every referenced type.
+fn schemas(group: &str, version: &str) -> Map<String, Value> {
+    use k8s_openapi::api::authorization::v1::SubjectAccessReview;
+    use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
+    use k8s_openapi::api::coordination::v1::Lease;
+    use k8s_openapi::api::core::v1::Secret;
+    let mut generator = schemars::generate::SchemaSettings::openapi3().into_generator();
+    let mut tagged = Vec::new();
+    for r in ALL.iter().filter(|r| r.group == group && r.version == version) {
+        let name = if *r == &CSR {
+            generator.subschema_for::<CertificateSigningRequest>();
+            CertificateSigningRequest::schema_name()
+        } else if *r == &SECRET {
+            generator.subschema_for::<Secret>();
+            Secret::schema_name()
+        } else if *r == &LEASE {
+            generator.subschema_for::<Lease>();
+            Lease::schema_name()
+        } else if *r == &SAR {
+            generator.subschema_for::<SubjectAccessReview>();
+            SubjectAccessReview::schema_name()
+        } else {
+            continue;
+        };
+        tagged.push((name.into_owned(), *r));
+    }
+    let mut defs = generator.take_definitions(true);
+    for (name, r) in tagged {
+        if let Some(Value::Object(schema)) = defs.get_mut(&name) {
+            schema.insert(
+                "x-kubernetes-group-version-kind".into(),
+                json!([{"group": r.group, "version": r.version, "kind": r.kind}]),
+            );
+        }
+    }
+    for schema in defs.values_mut() {
+        if let Value::Object(m) = schema {
+            m.remove("$schema");
+        }
+    }
+    defs
+}
+
 fn group_version_document(group: &str, version: &str) -> Option<Value> {
     let mut paths = Map::new();
     for r in ALL.iter().filter(|r| r.group == group && r.version == version) {
@@ -104,7 +149,7 @@ fn group_version_document(group: &str, version: &str) -> Option<Value> {
         "openapi": "3.0.0",
         "info": {"title": "Kubernetes", "version": KUBERNETES_VERSION},
         "paths": paths,
-        "components": {"schemas": {}},
+        "components": {"schemas": schemas(group, version)},
     }))
 }
 
@@ -141,5 +186,14 @@ mod tests {
         let core = document("/openapi/v3/api/v1", &q).unwrap();
         assert!(core["paths"]["/api/v1/namespaces/{namespace}/secrets/{name}"]["patch"].is_object());
         assert!(document("/openapi/v3/apis/apps/v1", &q).is_none());
+        let schemas = &doc["components"]["schemas"];
+        let csr = &schemas["io.k8s.api.certificates.v1.CertificateSigningRequest"];
+        assert_eq!(csr["x-kubernetes-group-version-kind"][0]["kind"], "CertificateSigningRequest");
+        assert!(
+            schemas["io.k8s.api.certificates.v1.CertificateSigningRequestSpec"]["properties"]["signerName"]
+                .is_object()
+        );
+        assert!(schemas["io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"].is_object());
+        assert!(!doc.to_string().contains("$defs"));
     }
 }

@@ -199,7 +199,13 @@ async fn in_memory_service_with_fixed_identity() {
     let signer = kube::Client::new(api.service_as(UserInfo::authenticated(SIGNER_USER, vec![])), "default");
     let as_admin: Api<Csr> = Api::all(admin);
     let as_signer: Api<Csr> = Api::all(signer);
+    // A controller-style watcher over the in-memory service (streaming bodies, no sockets).
+    let stream = watcher(as_signer.clone(), watcher::Config::default()).applied_objects();
+    let mut stream = Box::pin(stream);
     let created = as_admin.create(&PostParams::default(), &csr(None, "n1")).await.unwrap();
+    let seen =
+        tokio::time::timeout(Duration::from_secs(10), stream.try_next()).await.unwrap().unwrap().unwrap();
+    assert_eq!(seen.metadata.name, created.metadata.name);
     let name = created.metadata.name.clone().unwrap();
     assert_eq!(as_signer.list(&ListParams::default()).await.unwrap().items.len(), 1);
     let approved = as_signer
@@ -207,6 +213,9 @@ async fn in_memory_service_with_fixed_identity() {
         .await
         .unwrap();
     assert_eq!(approved.status.unwrap().conditions.unwrap()[0].type_, "Approved");
+    let seen =
+        tokio::time::timeout(Duration::from_secs(10), stream.try_next()).await.unwrap().unwrap().unwrap();
+    assert!(seen.status.unwrap().conditions.is_some());
     let denied = as_signer.create(&PostParams::default(), &csr(None, "n2")).await.unwrap_err();
     assert_eq!(api_error(denied), (403, "Forbidden".into()));
 }

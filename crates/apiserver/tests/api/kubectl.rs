@@ -170,6 +170,19 @@ async fn kubectl_get_create_approve_deny_watch_delete() {
     assert_eq!(raw["kind"], "APIResourceList");
     assert_eq!(raw["resources"][0]["name"], "certificatesigningrequests");
 
+    // describe (also lists events, which this server does not serve), explain (OpenAPI
+    // schemas) and yaml output.
+    let out = k.ok(&["describe", "csr", "csr-one"]).await;
+    assert!(
+        out.contains("Requesting User:     kubernetes-admin")
+            && out.contains("Status:              Approved"),
+        "{out}"
+    );
+    let out = k.ok(&["explain", "csr.spec"]).await;
+    assert!(out.contains("KIND:       CertificateSigningRequest") && out.contains("signerName"), "{out}");
+    let yaml = k.ok(&["get", "csr", "csr-one", "-o", "yaml"]).await;
+    assert!(yaml.contains("signerName: kubernetes.io/kube-apiserver-client-kubelet"), "{yaml}");
+
     // delete csr
     let out = k.ok(&["delete", "csr", "csr-one"]).await;
     assert_eq!(out.trim(), "certificatesigningrequest.certificates.k8s.io \"csr-one\" deleted");

@@ -778,3 +778,21 @@ async fn label_selector_watch_sees_objects_move_in_and_out() {
         .collect();
     assert_eq!(types, ["ADDED", "MODIFIED", "DELETED"], "{text}");
 }
+
+#[tokio::test]
+async fn strategic_merge_patch_is_a_merge_without_directives() {
+    let mem = Mem::new();
+    create(&mem, node_csr(Some("s"), "n1")).await;
+    let resp = mem
+        .send_as(
+            &admin_user(),
+            "PATCH",
+            &format!("{CSRS}/s?fieldValidation=Strict"),
+            &[("content-type", "application/strategic-merge-patch+json")],
+            br#"{"$setElementOrder/finalizers":[],"metadata":{"labels":{"a":"b"},"$retainKeys":["labels"]}}"#
+                .to_vec(),
+        )
+        .await;
+    assert_eq!(resp.0, 200, "{}", resp.1);
+    assert_eq!(resp.1["metadata"]["labels"]["a"], "b");
+}
