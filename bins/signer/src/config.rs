@@ -45,6 +45,9 @@ pub struct SignerConfig {
     pub lease_namespace: String,
     /// Name of the Lease (kubecert-signer).
     pub lease_name: String,
+    /// How long a Lease stays valid without renewal: how long a dead leader blocks the others
+    /// (15s, as kube-controller-manager). The leader renews when a third of it is left.
+    pub lease_duration: String,
     /// Cleaner period (1h, as upstream).
     pub cleaner_interval: String,
     /// How often CA files are checked for changes (10s).
@@ -79,6 +82,7 @@ impl Default for SignerConfig {
             leader_elect: false,
             lease_namespace: "kube-system".into(),
             lease_name: "kubecert-signer".into(),
+            lease_duration: "15s".into(),
             cleaner_interval: "1h".into(),
             ca_reload_interval: "10s".into(),
             policy: PolicyConfig::default(),

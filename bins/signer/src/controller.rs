@@ -42,13 +42,14 @@ pub async fn controller(
         run_controllers(client, signer, policy, metrics, cleaner_interval, shutdown).await;
         return Ok(());
     }
+    let lease_duration = duration("lease_duration", &config.lease_duration)?.as_secs().max(3);
     let suffix: String = crate::token::random_chars(5)?;
     let election = LeaderElection {
         namespace: config.lease_namespace.clone(),
         lease_name: config.lease_name.clone(),
         identity: format!("{}_{suffix}", host_name().unwrap_or_else(|| "signer".into())),
-        lease_duration_seconds: 15,
-        renew_grace_seconds: 5,
+        lease_duration_seconds: lease_duration,
+        renew_grace_seconds: lease_duration / 3,
     };
     tracing::info!(identity = %election.identity, lease = %format!("{}/{}", election.namespace, election.lease_name), "leader election");
     let work_client = client.clone();
