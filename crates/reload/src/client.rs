@@ -75,8 +75,9 @@ struct Shared<C, B> {
     grace: Duration,
     runtime: Handle,
     current: ArcSwap<Pool<C, B>>,
-    /// Serialises pool replacement.
-    replacing: Mutex<Vec<Arc<Cohort>>>,
+    /// Cohorts of replaced pools that still have open connections; its lock also serialises pool
+    /// replacement.
+    retired: Mutex<Vec<Arc<Cohort>>>,
     _retire_task: DropGuard,
 }
 
@@ -109,7 +110,7 @@ where
                 connector,
                 grace: drain_grace,
                 runtime: runtime.clone(),
-                replacing: Mutex::new(Vec::new()),
+                retired: Mutex::new(Vec::new()),
                 _retire_task: stop.drop_guard(),
             }
         });
@@ -126,7 +127,7 @@ impl<C, B> RotatingClient<C, B> {
     /// Open connections by generation.
     pub fn connections(&self) -> ConnectionCounts {
         let current = self.shared.current.load();
-        let mut retired = self.shared.replacing.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut retired = self.shared.retired.lock().unwrap_or_else(PoisonError::into_inner);
         retired.retain(|cohort| cohort.open() > 0);
         ConnectionCounts {
             generation: current.cohort.generation(),
@@ -148,7 +149,7 @@ where
         if current.cohort.generation() >= generation {
             return current;
         }
-        let mut retired = self.replacing.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut retired = self.retired.lock().unwrap_or_else(PoisonError::into_inner);
         let current = self.current.load_full();
         if current.cohort.generation() >= generation {
             return current;

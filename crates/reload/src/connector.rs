@@ -122,6 +122,14 @@ struct Requests {
     reader: AtomicWaker,
 }
 
+impl Requests {
+    /// One response is over; wake the connection in case it waits to close.
+    fn finish(&self) {
+        self.finished.fetch_add(1, Ordering::AcqRel);
+        self.reader.wake();
+    }
+}
+
 /// Put in every response's extensions by hyper-util (via [`Connected::extra`]).
 #[derive(Clone, Debug)]
 struct ConnectionExtra(Arc<Requests>);
@@ -299,8 +307,7 @@ impl ResponseBody {
 
     fn finish(&mut self) {
         if let Some(requests) = self.connection.take() {
-            requests.finished.fetch_add(1, Ordering::AcqRel);
-            requests.reader.wake();
+            requests.finish();
         }
     }
 }
@@ -333,5 +340,114 @@ impl Body for ResponseBody {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::task::Waker;
+
+    use hyper::rt::ReadBuf;
+    use hyper_util::rt::TokioIo;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+
+    use super::*;
+
+    type Conn = TrackedConnection<TokioIo<DuplexStream>>;
+
+    fn pair(cohort: &Arc<Cohort>) -> (Conn, DuplexStream) {
+        let (client, server) = tokio::io::duplex(4096);
+        (TrackedConnection::new(TokioIo::new(client), Arc::clone(cohort)), server)
+    }
+
+    /// One poll of a read: `None` if pending, else the bytes read (empty at end-of-file).
+    fn try_read(conn: &mut Conn) -> Option<io::Result<Vec<u8>>> {
+        let mut storage = [0u8; 256];
+        let mut buf = ReadBuf::new(&mut storage);
+        match Pin::new(conn).poll_read(&mut Context::from_waker(Waker::noop()), buf.unfilled()) {
+            Poll::Pending => None,
+            Poll::Ready(result) => Some(result.map(|()| buf.filled().to_vec())),
+        }
+    }
+
+    fn write(conn: &mut Conn, bytes: &[u8]) -> io::Result<usize> {
+        match Pin::new(conn).poll_write(&mut Context::from_waker(Waker::noop()), bytes) {
+            Poll::Ready(result) => result,
+            Poll::Pending => panic!("duplex write pending"),
+        }
+    }
+
+    /// Lets the duplex deliver what the peer wrote.
+    async fn read_when_ready(conn: &mut Conn) -> io::Result<Vec<u8>> {
+        loop {
+            if let Some(result) = try_read(conn) {
+                return result;
+            }
+            tokio::task::yield_now().await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_drained_connection_closes_once_its_last_response_is_over() {
+        let cohort = Cohort::new(3);
+        let (mut conn, mut server) = pair(&cohort);
+        assert_eq!(cohort.open(), 1);
+
+        // Two writes of one request, then its response.
+        write(&mut conn, b"GET / HTTP/1.1\r\n").unwrap();
+        write(&mut conn, b"\r\n").unwrap();
+        let mut request = [0u8; 18];
+        server.read_exact(&mut request).await.unwrap();
+        server.write_all(b"HTTP/1.1 200 OK\r\n").await.unwrap();
+        assert_eq!(read_when_ready(&mut conn).await.unwrap(), b"HTTP/1.1 200 OK\r\n");
+        assert_eq!(conn.started, 1);
+
+        // Drained while the response body is still with the caller: the connection stays.
+        cohort.drain();
+        assert!(try_read(&mut conn).is_none(), "busy connection must not close");
+        conn.requests.finish();
+        // Now idle: end-of-file, and it stays that way.
+        assert_eq!(try_read(&mut conn).unwrap().unwrap(), b"");
+        assert_eq!(try_read(&mut conn).unwrap().unwrap(), b"");
+        drop(conn);
+        assert_eq!(cohort.open(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_request_started_after_the_previous_response_keeps_the_connection_busy() {
+        let cohort = Cohort::new(0);
+        let (mut conn, mut server) = pair(&cohort);
+        write(&mut conn, b"first").unwrap();
+        server.write_all(b"response-1").await.unwrap();
+        read_when_ready(&mut conn).await.unwrap();
+        // The pool reuses the connection before the caller finished reading the first body.
+        write(&mut conn, b"second").unwrap();
+        assert_eq!(conn.started, 2);
+        cohort.drain();
+        conn.requests.finish();
+        assert!(try_read(&mut conn).is_none(), "second request still in flight");
+        conn.requests.finish();
+        assert_eq!(try_read(&mut conn).unwrap().unwrap(), b"");
+    }
+
+    #[tokio::test]
+    async fn a_connection_that_never_carried_a_request_is_not_closed_by_a_drain() {
+        let cohort = Cohort::new(0);
+        let (mut conn, _server) = pair(&cohort);
+        cohort.drain();
+        assert!(try_read(&mut conn).is_none());
+        write(&mut conn, b"GET").unwrap();
+    }
+
+    #[tokio::test]
+    async fn an_aborted_cohort_fails_reads_and_writes() {
+        let cohort = Cohort::new(7);
+        let (mut conn, _server) = pair(&cohort);
+        write(&mut conn, b"GET").unwrap();
+        cohort.abort();
+        let error = try_read(&mut conn).unwrap().unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::ConnectionAborted);
+        assert!(error.to_string().contains("generation 7"), "{error}");
+        assert_eq!(write(&mut conn, b"more").unwrap_err().kind(), io::ErrorKind::ConnectionAborted);
     }
 }

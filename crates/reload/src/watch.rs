@@ -197,3 +197,44 @@ fn record(status: &Mutex<WatchStatus>, path: &Path, read: std::io::Result<Vec<u8
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_pem_files_of_the_pair_count() {
+        let prefix = "kubelet-client-";
+        for (name, expected) in [
+            ("kubelet-client-current.pem", true),
+            ("kubelet-client-updated.pem", true),
+            ("kubelet-client-2026-11-28-18-00-00.pem", true),
+            ("kubelet-server-current.pem", false),
+            ("kubelet-client.key.tmp", false),
+            ("kubelet.kubeconfig", false),
+        ] {
+            assert_eq!(is_pair_file(Some(OsStr::new(name)), prefix), expected, "{name}");
+        }
+        assert!(!is_pair_file(None, prefix));
+    }
+
+    #[test]
+    fn a_failed_read_is_counted_and_cleared_by_the_next_good_one() {
+        let ca = crate::identity::tests::TestCa::new();
+        let live = LiveIdentity::empty();
+        let status = Mutex::new(WatchStatus::default());
+        let path = Path::new("/certs/kubelet-client-current.pem");
+        record(&status, path, Err(std::io::ErrorKind::NotFound.into()), &live);
+        let seen = status.lock().unwrap().clone();
+        assert_eq!((seen.errors, seen.reloads), (1, 0));
+        assert!(seen.last_error.unwrap().starts_with("/certs/kubelet-client-current.pem: "));
+
+        let (cert, key) = ca.leaf("system:node:a");
+        let pair = format!("{cert}{}", key.to_pem()).into_bytes();
+        record(&status, path, Ok(pair.clone()), &live);
+        record(&status, path, Ok(pair), &live);
+        let seen = status.lock().unwrap().clone();
+        assert_eq!((seen.errors, seen.reloads, seen.last_error), (1, 1, None));
+        assert_eq!(live.generation(), 1, "the same pair is published once");
+    }
+}

@@ -89,6 +89,9 @@ pub enum ClientAuth {
     Optional(RootCertStore),
 }
 
+/// A request an [`EchoServer`] answered: the client certificate's CN and the path with query.
+pub type Served = (Option<String>, String);
+
 /// One completed server-side handshake.
 #[derive(Clone, Debug)]
 pub struct Handshake {
@@ -101,12 +104,21 @@ pub struct Handshake {
 /// a `cn=` chunk every 20 ms forever, like a watch.
 pub struct EchoServer {
     pub addr: SocketAddr,
+    /// Client CNs of the requests served, in order (`None` without a client certificate), with
+    /// their paths and queries.
+    requests: Arc<Mutex<Vec<Served>>>,
     handshakes: Arc<Mutex<Vec<Handshake>>>,
     task: JoinHandle<()>,
 }
 
 impl EchoServer {
     pub async fn start(serving: &LiveIdentity, client_auth: ClientAuth) -> Self {
+        let echo: Handler = Arc::new(|request, cn| Box::pin(respond(request, cn)));
+        Self::start_with(serving, client_auth, echo).await
+    }
+
+    /// A server answering with `handler` (given the request and the client CN).
+    pub async fn start_with(serving: &LiveIdentity, client_auth: ClientAuth, handler: Handler) -> Self {
         let verifier = match client_auth {
             ClientAuth::None => None,
             ClientAuth::Required(roots) => {
@@ -120,12 +132,23 @@ impl EchoServer {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let handshakes = Arc::new(Mutex::new(Vec::new()));
-        let task = tokio::spawn(accept_loop(listener, acceptor, Arc::clone(&handshakes)));
-        Self { addr, handshakes, task }
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let log = Arc::clone(&requests);
+        let handler: Handler = Arc::new(move |request: Request<Incoming>, cn: Option<String>| {
+            let target = request.uri().path_and_query().map(ToString::to_string).unwrap_or_default();
+            log.lock().unwrap().push((cn.clone(), target));
+            handler(request, cn)
+        });
+        let task = tokio::spawn(accept_loop(listener, acceptor, Arc::clone(&handshakes), handler));
+        Self { addr, requests, handshakes, task }
     }
 
     pub fn url(&self, path: &str) -> String {
         format!("https://{}{path}", self.addr)
+    }
+
+    pub fn requests(&self) -> Vec<Served> {
+        self.requests.lock().unwrap().clone()
     }
 
     pub fn handshakes(&self) -> Vec<Handshake> {
@@ -156,13 +179,26 @@ impl Drop for EchoServer {
     }
 }
 
-async fn accept_loop(listener: TcpListener, acceptor: TlsAcceptor, handshakes: Arc<Mutex<Vec<Handshake>>>) {
+/// Answers a request, given the client certificate's CN.
+pub type Handler = Arc<
+    dyn Fn(Request<Incoming>, Option<String>) -> Pin<Box<dyn Future<Output = Response<TestBody>> + Send>>
+        + Send
+        + Sync,
+>;
+
+async fn accept_loop(
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+    handshakes: Arc<Mutex<Vec<Handshake>>>,
+    handler: Handler,
+) {
     let mut connections = tokio::task::JoinSet::new();
     loop {
         let Ok((tcp, _)) = listener.accept().await else { continue };
         let _ = tcp.set_nodelay(true);
         let acceptor = acceptor.clone();
         let handshakes = Arc::clone(&handshakes);
+        let handler = Arc::clone(&handler);
         connections.spawn(async move {
             let Ok(tls) = acceptor.accept(tcp).await else { return };
             let client_cn = tls
@@ -173,7 +209,10 @@ async fn accept_loop(listener: TcpListener, acceptor: TlsAcceptor, handshakes: A
                 .and_then(|der| kubecert_csr::Certificate::from_der(der).ok())
                 .and_then(|cert| cert.subject.common_name);
             handshakes.lock().unwrap().push(Handshake { at: Instant::now(), client_cn: client_cn.clone() });
-            let service = service_fn(move |request| respond(request, client_cn.clone()));
+            let service = service_fn(move |request| {
+                let response = handler(request, client_cn.clone());
+                async move { Ok::<_, Infallible>(response.await) }
+            });
             let _ =
                 hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tls), service).await;
         });
@@ -181,14 +220,11 @@ async fn accept_loop(listener: TcpListener, acceptor: TlsAcceptor, handshakes: A
     }
 }
 
-async fn respond(
-    request: Request<Incoming>,
-    client_cn: Option<String>,
-) -> Result<Response<EchoBody>, Infallible> {
+async fn respond(request: Request<Incoming>, client_cn: Option<String>) -> Response<TestBody> {
     let auth = request.headers().get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
     let line = format!("cn={}\nauth={}\n", client_cn.as_deref().unwrap_or("-"), auth.unwrap_or("-"));
     if request.uri().path() == "/stream" {
-        return Ok(Response::new(EchoBody::Stream { line: Bytes::from(line), tick: None }));
+        return Response::new(TestBody::Stream { line: Bytes::from(line), tick: None });
     }
     let delay = request
         .uri()
@@ -197,16 +233,20 @@ async fn respond(
         .and_then(|ms| ms.parse().ok())
         .unwrap_or(0);
     tokio::time::sleep(Duration::from_millis(delay)).await;
-    Ok(Response::new(EchoBody::Once(Full::new(Bytes::from(line)))))
+    Response::new(TestBody::Once(Full::new(Bytes::from(line))))
 }
 
-/// The echo server's response body.
-pub enum EchoBody {
+/// A test server's response body.
+pub enum TestBody {
+    /// All at once.
     Once(Full<Bytes>),
+    /// `line` every 20 ms, forever.
     Stream { line: Bytes, tick: Option<Pin<Box<tokio::time::Sleep>>> },
+    /// Whatever the sender sends, until it is dropped.
+    Channel(tokio::sync::mpsc::Receiver<Bytes>),
 }
 
-impl Body for EchoBody {
+impl Body for TestBody {
     type Data = Bytes;
     type Error = Infallible;
 
@@ -215,8 +255,11 @@ impl Body for EchoBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
         match self.get_mut() {
-            EchoBody::Once(full) => Pin::new(full).poll_frame(cx),
-            EchoBody::Stream { line, tick } => {
+            TestBody::Once(full) => Pin::new(full).poll_frame(cx),
+            TestBody::Channel(receiver) => {
+                receiver.poll_recv(cx).map(|chunk| chunk.map(|c| Ok(Frame::data(c))))
+            }
+            TestBody::Stream { line, tick } => {
                 let sleep = tick.get_or_insert_with(|| Box::pin(tokio::time::sleep(Duration::ZERO)));
                 std::task::ready!(sleep.as_mut().poll(cx));
                 sleep.as_mut().reset(Instant::now() + Duration::from_millis(20));
