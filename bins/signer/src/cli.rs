@@ -75,7 +75,8 @@ pub struct ServeArgs {
 
 #[derive(Debug, Args, Serialize)]
 pub struct ControllerArgs {
-    /// Kubeconfig of the API to work against.
+    /// Kubeconfig of the API to work against (default: the in-cluster service account, else
+    /// KUBECONFIG or ~/.kube/config).
     #[arg(long, value_name = "FILE")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kubeconfig: Option<PathBuf>,

@@ -26,7 +26,6 @@ pub async fn controller(
     metrics: SignerMetrics,
     shutdown: CancellationToken,
 ) -> Result<()> {
-    let kubeconfig = config.kubeconfig.clone().context("controller needs --kubeconfig")?;
     let selection = config
         .ca_files()?
         .context("controller needs --ca-cert and --ca-key (or signer_cas in the config)")?;
@@ -34,7 +33,13 @@ pub async fn controller(
     let policy = Policy::new(config.policy.clone())?;
     let cleaner_interval = duration("cleaner_interval", &config.cleaner_interval)?;
     let reload = duration("ca_reload_interval", &config.ca_reload_interval)?;
-    let client = client_from_kubeconfig(&kubeconfig).await?;
+    let client = match &config.kubeconfig {
+        Some(path) => client_from_kubeconfig(path).await?,
+        // In a Pod: the service account; elsewhere KUBECONFIG or ~/.kube/config.
+        None => kube::Client::try_default()
+            .await
+            .context("no --kubeconfig, and no in-cluster or default kubeconfig")?,
+    };
     let signer = reloading_signer(selection, issuance, reload, shutdown.clone())?;
 
     if !config.leader_elect {

@@ -149,7 +149,7 @@ fn bad_configuration_is_a_clear_error() {
             "/nonexistent/signer.toml",
         ),
         (vec!["serve", "--data-dir", data, "--cluster-signing-duration", "soon"], "cluster_signing_duration"),
-        (vec!["controller", "--ca-cert", "/x"], "controller needs --kubeconfig"),
+        (vec!["controller", "--ca-cert", "/x"], "ca_cert and ca_key must be given together"),
         (vec!["token", "create", "--kubeconfig", "/nonexistent", "--groups", "admins"], "--groups"),
     ] {
         let out = Command::new(binary("signer")).args(&args).output().unwrap();
