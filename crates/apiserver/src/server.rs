@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use rustls::RootCertStore;
 use rustls::server::WebPkiClientVerifier;
@@ -163,10 +163,10 @@ async fn serve_connection(acceptor: tokio_rustls::TlsAcceptor, tcp: tokio::net::
         router.clone().oneshot(req.map(Body::new))
     });
     let service = hyper_util::service::TowerToHyperService::new(service);
-    if let Err(e) = auto::Builder::new(TokioExecutor::new())
-        .serve_connection_with_upgrades(TokioIo::new(tls), service)
-        .await
-    {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // Clients that never finish sending headers do not hold a connection forever.
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(Duration::from_secs(30));
+    if let Err(e) = builder.serve_connection_with_upgrades(TokioIo::new(tls), service).await {
         tracing::debug!(error = %e, "connection ended with an error");
     }
 }

@@ -29,6 +29,8 @@ struct Watch {
     /// Every event up to here has been looked at.
     cursor: u64,
     initial: Option<Vec<Value>>,
+    /// `sendInitialEvents=true`: end the initial events with the marking BOOKMARK.
+    initial_events_end: bool,
     deadline: Instant,
     bookmarks: Option<(Duration, Instant)>,
     done: bool,
@@ -50,6 +52,16 @@ impl Watch {
             None => object.clone(),
         };
         out.extend(line(kind, object));
+    }
+
+    /// A BOOKMARK object at the cursor; `initial_end` marks the end of the initial events of a
+    /// `sendInitialEvents` watch.
+    fn bookmark(&self, initial_end: bool) -> Value {
+        let mut metadata = json!({"resourceVersion": self.cursor.to_string()});
+        if initial_end {
+            metadata["annotations"] = json!({"k8s.io/initial-events-end": "true"});
+        }
+        json!({"kind": self.rt.kind, "apiVersion": self.rt.api_version(), "metadata": metadata})
     }
 
     /// The event type this watcher sees for `event`, if any.
@@ -80,6 +92,9 @@ impl Watch {
                 let mut out = Vec::new();
                 for obj in &initial {
                     self.render("ADDED", obj, &mut out);
+                }
+                if self.initial_events_end {
+                    out.extend(line("BOOKMARK", self.bookmark(true)));
                 }
                 if !out.is_empty() {
                     return Some(out.into());
@@ -124,12 +139,7 @@ impl Watch {
                     if let Some((every, at)) = self.bookmarks.as_mut() {
                         *at += *every;
                     }
-                    let object = json!({
-                        "kind": self.rt.kind,
-                        "apiVersion": self.rt.api_version(),
-                        "metadata": {"resourceVersion": self.cursor.to_string()},
-                    });
-                    return Some(line("BOOKMARK", object).into());
+                    return Some(line("BOOKMARK", self.bookmark(false)).into());
                 }
             }
         }
@@ -161,8 +171,16 @@ pub(crate) fn serve(
     let bookmarks = matches!(query.get("allowWatchBookmarks").map(String::as_str), Some("true" | "1"))
         .then(|| (state.limits.bookmark_interval, Instant::now() + state.limits.bookmark_interval));
     let requested = query.get("resourceVersion").map(String::as_str).unwrap_or_default();
+    // Streaming lists: the current state first (never older than any requested version),
+    // then a BOOKMARK annotated `k8s.io/initial-events-end`.
+    let initial_events_end = matches!(query.get("sendInitialEvents").map(String::as_str), Some("true"));
+    if initial_events_end && bookmarks.is_none() {
+        return axum::response::IntoResponse::into_response(ApiError::bad_request(
+            "sendInitialEvents requires allowWatchBookmarks=true",
+        ));
+    }
     let (cursor, initial) = match requested.parse::<u64>() {
-        Ok(rv) if rv > 0 => (rv, None),
+        Ok(rv) if rv > 0 && !initial_events_end => (rv, None),
         _ => match store.list(&prefix, None, 0, &|o| selector.matches(o)) {
             Ok(listing) => (listing.rv, Some(listing.items.into_iter().map(|(_, v)| v).collect())),
             Err(e) => return axum::response::IntoResponse::into_response(e),
@@ -177,6 +195,7 @@ pub(crate) fn serve(
         as_table,
         cursor,
         initial,
+        initial_events_end,
         deadline: Instant::now() + timeout,
         bookmarks,
         done: false,

@@ -219,3 +219,25 @@ async fn in_memory_service_with_fixed_identity() {
     let denied = as_signer.create(&PostParams::default(), &csr(None, "n2")).await.unwrap_err();
     assert_eq!(api_error(denied), (403, "Forbidden".into()));
 }
+
+#[tokio::test]
+async fn streaming_list_watcher() {
+    let dir = tempfile::tempdir().unwrap();
+    let api = kubecert_apiserver::Api::open(&common::config(dir.path())).unwrap();
+    let admin = kube::Client::new(
+        api.service_as(UserInfo::authenticated("admin", vec!["system:masters".into()])),
+        "default",
+    );
+    let csrs: Api<Csr> = Api::all(admin);
+    csrs.create(&PostParams::default(), &csr(Some("before"), "n1")).await.unwrap();
+    // sendInitialEvents=true: initial ADDED events, then the initial-events-end BOOKMARK.
+    let stream = watcher(csrs.clone(), watcher::Config::default().streaming_lists()).applied_objects();
+    let mut stream = Box::pin(stream);
+    let first =
+        tokio::time::timeout(Duration::from_secs(10), stream.try_next()).await.unwrap().unwrap().unwrap();
+    assert_eq!(first.metadata.name.as_deref(), Some("before"));
+    csrs.create(&PostParams::default(), &csr(Some("after"), "n1")).await.unwrap();
+    let second =
+        tokio::time::timeout(Duration::from_secs(10), stream.try_next()).await.unwrap().unwrap().unwrap();
+    assert_eq!(second.metadata.name.as_deref(), Some("after"));
+}
