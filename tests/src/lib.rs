@@ -43,9 +43,8 @@ pub fn binary(name: &str) -> PathBuf {
 /// The real `kubectl`, or `None` (with a notice) when it is absent. With
 /// `KUBECERT_REQUIRE_KUBECTL=1` (CI) absence is a failure instead.
 pub fn kubectl() -> Option<PathBuf> {
-    let found = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths).map(|dir| dir.join("kubectl")).find(|p| p.is_file())
-    });
+    let found = std::env::var_os("PATH")
+        .and_then(|paths| std::env::split_paths(&paths).map(|dir| dir.join("kubectl")).find(|p| p.is_file()));
     if found.is_none() {
         assert!(
             std::env::var("KUBECERT_REQUIRE_KUBECTL").as_deref() != Ok("1"),
@@ -151,7 +150,11 @@ impl SignerServe {
             if let Some(status) = process.try_wait() {
                 panic!("signer serve exited with {status}:\n{}", process.log());
             }
-            assert!(start.elapsed() < Duration::from_secs(30), "signer serve did not listen:\n{}", process.log());
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "signer serve did not listen:\n{}",
+                process.log()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
         Self { process, data_dir: data_dir.to_path_buf(), addr }
@@ -184,7 +187,10 @@ impl SignerServe {
 
 /// Runs a command and returns its stdout, failing the test with its stderr when it fails.
 pub fn run_ok(program: &Path, args: &[&str]) -> String {
-    let out = Command::new(program).args(args).output().unwrap_or_else(|e| panic!("run {}: {e}", program.display()));
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("run {}: {e}", program.display()));
     assert!(
         out.status.success(),
         "{} {args:?} failed: {}{}",
