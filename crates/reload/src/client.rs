@@ -59,6 +59,10 @@ pub struct ConnectionCounts {
 ///
 /// Clones share the pools. Build it inside a Tokio runtime: it spawns a task that retires the pool
 /// as soon as the identity changes, and grace timers.
+///
+/// Meant for HTTP/1.1 connectors (kube's default). A connection that negotiates HTTP/2 carries
+/// several requests at once, which the in-flight tracking cannot follow; such a connection is not
+/// closed early but only when its pool is dropped or the grace period ends.
 pub struct RotatingClient<C, B> {
     shared: Arc<Shared<C, B>>,
 }
@@ -88,7 +92,7 @@ struct Pool<C, B> {
 
 impl<C, B> RotatingClient<C, B>
 where
-    C: TlsConnector,
+    C: Connector,
     B: Body + Send + 'static,
     B::Data: Send,
 {
@@ -101,9 +105,11 @@ where
     pub fn new(identity: LiveIdentity, connector: C, drain_grace: Duration) -> Self {
         let runtime = Handle::current();
         let stop = CancellationToken::new();
+        // Subscribe before reading the generation, so a swap in between is not missed.
+        let updates = identity.subscribe();
         let generation = identity.generation();
         let shared = Arc::new_cyclic(|weak: &Weak<Shared<C, B>>| {
-            runtime.spawn(retire_on_swap(weak.clone(), identity.subscribe(), stop.clone()));
+            runtime.spawn(retire_on_swap(weak.clone(), updates, stop.clone()));
             Shared {
                 current: ArcSwap::from_pointee(Pool::new(&connector, generation)),
                 identity,
@@ -139,7 +145,7 @@ impl<C, B> RotatingClient<C, B> {
 
 impl<C, B> Shared<C, B>
 where
-    C: TlsConnector,
+    C: Connector,
     B: Body + Send,
     B::Data: Send,
 {
@@ -184,7 +190,7 @@ where
     }
 }
 
-impl<C: TlsConnector, B> Pool<C, B>
+impl<C: Connector, B> Pool<C, B>
 where
     B: Body + Send,
     B::Data: Send,
@@ -205,7 +211,7 @@ async fn retire_on_swap<C, B>(
     mut updates: tokio::sync::watch::Receiver<crate::Snapshot>,
     stop: CancellationToken,
 ) where
-    C: TlsConnector,
+    C: Connector,
     B: Body + Send,
     B::Data: Send,
 {
@@ -224,7 +230,7 @@ async fn retire_on_swap<C, B>(
 
 impl<C, B> Service<Request<B>> for RotatingClient<C, B>
 where
-    C: TlsConnector,
+    C: Connector,
     B: Body + Send + Unpin + 'static,
     B::Data: Send,
     B::Error: Into<BoxError>,
@@ -263,7 +269,7 @@ impl<C, B> fmt::Debug for RotatingClient<C, B> {
 /// connections hyper can drive, such as `hyper_rustls::HttpsConnector` (optionally wrapped in
 /// `hyper_timeout::TimeoutConnector`). Implemented for every such type; not meant to be implemented
 /// by hand.
-pub trait TlsConnector: Clone + Send + Sync + 'static {
+pub trait Connector: Clone + Send + Sync + 'static {
     /// The connection type.
     type Io: Read + Write + Connection + Unpin + Send + 'static;
 
@@ -277,7 +283,7 @@ pub trait TlsConnector: Clone + Send + Sync + 'static {
 /// A boxed connection future.
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = Result<T, BoxError>> + Send>>;
 
-impl<C> TlsConnector for C
+impl<C> Connector for C
 where
     C: Service<Uri> + Clone + Send + Sync + 'static,
     C::Response: Read + Write + Connection + Unpin + Send + 'static,

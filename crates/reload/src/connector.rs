@@ -43,7 +43,7 @@ use hyper_util::client::legacy::connect::{Connected, Connection};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tower::{BoxError, Service};
 
-use crate::client::{BoxFuture, TlsConnector};
+use crate::client::{BoxFuture, Connector};
 
 /// The connections made for one identity generation.
 #[derive(Debug)]
@@ -98,7 +98,7 @@ impl<C> TrackingConnector<C> {
     }
 }
 
-impl<C: TlsConnector> Service<Uri> for TrackingConnector<C> {
+impl<C: Connector> Service<Uri> for TrackingConnector<C> {
     type Response = TrackedConnection<C::Io>;
     type Error = BoxError;
     type Future = BoxFuture<Self::Response>;
@@ -110,7 +110,13 @@ impl<C: TlsConnector> Service<Uri> for TrackingConnector<C> {
     fn call(&mut self, dst: Uri) -> Self::Future {
         let connecting = self.inner.connect(dst);
         let cohort = Arc::clone(&self.cohort);
-        Box::pin(async move { Ok(TrackedConnection::new(connecting.await?, cohort)) })
+        Box::pin(async move {
+            let io = connecting.await?;
+            let multiplexed = io.connected().is_negotiated_h2();
+            let mut connection = TrackedConnection::new(io, cohort);
+            connection.multiplexed = multiplexed;
+            Ok(connection)
+        })
     }
 }
 
@@ -147,6 +153,9 @@ pub(crate) struct TrackedConnection<T> {
     drained: Signal,
     aborted: Signal,
     closed: bool,
+    /// HTTP/2: requests overlap, so the counts say nothing and the connection is never closed as
+    /// idle (only aborted).
+    multiplexed: bool,
 }
 
 /// A cancellation future that is polled until it fires once, then remembered.
@@ -181,6 +190,7 @@ impl<T> TrackedConnection<T> {
             started: 0,
             read_since_write: true,
             closed: false,
+            multiplexed: false,
         }
     }
 
@@ -204,7 +214,7 @@ impl<T> TrackedConnection<T> {
         if self.closed {
             return true;
         }
-        if !self.drained.poll(cx) || self.started == 0 {
+        if self.multiplexed || !self.drained.poll(cx) || self.started == 0 {
             return false;
         }
         self.requests.reader.register(cx.waker());

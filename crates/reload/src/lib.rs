@@ -25,7 +25,7 @@ mod kube_client;
 mod live;
 mod watch;
 
-pub use client::{BoxFuture, ConnectionCounts, DEFAULT_DRAIN_GRACE, RotatingClient, TlsConnector};
+pub use client::{BoxFuture, ConnectionCounts, Connector, DEFAULT_DRAIN_GRACE, RotatingClient};
 pub use connector::ResponseBody;
 pub use error::Error;
 pub use identity::Identity;
