@@ -209,14 +209,14 @@ async fn swap_drains_idle_at_once_busy_after_their_request_and_streams_after_the
     let server =
         EchoServer::start(&LiveIdentity::new(ca.identity("server")), ClientAuth::Required(ca.roots())).await;
     let live = LiveIdentity::new(ca.identity("client-0"));
-    let grace = Duration::from_millis(600);
+    let grace = Duration::from_millis(1500);
     let client = https_client(&live, &ca, grace);
 
     // A watch-like stream and a slow request hold two connections; a third request needs a third.
     let stream = client.clone().oneshot(Request::get(server.url("/stream")).body(Empty::new()).unwrap());
     let stream = tokio::time::timeout(LIMIT, stream).await.unwrap().unwrap();
     let slow = tokio::spawn({
-        let (client, url) = (client.clone(), server.url("/echo?delay_ms=300"));
+        let (client, url) = (client.clone(), server.url("/echo?delay_ms=800"));
         async move { get(&client, &url).await }
     });
     wait_until(|| client.connections().current == 2).await;
@@ -247,12 +247,12 @@ async fn swap_drains_idle_at_once_busy_after_their_request_and_streams_after_the
         }
     };
     assert!(cut_at >= grace, "stream cut after {cut_at:?}, before the grace period");
-    assert!(cut_at < grace + Duration::from_secs(1), "stream cut late: {cut_at:?}");
+    assert!(cut_at < grace + Duration::from_secs(2), "stream cut late: {cut_at:?}");
     assert!(chunks > 5, "stream delivered only {chunks} chunks");
     wait_until(|| client.connections().draining == 0).await;
     eprintln!(
         "FIGURE (debug build) drain: idle closed {idle_closed:.2?} after swap, busy closed {busy_closed:.2?} \
-         (request needed ~300 ms), stream cut {cut_at:.2?} (grace {grace:?})"
+         (request needed ~800 ms), stream cut {cut_at:.2?} (grace {grace:?})"
     );
 }
 
