@@ -6,9 +6,10 @@
 //! hyper gives no hook when the pool hands a connection to a request, so the two ends of a request
 //! are observed where they can be:
 //!
-//! * **start**, in the connection: with HTTP/1.1 (the only protocol these clients speak) a client
-//!   writes a request, then reads its response, then writes the next request, so the first write
-//!   after a read (or the first write at all) starts a request;
+//! * **start**, in the connection: with HTTP/1.1 (kube's protocol) a client writes a request, then
+//!   reads its response, then writes the next request, so the first write after a read (or the
+//!   first write at all) starts a request (HTTP/2 connections, whose requests overlap, are never
+//!   closed as idle);
 //! * **end**, in the response body: [`RotatingClient`](crate::RotatingClient) wraps every response
 //!   body in a [`ResponseBody`], found through hyper-util's connection "extras", which counts the
 //!   response as finished when it reaches its end or is dropped.
@@ -27,6 +28,11 @@
 //! that request, because hyper-util only retries on reused connections); the pool drops it. When the
 //! grace period ends the cohort is *aborted*: reads and writes fail, which ends a watch with an
 //! error (kube's watcher then re-watches from its resourceVersion).
+//!
+//! hyper-util's own `Connected::poison` was not used: it is reachable only through
+//! `capture_connection` after a request has been given a connection, and it only stops reuse; it
+//! closes nothing. Reuse is stopped by the per-generation pools of
+//! [`RotatingClient`](crate::RotatingClient) instead.
 
 use std::future::Future;
 use std::io;
