@@ -55,6 +55,7 @@ struct Tally {
 /// flight across every swap) while the identity is swapped `ROTATIONS` times. After each swap it
 /// waits until the server has seen the new certificate; returns swap → first handshake latencies.
 async fn rotate_under_load<F, Fut>(
+    label: &str,
     live: &LiveIdentity,
     ca: &TestCa,
     server: &EchoServer,
@@ -110,11 +111,11 @@ where
     for task in tasks {
         tokio::time::timeout(LIMIT, task).await.unwrap().unwrap();
     }
-    report("client swap -> first server handshake with the new client cert", &latencies);
+    report(&format!("{label}: client swap -> first server handshake with the new client cert"), &latencies);
     tally
 }
 
-fn assert_clean(tally: &Tally) {
+fn assert_clean(label: &str, tally: &Tally) {
     let problems = tally.problems.lock().unwrap();
     let (ok, failed, stale) = (
         tally.ok.load(Ordering::Relaxed),
@@ -122,7 +123,7 @@ fn assert_clean(tally: &Tally) {
         tally.stale.load(Ordering::Relaxed),
     );
     eprintln!(
-        "FIGURE (debug build) requests during {ROTATIONS} rotations: ok={ok} failed={failed} stale={stale}"
+        "FIGURE (debug build) {label}: requests during {ROTATIONS} rotations: ok={ok} failed={failed} stale={stale}"
     );
     assert_eq!(failed, 0, "failed requests: {problems:?}");
     assert_eq!(stale, 0, "requests served with an older identity: {problems:?}");
@@ -145,8 +146,8 @@ async fn hyper_client_identity_rotates_50_times_without_failed_or_stale_requests
             async move { get(&client, &url).await }
         }
     };
-    let tally = rotate_under_load(&live, &ca, &server, send).await;
-    assert_clean(&tally);
+    let tally = rotate_under_load("hyper client", &live, &ca, &server, send).await;
+    assert_clean("hyper client", &tally);
 
     // Every connection of a replaced identity is gone once its requests are over.
     let deadline = Instant::now() + LIMIT;
@@ -174,8 +175,8 @@ async fn kube_client_identity_rotates_50_times_without_failed_or_stale_requests(
             client.request_text(request).await.map_err(|e| e.to_string())
         }
     };
-    let tally = rotate_under_load(&live, &ca, &server, send).await;
-    assert_clean(&tally);
+    let tally = rotate_under_load("kube client", &live, &ca, &server, send).await;
+    assert_clean("kube client", &tally);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
