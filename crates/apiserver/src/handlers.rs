@@ -20,7 +20,7 @@ use crate::selector::Selector;
 use crate::status::{ApiError, ApiResult};
 use crate::store::{Mutation, Store, object_key};
 use crate::table::{self, IncludeObject};
-use crate::{discovery, objects, openapi, watch};
+use crate::{apply, discovery, objects, openapi, watch};
 
 /// Settings of a running API.
 #[derive(Clone, Debug)]
@@ -208,7 +208,7 @@ async fn resource(
             let content_type =
                 header_str(req.headers(), header::CONTENT_TYPE).unwrap_or_default().to_string();
             let bytes = read_body(&state, req.into_body()).await?;
-            let patch = Patch::parse(&content_type, &bytes)?;
+            let patch = Patch::parse(&content_type, &bytes, &query)?;
             update(&state, rr, user, Change::Patch(patch), &opts).await
         }
         "delete" => {
@@ -464,11 +464,16 @@ fn with_warnings(mut resp: Response, warnings: &[String]) -> Response {
 pub(crate) enum Patch {
     Merge(Value),
     Json(json_patch::Patch),
-    Apply(Value),
+    /// Server-side apply: the configuration, its field manager and `force`.
+    Apply {
+        config: Value,
+        manager: String,
+        force: bool,
+    },
 }
 
 impl Patch {
-    fn parse(content_type: &str, bytes: &[u8]) -> ApiResult<Self> {
+    fn parse(content_type: &str, bytes: &[u8], query: &HashMap<String, String>) -> ApiResult<Self> {
         let media = content_type.split(';').next().unwrap_or_default().trim();
         let json = || -> ApiResult<Value> {
             serde_json::from_slice(bytes)
@@ -482,7 +487,16 @@ impl Patch {
                 strip_directives(&mut p);
                 Ok(Patch::Merge(p))
             }
-            "application/apply-patch+yaml" | "application/apply-patch+json" => Ok(Patch::Apply(json()?)),
+            "application/apply-patch+yaml" | "application/apply-patch+json" => {
+                let manager = query.get("fieldManager").cloned().unwrap_or_default();
+                if manager.is_empty() {
+                    return Err(ApiError::bad_request(
+                        "PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch",
+                    ));
+                }
+                let force = matches!(query.get("force").map(String::as_str), Some("true"));
+                Ok(Patch::Apply { config: json()?, manager, force })
+            }
             "application/json-patch+json" => serde_json::from_slice(bytes)
                 .map(Patch::Json)
                 .map_err(|e| ApiError::bad_request(format!("error decoding json patch: {e}"))),
@@ -501,7 +515,7 @@ impl Patch {
     fn apply(&self, current: &Value) -> ApiResult<Value> {
         let mut doc = current.clone();
         match self {
-            Patch::Merge(p) | Patch::Apply(p) => json_patch::merge(&mut doc, p),
+            Patch::Merge(p) | Patch::Apply { config: p, .. } => json_patch::merge(&mut doc, p),
             Patch::Json(p) => json_patch::patch(&mut doc, p).map_err(|e| ApiError {
                 code: 422,
                 reason: "Invalid",
@@ -555,9 +569,12 @@ async fn update(
     let subresource = rr.subresource.clone();
     let opts = *opts;
     let (outcome, stored) = write(state, key(&rr, &name), opts.dry_run, move |current, rv| {
+        let now = objects::time(SystemTime::now());
         let Some(current) = current else {
             return match change {
-                Change::Patch(Patch::Apply(mut obj)) => {
+                Change::Patch(Patch::Apply { config, manager, force }) => {
+                    let mut obj = apply::apply(&subject, None, &config, &manager, force, &now)?;
+                    objects::metadata_mut(&mut obj)?.insert("name".into(), json!(subject.name));
                     prepare_new(rt, &mut obj, namespace.as_deref())?;
                     Ok(Mutation::Put(admit_new(rt, obj, &user, rv)?))
                 }
@@ -566,20 +583,26 @@ async fn update(
         };
         let mut new = match change {
             Change::Replace(body) => body,
-            Change::Patch(p) => {
-                let patched = p.apply(&current)?;
-                if opts.validation == FieldValidation::Strict {
-                    opts.check_fields(rt, &patched)?;
-                }
-                patched
+            Change::Patch(Patch::Apply { config, manager, force }) => {
+                apply::apply(&subject, Some(&current), &config, &manager, force, &now)?
             }
+            Change::Patch(p) => p.apply(&current)?,
         };
+        if opts.validation == FieldValidation::Strict {
+            opts.check_fields(rt, &new)?;
+        }
+        if new.pointer("/metadata/managedFields").is_none()
+            && let Some(owned) = current.pointer("/metadata/managedFields")
+        {
+            objects::metadata_mut(&mut new)?.insert("managedFields".into(), owned.clone());
+        }
+        apply::prune(&mut new);
         objects::check_namespace(rt, &mut new, namespace.as_deref())?;
         let wanted_rv = objects::meta_str(&new, "resourceVersion");
         if !wanted_rv.is_empty() && wanted_rv != objects::meta_str(&current, "resourceVersion") {
             return Err(ApiError::conflict(&subject));
         }
-        let ctx = Ctx { user: &user, now: objects::time(SystemTime::now()) };
+        let ctx = Ctx { user: &user, now };
         let mut new = registry::admit_update(rt, new, &current, subresource.as_deref(), &ctx)?;
         objects::keep_system_fields(&mut new, &current)?;
         objects::set_rv(&mut new, objects::meta_str(&current, "resourceVersion").parse().unwrap_or(0))?;

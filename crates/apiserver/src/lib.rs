@@ -9,13 +9,32 @@
 //! service with a fixed identity. State lives in one redb file.
 //!
 //! Does not own: approving or signing (the signer's controllers do that through this API),
-//! keys and CSR parsing (`kubecert-csr`), protobuf responses (protobuf request
-//! bodies of CSRs, Secrets and Leases are decoded), server-side-apply field management
-//! (apply patches are merged), finalizers and graceful deletion.
+//! keys and CSR parsing (`kubecert-csr`), protobuf responses (protobuf request bodies of
+//! CSRs, Secrets and Leases are decoded), the full server-side-apply model (apply merges and
+//! tracks field ownership per manager with conflicts, lists are atomic; updates do not take
+//! ownership), Events, finalizers and graceful deletion.
 //!
 //! Start with [`start`] (HTTPS) or [`Api::open`] + [`Api::service_as`] (in memory).
+//!
+//! # How it works
+//!
+//! - **Storage** (`store`): objects are JSON in redb keyed `<resource.group>/<ns>/<name>`;
+//!   every write is one write transaction (durable on commit) that bumps a global
+//!   resourceVersion kept in the same file and appends one event. Writes are serialized, so
+//!   events are contiguous in resourceVersion and published in order.
+//! - **Watch** (`watch`): the last N events (default 4096) are kept in memory and in the file,
+//!   so a watch resumes from any resourceVersion still covered, across restarts; older ones get
+//!   an `ERROR` event with `410 Expired`, as upstream. A watch is a stream polled by hyper and
+//!   woken by a `tokio::sync::watch` channel: no task or thread per watch.
+//! - **Requests** (`handlers`): authenticate (TLS peer certificate → bootstrap token →
+//!   anonymous), resolve the target (`request`), authorize (`authz`), then the verb; CSR
+//!   writes go through the registry strategy (`strategy`), validation (`validation`) and
+//!   admission (`admission`) in that order, as in kube-apiserver.
+//! - **Clients**: JSON everywhere, Table output when asked (`table`), protobuf request bodies
+//!   decoded (`protobuf`), `fieldValidation`, `dryRun`, merge/JSON/strategic/apply patches.
 
 mod admission;
+mod apply;
 mod auth;
 mod authz;
 mod discovery;

@@ -241,3 +241,45 @@ async fn streaming_list_watcher() {
         tokio::time::timeout(Duration::from_secs(10), stream.try_next()).await.unwrap().unwrap().unwrap();
     assert_eq!(second.metadata.name.as_deref(), Some("after"));
 }
+
+#[tokio::test]
+async fn leader_election_with_kube_lease_manager() {
+    use kube_lease_manager::LeaseManagerBuilder;
+    let dir = tempfile::tempdir().unwrap();
+    let api = kubecert_apiserver::Api::open(&common::config(dir.path())).unwrap();
+    let client =
+        || kube::Client::new(api.service_as(UserInfo::authenticated(SIGNER_USER, vec![])), "kube-system");
+    let manager = |id: &str| {
+        LeaseManagerBuilder::new(client(), "kubecert-signer")
+            .with_namespace("kube-system")
+            .with_identity(id)
+            .with_duration(3)
+            .with_grace(1)
+            .build()
+    };
+    let (a, a_task) = manager("a").await.unwrap().watch().await;
+    let (b, b_task) = manager("b").await.unwrap().watch().await;
+    // Both race for the free lease: exactly one leads at any time, for several lease periods.
+    let mut leaders_seen = std::collections::BTreeSet::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(8);
+    while tokio::time::Instant::now() < deadline {
+        let (la, lb) = (*a.borrow(), *b.borrow());
+        assert!(!(la && lb), "two leaders at once");
+        if la {
+            leaders_seen.insert("a");
+        }
+        if lb {
+            leaders_seen.insert("b");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(leaders_seen.len(), 1, "the first leader keeps the lease while it renews");
+    // The leader stops renewing; the other takes over once the lease expires.
+    let a_leads = leaders_seen.contains("a");
+    let (mut follower, leader_task, follower_task) =
+        if a_leads { (b, a_task, b_task) } else { (a, b_task, a_task) };
+    leader_task.abort();
+    let took_over = tokio::time::timeout(Duration::from_secs(15), follower.wait_for(|l| *l)).await;
+    assert!(took_over.is_ok(), "the follower takes over after the lease expires");
+    follower_task.abort();
+}

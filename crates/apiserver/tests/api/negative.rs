@@ -796,3 +796,32 @@ async fn strategic_merge_patch_is_a_merge_without_directives() {
     assert_eq!(resp.0, 200, "{}", resp.1);
     assert_eq!(resp.1["metadata"]["labels"]["a"], "b");
 }
+
+#[tokio::test]
+async fn server_side_apply_conflicts_between_managers() {
+    let mem = Mem::new();
+    let lease = "/apis/coordination.k8s.io/v1/namespaces/kube-system/leases/l";
+    let created = apply_lease(&mem, "fieldManager=a", "a").await;
+    assert_eq!(created.0, 201, "{}", created.1);
+    assert_eq!(created.1["metadata"]["managedFields"][0]["manager"], "a");
+    let resp = apply_lease(&mem, "fieldManager=b", "b").await;
+    assert_status(&resp, 409, "Conflict");
+    assert_eq!(resp.1["message"], "Apply failed with 1 conflict: conflict with \"a\": .spec.holderIdentity");
+    assert_eq!(resp.1["details"]["causes"][0]["reason"], "FieldManagerConflict");
+    let forced = apply_lease(&mem, "fieldManager=b&force=true", "b").await;
+    assert_eq!(forced.1["spec"]["holderIdentity"], "b", "{}", forced.1);
+    assert_status(&apply_lease(&mem, "", "c").await, 400, "BadRequest");
+    assert_eq!(mem.get(lease).await.1["spec"]["holderIdentity"], "b");
+}
+
+async fn apply_lease(mem: &Mem, query: &str, holder: &str) -> (u16, Value) {
+    let body = json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": {"name": "l"}, "spec": {"holderIdentity": holder}});
+    mem.send_as(
+        &admin_user(),
+        "PATCH",
+        &format!("/apis/coordination.k8s.io/v1/namespaces/kube-system/leases/l?{query}"),
+        &[("content-type", "application/apply-patch+yaml")],
+        serde_json::to_vec(&body).unwrap(),
+    )
+    .await
+}
