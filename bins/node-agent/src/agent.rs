@@ -1,0 +1,180 @@
+//! The running agent: the metrics endpoint, bootstrap, then the rotation loops for the client
+//! and (optionally) serving certificates, the identities they feed, and the T-3 watchdog.
+
+use std::path::Path;
+
+use anyhow::{Context as _, Result};
+use kubecert_csr::{
+    CertificatePurpose, CertificateTemplate, KeyAlgorithm, SIGNER_KUBE_APISERVER_CLIENT_KUBELET,
+    SIGNER_KUBELET_SERVING,
+};
+use kubecert_reload::{Identity, LiveIdentity};
+use kubecert_rotation::{InitialCertificate, RotationConfig, Rotator, fixed_template};
+use kubecert_store::kubeconfig::BootstrapKubeconfig;
+use kubecert_store::{CLIENT_PREFIX, CertificateStore, SERVER_PREFIX, StoreConfig, StoredPair};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::api::{ApiHealth, BootstrapCredentials, CsrSource, client_for, kubeconfig_identity};
+use crate::bootstrap::{BootstrapPaths, ensure_client_certificate};
+use crate::config::{AgentConfig, feature_gate_notice};
+use crate::http;
+use crate::metrics::{Metrics, Which};
+use crate::sink::{StoreSink, log_warnings};
+use crate::watchdog;
+
+/// Runs until `cancel` (then `Ok`) or until something fatal happens, such as the T-3 watchdog
+/// deciding to exit (then `Err`, for a non-zero exit status).
+pub async fn run(config: AgentConfig, cancel: CancellationToken) -> Result<()> {
+    let node_name = config.node_name()?;
+    for (gate, enabled) in &config.feature_gates {
+        info!("{}", feature_gate_notice(gate, *enabled));
+    }
+    info!(
+        node = %node_name,
+        cert_dir = %config.cert_dir.display(),
+        kubeconfig = %config.kubeconfig.display(),
+        rotate_certificates = config.rotate_certificates,
+        rotate_server_certificates = config.rotate_server_certificates,
+        "node-agent starting"
+    );
+
+    let client_live = LiveIdentity::empty();
+    let server_live = LiveIdentity::empty();
+    let metrics = Metrics::new(client_live.clone(), server_live.clone());
+    let mut tasks: JoinSet<Result<()>> = JoinSet::new();
+    let listener = http::bind(config.metrics_addr).await?;
+    let serving_tls = config.rotate_server_certificates.then(|| server_live.clone());
+    tasks.spawn(http::serve(listener, http::router(metrics.clone()), serving_tls, cancel.clone()));
+
+    let client_store = open_store(&config.cert_dir, CLIENT_PREFIX)?;
+    let paths = BootstrapPaths {
+        kubeconfig: &config.kubeconfig,
+        bootstrap_kubeconfig: config.bootstrap_kubeconfig.as_deref(),
+        cert_dir: &config.cert_dir,
+    };
+    tokio::select! {
+        bootstrapped = ensure_client_certificate(paths, &node_name, &client_store) => bootstrapped?,
+        () = cancel.cancelled() => return Ok(()),
+    }
+
+    let user_kubeconfig = BootstrapKubeconfig::load(&config.kubeconfig)
+        .with_context(|| format!("reading kubeconfig {}", config.kubeconfig.display()))?;
+    let initial = initial_client_certificate(&client_store, &user_kubeconfig, &client_live)?;
+    let user = client_for(&config.kubeconfig, client_live.clone()).await?;
+    let health = ApiHealth::default();
+    let key_algorithm = config.key_algorithm.algorithm();
+
+    if config.rotate_certificates {
+        let bootstrap = config.bootstrap_kubeconfig.clone().map(BootstrapCredentials::new);
+        let source =
+            CsrSource::new(SIGNER_KUBE_APISERVER_CLIENT_KUBELET, user.clone(), bootstrap, health.clone());
+        let sink = StoreSink::new(client_store, client_live.clone(), health.clone());
+        let template = fixed_template(CertificateTemplate::node_client(&node_name));
+        let config = rotation_config(CLIENT_PREFIX, CertificatePurpose::Client, key_algorithm);
+        let rotator = Rotator::new(config, source, sink, template, initial);
+        metrics.track(Which::Client, rotator.status());
+        let stop = cancel.clone();
+        tasks.spawn(async move {
+            rotator.run(stop).await;
+            Ok(())
+        });
+        tasks.spawn(watchdog::run(client_live.clone(), health.clone(), cancel.clone()));
+    } else {
+        info!("client certificate rotation is off (--rotate-certificates=false)");
+    }
+
+    if config.rotate_server_certificates {
+        let (dns_names, ip_addresses) = config.serving_names()?;
+        let template = if ip_addresses.is_empty() {
+            warn!(
+                "no IP address for the serving certificate (set --node-ip): none is requested until there is one"
+            );
+            None
+        } else {
+            info!(dns = ?dns_names, ip = ?ip_addresses, "serving certificate names");
+            Some(CertificateTemplate::node_serving(&node_name, &dns_names, &ip_addresses))
+        };
+        let server_store = open_store(&config.cert_dir, SERVER_PREFIX)?;
+        let initial = initial_stored_certificate(&server_store, &server_live);
+        let source = CsrSource::new(SIGNER_KUBELET_SERVING, user, None, health.clone());
+        let sink = StoreSink::new(server_store, server_live.clone(), health);
+        let config = rotation_config(SERVER_PREFIX, CertificatePurpose::Serving, key_algorithm);
+        let rotator = Rotator::new(config, source, sink, watch::channel(template).1, initial);
+        let status = rotator.status();
+        metrics.track(Which::Server, status.clone());
+        let (observer, stop) = (metrics.clone(), cancel.clone());
+        tasks.spawn(async move {
+            observer.observe_server_rotations(status, stop).await;
+            Ok(())
+        });
+        let stop = cancel.clone();
+        tasks.spawn(async move {
+            rotator.run(stop).await;
+            Ok(())
+        });
+    }
+
+    while let Some(finished) = tasks.join_next().await {
+        if let Err(e) = finished.context("an agent task panicked").and_then(|result| result) {
+            cancel.cancel();
+            return Err(e);
+        }
+    }
+    Ok(())
+}
+
+fn rotation_config(name: &str, purpose: CertificatePurpose, key_algorithm: KeyAlgorithm) -> RotationConfig {
+    RotationConfig { key_algorithm, ..RotationConfig::new(name, purpose) }
+}
+
+fn open_store(cert_dir: &Path, prefix: &str) -> Result<CertificateStore> {
+    CertificateStore::open(StoreConfig::new(cert_dir, prefix))
+        .with_context(|| format!("opening the {prefix} certificate store in {}", cert_dir.display()))
+}
+
+/// Publishes `pair` as the identity in use.
+fn publish(pair: &StoredPair, live: &LiveIdentity) -> Result<()> {
+    log_warnings(pair);
+    live.swap(Identity::new(pair.chain.clone(), &pair.key).context("loading the stored pair for TLS")?);
+    Ok(())
+}
+
+/// The client certificate to start with (SPEC M-2, B-5): the store's current pair; else the
+/// kubeconfig's own certificate (files: in use as they are; inline data: replaced at once).
+fn initial_client_certificate(
+    store: &CertificateStore,
+    kubeconfig: &BootstrapKubeconfig,
+    live: &LiveIdentity,
+) -> Result<InitialCertificate> {
+    if let Some(pair) = store.current().context("reading the stored client certificate")? {
+        publish(&pair, live)?;
+        return Ok(InitialCertificate::Current(pair.leaf().clone()));
+    }
+    Ok(match kubeconfig_identity(kubeconfig)? {
+        Some((identity, inline)) => {
+            let leaf = identity.leaf().clone();
+            live.swap(identity);
+            if inline { InitialCertificate::BootstrapData(leaf) } else { InitialCertificate::Current(leaf) }
+        }
+        None => InitialCertificate::None,
+    })
+}
+
+/// The serving certificate to start with: the store's current pair, if it loads.
+fn initial_stored_certificate(store: &CertificateStore, live: &LiveIdentity) -> InitialCertificate {
+    let loaded = store.current().map_err(anyhow::Error::from).and_then(|pair| match pair {
+        Some(pair) => publish(&pair, live).map(|()| Some(pair)),
+        None => Ok(None),
+    });
+    match loaded {
+        Ok(Some(pair)) => InitialCertificate::Current(pair.leaf().clone()),
+        Ok(None) => InitialCertificate::None,
+        Err(e) => {
+            warn!(error = %format!("{e:#}"), "the stored serving certificate cannot be used; requesting a new one");
+            InitialCertificate::None
+        }
+    }
+}

@@ -1,0 +1,228 @@
+//! Configuration layered with figment: built-in defaults < TOML file (`--config`) <
+//! `KUBECERT_NODE_*` environment variables (`__` separates nested keys) < flags.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+
+use anyhow::{Context as _, Result};
+use figment::Figment;
+use figment::providers::{Env, Format as _, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+use crate::cli::{Cli, KeyAlgorithmName, LogFormat};
+
+/// The kubelet's default `--cert-dir`.
+pub const DEFAULT_CERT_DIR: &str = "/var/lib/kubelet/pki";
+/// The kubeconfig path kubeadm gives the kubelet.
+pub const DEFAULT_KUBECONFIG: &str = "/etc/kubernetes/kubelet.conf";
+/// Default metrics address: loopback, outside the ports of kubelet (10248, 10250, 10255),
+/// kube-proxy (10249, 10256) and the control plane (10257, 10259).
+pub const DEFAULT_METRICS_ADDR: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 10271);
+/// Prefix of the environment variables.
+pub const ENV_PREFIX: &str = "KUBECERT_NODE_";
+
+/// Everything the agent can be told, with its default.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AgentConfig {
+    /// Kubeconfig with bootstrap credentials (none).
+    pub bootstrap_kubeconfig: Option<PathBuf>,
+    /// The node's kubeconfig ([`DEFAULT_KUBECONFIG`]).
+    pub kubeconfig: PathBuf,
+    /// Certificate directory ([`DEFAULT_CERT_DIR`]).
+    pub cert_dir: PathBuf,
+    /// Node name (the host name, lowercased).
+    pub node_name: Option<String>,
+    /// Rotate the client certificate (true).
+    pub rotate_certificates: bool,
+    /// Request and rotate a serving certificate (false).
+    pub rotate_server_certificates: bool,
+    /// Serving certificate IP addresses (the host's non-loopback, non-link-local addresses).
+    pub node_ip: Vec<IpAddr>,
+    /// Serving certificate DNS names (the host name).
+    pub node_dns: Vec<String>,
+    /// Address of /metrics and /healthz ([`DEFAULT_METRICS_ADDR`]).
+    pub metrics_addr: SocketAddr,
+    /// `text` or `json`.
+    pub log_format: LogFormat,
+    /// Key type generated for rotations (`ecdsa-p256`).
+    pub key_algorithm: KeyAlgorithmName,
+    /// Kubelet feature gates, accepted for compatibility.
+    pub feature_gates: BTreeMap<String, bool>,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        Self {
+            bootstrap_kubeconfig: None,
+            kubeconfig: DEFAULT_KUBECONFIG.into(),
+            cert_dir: DEFAULT_CERT_DIR.into(),
+            node_name: None,
+            rotate_certificates: true,
+            rotate_server_certificates: false,
+            node_ip: Vec::new(),
+            node_dns: Vec::new(),
+            metrics_addr: DEFAULT_METRICS_ADDR,
+            log_format: LogFormat::Text,
+            key_algorithm: KeyAlgorithmName::EcdsaP256,
+            feature_gates: BTreeMap::new(),
+        }
+    }
+}
+
+/// Reads the layers; `cli` contributes only the flags that were given.
+pub fn load(cli: &Cli) -> Result<AgentConfig> {
+    let mut figment = Figment::from(Serialized::defaults(AgentConfig::default()));
+    if let Some(path) = &cli.config {
+        // file_exact: a mistyped path is an error, not silently nothing.
+        figment = figment.merge(Toml::file_exact(path));
+    }
+    figment
+        .merge(Env::prefixed(ENV_PREFIX).split("__"))
+        .merge(Serialized::defaults(cli))
+        .extract::<AgentConfig>()
+        .map_err(|e| anyhow::anyhow!("configuration: {e}"))
+}
+
+/// What the agent says about a feature gate it was given (kubelet gates mean nothing here).
+pub fn feature_gate_notice(name: &str, enabled: bool) -> String {
+    match name.to_ascii_lowercase().as_str() {
+        "rotatekubeletclientcertificate" => format!(
+            "feature gate RotateKubeletClientCertificate={enabled} is accepted for compatibility: \
+             client certificate rotation is always available; --rotate-certificates turns it on or off"
+        ),
+        "rotatekubeletservercertificate" => format!(
+            "feature gate RotateKubeletServerCertificate={enabled} is accepted for compatibility: \
+             --rotate-server-certificates turns serving certificate rotation on or off"
+        ),
+        _ => format!("feature gate {name}={enabled} means nothing to node-agent; ignored"),
+    }
+}
+
+impl AgentConfig {
+    /// The node name: configured, else the host name lowercased (as the kubelet does).
+    pub fn node_name(&self) -> Result<String> {
+        match &self.node_name {
+            Some(name) if !name.trim().is_empty() => Ok(name.trim().to_owned()),
+            _ => crate::addresses::hostname()
+                .map(|h| h.to_lowercase())
+                .context("no --node-name given and the host name cannot be read"),
+        }
+    }
+
+    /// The serving certificate's DNS names and IP addresses: each list as configured, or its
+    /// default when not configured (the host name; the host's addresses).
+    pub fn serving_names(&self) -> Result<(Vec<String>, Vec<IpAddr>)> {
+        let dns = if self.node_dns.is_empty() {
+            vec![crate::addresses::hostname().context("reading the host name for --node-dns")?.to_lowercase()]
+        } else {
+            self.node_dns.iter().map(|d| d.trim().to_owned()).filter(|d| !d.is_empty()).collect()
+        };
+        let ips = if self.node_ip.is_empty() {
+            crate::addresses::host_addresses().context("listing the host's addresses for --node-ip")?
+        } else {
+            self.node_ip.clone()
+        };
+        Ok((dns, ips))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::*;
+
+    fn load_from(argv: &[&str]) -> Result<AgentConfig> {
+        load(&Cli::parse_from(argv))
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment::Jail's closure returns figment's Error.
+    fn defaults_then_file_then_env_then_flags() {
+        figment::Jail::expect_with(|jail| {
+            assert_eq!(load_from(&["node-agent"]).unwrap(), AgentConfig::default());
+
+            jail.create_file(
+                "agent.toml",
+                "cert_dir = \"/file/pki\"\nnode_name = \"from-file\"\nrotate_certificates = false\n\
+                 node_ip = [\"10.0.0.1\"]\n[feature_gates]\nRotateKubeletClientCertificate = true\n",
+            )?;
+            let config = load_from(&["node-agent", "--config", "agent.toml"]).unwrap();
+            assert_eq!(config.cert_dir, PathBuf::from("/file/pki"), "file over default");
+            assert!(!config.rotate_certificates);
+            assert_eq!(config.node_ip, ["10.0.0.1".parse::<IpAddr>().unwrap()]);
+            assert_eq!(config.feature_gates.get("RotateKubeletClientCertificate"), Some(&true));
+            assert_eq!(config.metrics_addr, DEFAULT_METRICS_ADDR, "default kept");
+
+            jail.set_env("KUBECERT_NODE_NODE_NAME", "from-env");
+            jail.set_env("KUBECERT_NODE_ROTATE_CERTIFICATES", "true");
+            let config = load_from(&["node-agent", "--config", "agent.toml"]).unwrap();
+            assert_eq!(config.node_name.as_deref(), Some("from-env"), "env over file");
+            assert!(config.rotate_certificates);
+
+            let config = load_from(&[
+                "node-agent",
+                "--config",
+                "agent.toml",
+                "--node-name",
+                "from-flag",
+                "--rotate-certificates=false",
+                "--node-ip",
+                "10.0.0.9",
+            ])
+            .unwrap();
+            assert_eq!(config.node_name.as_deref(), Some("from-flag"), "flag over env");
+            assert!(!config.rotate_certificates, "flag over env");
+            assert_eq!(config.node_ip, ["10.0.0.9".parse::<IpAddr>().unwrap()], "flag list replaces");
+            assert_eq!(config.cert_dir, PathBuf::from("/file/pki"), "unflagged keys keep the file's value");
+            Ok(())
+        });
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment::Jail's closure returns figment's Error.
+    fn mistyped_config_path_unknown_keys_and_bad_values_are_errors() {
+        figment::Jail::expect_with(|jail| {
+            let err = load_from(&["node-agent", "--config", "nope.toml"]).unwrap_err().to_string();
+            assert!(err.contains("nope.toml"), "{err}");
+            jail.create_file("bad.toml", "cert_dri = \"/x\"\n")?;
+            let err = load_from(&["node-agent", "--config", "bad.toml"]).unwrap_err().to_string();
+            assert!(err.contains("cert_dri"), "{err}");
+            jail.create_file("bad-ip.toml", "node_ip = [\"10.0.0.300\"]\n")?;
+            let err = load_from(&["node-agent", "--config", "bad-ip.toml"]).unwrap_err().to_string();
+            assert!(err.contains("node_ip"), "{err}");
+            jail.set_env("KUBECERT_NODE_CERT_DRI", "/x");
+            let err = load_from(&["node-agent"]).unwrap_err().to_string();
+            assert!(err.contains("cert_dri"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn configured_names_win_and_empty_names_mean_none() {
+        let config = AgentConfig {
+            node_name: Some(" Worker-1 ".into()),
+            node_dns: vec![String::new()],
+            node_ip: vec!["127.0.0.1".parse().unwrap()],
+            ..AgentConfig::default()
+        };
+        assert_eq!(config.node_name().unwrap(), "Worker-1", "a configured name is kept as given");
+        let (dns, ips) = config.serving_names().unwrap();
+        assert!(dns.is_empty());
+        assert_eq!(ips, ["127.0.0.1".parse::<IpAddr>().unwrap()]);
+    }
+
+    #[test]
+    fn feature_gate_notices_name_the_flag_that_matters() {
+        assert!(
+            feature_gate_notice("RotateKubeletClientCertificate", true).contains("--rotate-certificates")
+        );
+        assert!(
+            feature_gate_notice("rotatekubeletservercertificate", false)
+                .contains("--rotate-server-certificates")
+        );
+        assert!(feature_gate_notice("Foo", true).contains("ignored"));
+    }
+}

@@ -1,0 +1,98 @@
+//! `node-agent`: kubecert's node half, what the kubelet's certificate manager does, as its own
+//! process.
+//!
+//! - bootstrap: with a bootstrap token, obtain the node's client certificate through a
+//!   `node-csr-…` CertificateSigningRequest and write the kubeconfig that uses it (SPEC B-6…B-14);
+//! - rotation: replace the client certificate, and the serving certificate when asked, at 70–90 %
+//!   of their lifetime, with a new key each time (SPEC §3.5), storing them the kubelet's way and
+//!   swapping them into live TLS connections without failing a request;
+//! - `/metrics` (the kubelet's certificate metrics, plus rotation-overdue and last-rotation) and
+//!   `/healthz`;
+//! - `node-agent status`: what is in a cert dir.
+//!
+//! It owns configuration (figment over clap), wiring and signals; the logic lives in the
+//! `kubecert-*` crates (CSRs, store, rotation, reload, kube glue).
+
+mod addresses;
+mod agent;
+mod api;
+mod bootstrap;
+mod cli;
+mod config;
+mod http;
+mod metrics;
+mod sink;
+mod status;
+mod watchdog;
+
+use std::process::ExitCode;
+
+use anyhow::{Context as _, Result};
+use clap::Parser as _;
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::{Cli, Command, LogFormat};
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// Cancels `shutdown` on SIGTERM or SIGINT.
+fn cancel_on_signals(shutdown: CancellationToken) -> Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = terminate.recv() => tracing::info!("SIGTERM: shutting down"),
+            _ = interrupt.recv() => tracing::info!("SIGINT: shutting down"),
+        }
+        shutdown.cancel();
+    });
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Some(Command::Status(args)) = &cli.command {
+        return ExitCode::from(status::run(&args.cert_dir));
+    }
+    let config = match config::load(&cli) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("node-agent: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    init_logging(config.log_format);
+    if rustls::crypto::ring::default_provider().install_default().is_err() {
+        tracing::debug!("a TLS crypto provider was already installed");
+    }
+    // One thread: the agent waits almost all the time, and file writes go to the blocking pool.
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("node-agent: starting the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        let shutdown = CancellationToken::new();
+        cancel_on_signals(shutdown.clone())?;
+        agent::run(config, shutdown).await
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("node-agent: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,152 @@
+//! SPEC T-3: exit when the node has had no valid client certificate for five minutes while the
+//! API server answers, so that a supervisor restarts the agent into bootstrap.
+//!
+//! The check sleeps until the moment it could fire (the certificate's NotAfter plus five
+//! minutes) instead of polling; a swapped identity wakes it early. Only when the API is not known
+//! to be healthy does it re-check on a period, as the kubelet's transport does every 10 s.
+
+use std::time::{Duration, SystemTime};
+
+use kubecert_reload::LiveIdentity;
+use kubecert_rotation::WALL_CLOCK_RECHECK;
+use tokio_util::sync::CancellationToken;
+use tracing::error;
+
+use crate::api::ApiHealth;
+
+/// How long the node may be without a valid client certificate (kubelet: 5 minutes).
+pub const EXIT_AFTER: Duration = Duration::from_secs(5 * 60);
+/// Re-check period while the limit has passed but the API is not known to be healthy.
+pub const UNHEALTHY_RECHECK: Duration = Duration::from_secs(10);
+
+/// Since when the node has been without a valid certificate, as of `now`; `None` while it has
+/// one. `valid_until` is the held certificate's NotAfter; `started` is when the agent started
+/// (the kubelet counts from start-up when there never was a certificate).
+pub fn missing_since(
+    valid_until: Option<SystemTime>,
+    started: SystemTime,
+    now: SystemTime,
+) -> Option<SystemTime> {
+    match valid_until {
+        Some(not_after) if now <= not_after => None,
+        Some(not_after) => Some(not_after.max(started)),
+        None => Some(started),
+    }
+}
+
+/// What to do next.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Sleep until this instant (or until the identity changes), then look again.
+    SleepUntil(SystemTime),
+    /// Exit: no valid certificate since the given instant, and the API answers.
+    Exit(SystemTime),
+}
+
+/// The decision for `now` (pure).
+pub fn verdict(
+    valid_until: Option<SystemTime>,
+    started: SystemTime,
+    now: SystemTime,
+    api_healthy: bool,
+    limit: Duration,
+) -> Verdict {
+    let Some(since) = missing_since(valid_until, started, now) else {
+        // Look again just after the certificate expires (`missing_since` counts `now > NotAfter`).
+        let after_expiry = valid_until.map_or(now, |t| t + Duration::from_secs(1));
+        return Verdict::SleepUntil(after_expiry);
+    };
+    let exit_at = since + limit;
+    if now < exit_at {
+        Verdict::SleepUntil(exit_at)
+    } else if api_healthy {
+        Verdict::Exit(since)
+    } else {
+        Verdict::SleepUntil(now + UNHEALTHY_RECHECK)
+    }
+}
+
+/// Returns `Err` (for the process to exit non-zero) once [`verdict`] says so; `Ok` when
+/// cancelled.
+pub async fn run(live: LiveIdentity, health: ApiHealth, cancel: CancellationToken) -> anyhow::Result<()> {
+    let started = SystemTime::now();
+    let mut swaps = live.subscribe();
+    let mut warned = false;
+    loop {
+        let valid_until = live.current().map(|identity| identity.leaf().not_after);
+        let now = SystemTime::now();
+        let healthy = health.is_healthy();
+        let wake_at = match verdict(valid_until, started, now, healthy, EXIT_AFTER) {
+            Verdict::Exit(since) => {
+                anyhow::bail!(
+                    "no valid client certificate for {} s (since {}) while the API server answers; exiting so that \
+                     a restart bootstraps again",
+                    now.duration_since(since).unwrap_or_default().as_secs(),
+                    jiff::Timestamp::try_from(since).map(|t| t.to_string()).unwrap_or_default()
+                );
+            }
+            Verdict::SleepUntil(at) => at,
+        };
+        if !healthy
+            && !warned
+            && missing_since(valid_until, started, now).is_some_and(|s| now >= s + EXIT_AFTER)
+        {
+            warned = true;
+            error!(
+                "no valid client certificate for more than {} s; not exiting because the API server is not known \
+                 to be reachable",
+                EXIT_AFTER.as_secs()
+            );
+        }
+        let sleep = wake_at.duration_since(now).unwrap_or_default().min(WALL_CLOCK_RECHECK);
+        tokio::select! {
+            () = cancel.cancelled() => return Ok(()),
+            changed = swaps.changed() => if changed.is_err() { return Ok(()) } else { warned = false },
+            () = tokio::time::sleep(sleep) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T0: SystemTime = SystemTime::UNIX_EPOCH;
+
+    fn at(secs: u64) -> SystemTime {
+        T0 + Duration::from_secs(secs)
+    }
+
+    #[test]
+    fn a_valid_certificate_is_looked_at_again_after_it_expires() {
+        assert_eq!(verdict(Some(at(1000)), at(0), at(10), true, EXIT_AFTER), Verdict::SleepUntil(at(1001)));
+    }
+
+    #[test]
+    fn missing_counts_from_expiry_or_from_start() {
+        assert_eq!(missing_since(Some(at(100)), at(0), at(100)), None);
+        assert_eq!(missing_since(Some(at(100)), at(0), at(101)), Some(at(100)));
+        assert_eq!(missing_since(Some(at(100)), at(500), at(600)), Some(at(500)), "expired before start");
+        assert_eq!(missing_since(None, at(50), at(60)), Some(at(50)));
+    }
+
+    #[test]
+    fn exits_five_minutes_after_expiry_only_while_the_api_answers() {
+        let expired = Some(at(100));
+        assert_eq!(verdict(expired, at(0), at(200), true, EXIT_AFTER), Verdict::SleepUntil(at(400)));
+        assert_eq!(verdict(expired, at(0), at(400), true, EXIT_AFTER), Verdict::Exit(at(100)));
+        assert_eq!(verdict(expired, at(0), at(400), false, EXIT_AFTER), Verdict::SleepUntil(at(410)));
+        assert_eq!(verdict(None, at(0), at(301), true, EXIT_AFTER), Verdict::Exit(at(0)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_watchdog_sleeps_without_a_certificate_problem_and_stops_on_cancel() {
+        let cancel = CancellationToken::new();
+        let task = tokio::spawn(run(LiveIdentity::empty(), ApiHealth::default(), cancel.clone()));
+        // No certificate and the API not known healthy: it must not exit, however long.
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+        assert!(!task.is_finished());
+        cancel.cancel();
+        assert!(task.await.unwrap().is_ok());
+    }
+}
