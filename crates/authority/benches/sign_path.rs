@@ -1,0 +1,80 @@
+//! The signer's hot path on one core: approve (parse, verify, policy, SubjectAccessReview
+//! answered in process) and issue (parse and verify again, sign) one node client CSR, next to
+//! its floor measured in the same run: one raw ring P-256 verify plus one sign.
+//!
+//! `cargo xtask bench` runs this and reports the ratio; `cargo bench -p kubecert-authority`
+//! runs it alone.
+
+use std::hint::black_box;
+use std::time::SystemTime;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use k8s_openapi::api::certificates::v1::{CertificateSigningRequest, CertificateSigningRequestStatus};
+use kubecert_authority::{
+    ApprovalRequest, CertificateAuthority, Decision, IssuancePolicy, Policy, PolicyConfig, SignOutcome,
+    Signer, SignerAuthorities,
+};
+use kubecert_csr::{
+    CertificatePurpose, CertificateTemplate, CsrName, KeyAlgorithm, PrivateKey,
+    SIGNER_KUBE_APISERVER_CLIENT_KUBELET, build_csr_pem, csr_object, usages_for,
+};
+use ring::rand::SystemRandom;
+use ring::signature::{ECDSA_P256_SHA256_ASN1, ECDSA_P256_SHA256_ASN1_SIGNING, EcdsaKeyPair, KeyPair as _};
+
+/// A renewal CSR from node `n1`, as the API stores it.
+fn node_csr() -> CertificateSigningRequest {
+    let key = PrivateKey::generate(KeyAlgorithm::EcdsaP256).expect("key");
+    let template = CertificateTemplate::node_client("n1");
+    let usages = usages_for(KeyAlgorithm::EcdsaP256, CertificatePurpose::Client);
+    let pem = build_csr_pem(&template, &key).expect("csr");
+    let mut csr = csr_object(CsrName::Generate, SIGNER_KUBE_APISERVER_CLIENT_KUBELET, &pem, &usages, None);
+    csr.metadata.name = Some("csr-bench".into());
+    csr.spec.username = Some("system:node:n1".into());
+    csr.spec.groups = Some(vec!["system:nodes".into(), "system:authenticated".into()]);
+    csr
+}
+
+fn sign_path(c: &mut Criterion) {
+    let rng = SystemRandom::new();
+    let now = SystemTime::now();
+    let policy = Policy::new(PolicyConfig::default()).expect("policy");
+    let ca = CertificateAuthority::generate("bench CA", now, &rng).expect("CA");
+    let signer = Signer::new(SignerAuthorities::shared(ca), IssuancePolicy::default());
+    let csr = node_csr();
+
+    let mut group = c.benchmark_group("sign_path");
+    group.bench_function("approve_and_issue", |b| {
+        b.iter(|| {
+            let decision = policy.decide(&ApprovalRequest::new(black_box(&csr)), |_| true);
+            let Decision::Approve { .. } = &decision else { panic!("not approved: {decision}") };
+            let condition = decision.condition(now).expect("condition").expect("approve condition");
+            let mut approved = csr.clone();
+            approved.status = Some(CertificateSigningRequestStatus {
+                conditions: Some(vec![condition]),
+                certificate: None,
+            });
+            match signer.sign(&approved, now, &rng).expect("sign") {
+                SignOutcome::Issued(issued) => black_box(issued),
+                SignOutcome::Rejected(failure) => panic!("rejected: {}", failure.message()),
+            }
+        });
+    });
+
+    let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, &rng).expect("ring key");
+    let key =
+        EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, pkcs8.as_ref(), &rng).expect("ring key");
+    let message = [7u8; 300];
+    let signature = key.sign(&rng, &message).expect("ring sign");
+    let public =
+        ring::signature::UnparsedPublicKey::new(&ECDSA_P256_SHA256_ASN1, key.public_key().as_ref().to_vec());
+    group.bench_function("ring_p256_verify_and_sign", |b| {
+        b.iter(|| {
+            public.verify(black_box(&message), signature.as_ref()).expect("verify");
+            black_box(key.sign(&rng, black_box(&message)).expect("sign"))
+        });
+    });
+    group.finish();
+}
+
+criterion_group!(benches, sign_path);
+criterion_main!(benches);
