@@ -163,6 +163,12 @@ const BINDINGS: &[Binding] = &[
         )],
     },
     Binding {
+        name: "system:basic-user",
+        role: "system:basic-user",
+        subjects: &[Subject::Group(AUTHENTICATED_GROUP)],
+        rules: &[rule(&["create"], &["authorization.k8s.io"], &["selfsubjectaccessreviews"])],
+    },
+    Binding {
         name: "system:node-bootstrapper",
         role: "system:node-bootstrapper",
         subjects: &[Subject::Group("system:bootstrappers")],

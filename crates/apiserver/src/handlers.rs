@@ -15,7 +15,7 @@ use crate::auth::{self, UserInfo};
 use crate::authz::{Attributes, Decision, authorize};
 use crate::registry::{self, Ctx};
 use crate::request::{self, ResourceRequest, Target};
-use crate::resources::{ResourceType, SAR};
+use crate::resources::{ResourceType, SAR, SELF_SAR};
 use crate::selector::Selector;
 use crate::status::{ApiError, ApiResult};
 use crate::store::{Mutation, Store, object_key};
@@ -174,9 +174,10 @@ async fn resource(
     let accept = header_str(req.headers(), header::ACCEPT).map(str::to_string);
     let as_table = table::wants_table(accept.as_deref())
         .then(|| IncludeObject::parse(query.get("includeObject").map(String::as_str)));
-    if rr.rt == &SAR {
+    if rr.rt == &SAR || rr.rt == &SELF_SAR {
+        let requester = (rr.rt == &SELF_SAR).then_some(user);
         return match rr.verb {
-            "create" => subject_access_review(&state, req).await,
+            "create" => access_review(&state, rr.rt, requester, req).await,
             _ => Err(ApiError::method_not_allowed(rr.verb, &rr.rt.subject(""))),
         };
     }
@@ -664,19 +665,24 @@ async fn delete_collection(
     Ok(json_response(StatusCode::OK, &objects::list_object(rr.rt, deleted, meta)))
 }
 
-/// `POST /apis/authorization.k8s.io/v1/subjectaccessreviews`, answered by the built-in
-/// authorizer.
-async fn subject_access_review(state: &AppState, req: Request) -> ApiResult<Response> {
+/// `POST .../subjectaccessreviews` (about `spec.user`) and `.../selfsubjectaccessreviews`
+/// (about the requester), answered by the built-in authorizer.
+async fn access_review(
+    state: &AppState,
+    rt: &'static ResourceType,
+    requester: Option<UserInfo>,
+    req: Request,
+) -> ApiResult<Response> {
     let content_type = header_str(req.headers(), header::CONTENT_TYPE).map(str::to_string);
-    let mut body = read_json(state, &SAR, content_type.as_deref(), req.into_body()).await?;
-    objects::check_type(&SAR, &body)?;
+    let mut body = read_json(state, rt, content_type.as_deref(), req.into_body()).await?;
+    objects::check_type(rt, &body)?;
     let spec = body.get("spec").cloned().unwrap_or_else(|| json!({}));
-    let user = UserInfo {
+    let user = requester.unwrap_or_else(|| UserInfo {
         name: spec.get("user").and_then(Value::as_str).unwrap_or_default().to_string(),
         uid: spec.get("uid").and_then(Value::as_str).unwrap_or_default().to_string(),
         groups: serde_json::from_value(spec.get("groups").cloned().unwrap_or(json!([]))).unwrap_or_default(),
         extra: serde_json::from_value(spec.get("extra").cloned().unwrap_or(json!({}))).unwrap_or_default(),
-    };
+    });
     let mut errs = Vec::new();
     let (res, non_res) = (spec.get("resourceAttributes"), spec.get("nonResourceAttributes"));
     if res.is_some() == non_res.is_some() {
@@ -694,7 +700,7 @@ async fn subject_access_review(state: &AppState, req: Request) -> ApiResult<Resp
         ));
     }
     if !errs.is_empty() {
-        return Err(ApiError::invalid(&SAR.subject(""), &errs));
+        return Err(ApiError::invalid(&rt.subject(""), &errs));
     }
     let field = |v: Option<&Value>, k: &str| {
         v.and_then(|a| a.get(k)).and_then(Value::as_str).unwrap_or_default().to_string()
@@ -718,8 +724,8 @@ async fn subject_access_review(state: &AppState, req: Request) -> ApiResult<Resp
         Decision::Deny(_) => json!({"allowed": false}),
     };
     body["status"] = status;
-    body["apiVersion"] = json!(SAR.api_version());
-    body["kind"] = json!(SAR.kind);
+    body["apiVersion"] = json!(rt.api_version());
+    body["kind"] = json!(rt.kind);
     if let Some(meta) = body.get_mut("metadata").and_then(Value::as_object_mut) {
         meta.insert("creationTimestamp".into(), Value::Null);
     }

@@ -13,7 +13,7 @@ use schemars::JsonSchema as _;
 use serde_json::{Map, Value, json};
 
 use crate::discovery::KUBERNETES_VERSION;
-use crate::resources::{ALL, CSR, LEASE, ResourceType, SAR, SECRET};
+use crate::resources::{ALL, CSR, LEASE, ResourceType, SAR, SECRET, SELF_SAR};
 
 fn gv_path(group: &str, version: &str) -> String {
     if group.is_empty() { format!("api/{version}") } else { format!("apis/{group}/{version}") }
@@ -96,7 +96,7 @@ fn paths_for(r: &ResourceType, paths: &mut Map<String, Value>) {
 
 /// The component schemas of the types of `group/version`, with every referenced type.
 fn schemas(group: &str, version: &str) -> Map<String, Value> {
-    use k8s_openapi::api::authorization::v1::SubjectAccessReview;
+    use k8s_openapi::api::authorization::v1::{SelfSubjectAccessReview, SubjectAccessReview};
     use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
     use k8s_openapi::api::coordination::v1::Lease;
     use k8s_openapi::api::core::v1::Secret;
@@ -115,6 +115,9 @@ fn schemas(group: &str, version: &str) -> Map<String, Value> {
         } else if *r == &SAR {
             generator.subschema_for::<SubjectAccessReview>();
             SubjectAccessReview::schema_name()
+        } else if *r == &SELF_SAR {
+            generator.subschema_for::<SelfSubjectAccessReview>();
+            SelfSubjectAccessReview::schema_name()
         } else {
             continue;
         };

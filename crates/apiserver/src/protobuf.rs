@@ -9,7 +9,7 @@
 use base64::Engine as _;
 use serde_json::{Map, Value, json};
 
-use crate::resources::{CSR, LEASE, ResourceType, SECRET};
+use crate::resources::{CSR, LEASE, ResourceType, SAR, SECRET, SELF_SAR};
 use crate::status::{ApiError, ApiResult};
 
 const MAGIC: &[u8] = b"k8s\0";
@@ -97,6 +97,29 @@ const LEASE_SPEC: &[Field] = &[
 ];
 
 const LEASE_FIELDS: &[Field] = &[(1, "metadata", Kind::Msg(OBJECT_META)), (2, "spec", Kind::Msg(LEASE_SPEC))];
+
+const RESOURCE_ATTRIBUTES: &[Field] = &[
+    (1, "namespace", Kind::Str),
+    (2, "verb", Kind::Str),
+    (3, "group", Kind::Str),
+    (4, "version", Kind::Str),
+    (5, "resource", Kind::Str),
+    (6, "subresource", Kind::Str),
+    (7, "name", Kind::Str),
+];
+
+const NON_RESOURCE_ATTRIBUTES: &[Field] = &[(1, "path", Kind::Str), (2, "verb", Kind::Str)];
+
+const SAR_SPEC: &[Field] = &[
+    (1, "resourceAttributes", Kind::Msg(RESOURCE_ATTRIBUTES)),
+    (2, "nonResourceAttributes", Kind::Msg(NON_RESOURCE_ATTRIBUTES)),
+    (3, "user", Kind::Str),
+    (4, "groups", Kind::RepeatedStr),
+    (5, "extra", Kind::MapStrList),
+    (6, "uid", Kind::Str),
+];
+
+const SAR_FIELDS: &[Field] = &[(1, "metadata", Kind::Msg(OBJECT_META)), (2, "spec", Kind::Msg(SAR_SPEC))];
 
 const TYPE_META: &[Field] = &[(1, "apiVersion", Kind::Str), (2, "kind", Kind::Str)];
 const UNKNOWN: &[Field] = &[(1, "typeMeta", Kind::Msg(TYPE_META)), (2, "raw", Kind::Bytes)];
@@ -277,6 +300,9 @@ pub(crate) fn decode(rt: &ResourceType, body: &[u8]) -> ApiResult<Value> {
         SECRET_FIELDS
     } else if rt == &LEASE {
         LEASE_FIELDS
+    } else if rt == &SAR || rt == &SELF_SAR {
+        // A self review's spec has only the attribute fields, with the same numbers.
+        SAR_FIELDS
     } else {
         return Err(ApiError::unsupported_media_type(
             "application/vnd.kubernetes.protobuf",

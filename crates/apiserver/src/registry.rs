@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::ByteString;
-use k8s_openapi::api::authorization::v1::SubjectAccessReview;
+use k8s_openapi::api::authorization::v1::{SelfSubjectAccessReview, SubjectAccessReview};
 use k8s_openapi::api::certificates::v1::CertificateSigningRequest as Csr;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Secret;
@@ -14,7 +14,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::auth::{BOOTSTRAP_TOKEN_NAMESPACE, BOOTSTRAP_TOKEN_SECRET_TYPE, UserInfo};
-use crate::resources::{CSR, LEASE, ResourceType, SAR, SECRET};
+use crate::resources::{CSR, LEASE, ResourceType, SAR, SECRET, SELF_SAR};
 use crate::status::{ApiError, ApiResult, FieldError, quote};
 use crate::validation::{self, UpdatePath};
 use crate::{admission, strategy};
@@ -157,6 +157,8 @@ pub(crate) fn unknown_fields(rt: &ResourceType, input: &Value) -> Vec<String> {
         round_trip::<Lease>(rt, input)
     } else if rt == &SAR {
         round_trip::<SubjectAccessReview>(rt, input)
+    } else if rt == &SELF_SAR {
+        round_trip::<SelfSubjectAccessReview>(rt, input)
     } else {
         None
     };

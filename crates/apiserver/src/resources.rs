@@ -40,7 +40,7 @@ pub(crate) const SECRET: ResourceType = ResourceType {
     singular: "secret",
     kind: "Secret",
     namespaced: true,
-    verbs: &["create", "delete", "get", "list"],
+    verbs: &["create", "delete", "get", "list", "watch"],
     subresources: &[],
     short_names: &[],
 };
@@ -69,8 +69,20 @@ pub(crate) const SAR: ResourceType = ResourceType {
     short_names: &[],
 };
 
+pub(crate) const SELF_SAR: ResourceType = ResourceType {
+    group: "authorization.k8s.io",
+    version: "v1",
+    resource: "selfsubjectaccessreviews",
+    singular: "selfsubjectaccessreview",
+    kind: "SelfSubjectAccessReview",
+    namespaced: false,
+    verbs: &["create"],
+    subresources: &[],
+    short_names: &[],
+};
+
 /// Every served type, in discovery order.
-pub(crate) const ALL: [&ResourceType; 4] = [&SECRET, &CSR, &LEASE, &SAR];
+pub(crate) const ALL: [&ResourceType; 5] = [&SECRET, &CSR, &LEASE, &SELF_SAR, &SAR];
 
 impl ResourceType {
     /// `group/version`, or `v1` for the core group.

@@ -237,6 +237,10 @@ async fn kubectl_bootstrap_token_secret_then_token_authentication() {
     assert_eq!(out.trim(), "certificatesigningrequest.certificates.k8s.io/node-csr-abc created");
     let user = k.ok(&["get", "csr", "node-csr-abc", "-o", "jsonpath={.spec.username}"]).await;
     assert_eq!(user, "system:bootstrap:abcdef");
+    // SelfSubjectAccessReviews answer `auth can-i` with the built-in RBAC.
+    assert_eq!(node.ok(&["auth", "can-i", "create", "certificatesigningrequests"]).await.trim(), "yes");
+    let (ok, out, _) = node.run(&["auth", "can-i", "delete", "csr"]).await;
+    assert!(!ok && out.trim() == "no", "{out}");
     let (ok, _, err) = node.run(&["delete", "csr", "node-csr-abc"]).await;
     assert!(!ok && err.contains("forbidden"), "{err}");
     let bad = Kubectl::new(
