@@ -113,3 +113,45 @@ async fn measure_throughput_and_watch_memory() {
     child.start_kill().unwrap();
     child.wait().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "measurement; run on demand"]
+async fn measure_in_memory_watch_state() {
+    use http_body_util::BodyExt as _;
+    use tower::ServiceExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let api = kubecert_apiserver::Api::open(&common::config(dir.path())).unwrap();
+    let service = api.service_as(common::admin_user());
+    let created = service
+        .clone()
+        .oneshot(
+            http::Request::post(common::CSRS)
+                .header("content-type", "application/json")
+                .body(axum::body::Body::from(serde_json::to_vec(&common::node_csr(Some("w"), "n")).unwrap()))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    const WATCHES: usize = 10_000;
+    let pid = std::process::id();
+    let rss_before = proc_status(pid, "VmRSS:");
+    let threads_before = proc_status(pid, "Threads:");
+    let mut bodies = Vec::with_capacity(WATCHES);
+    for _ in 0..WATCHES {
+        let req = http::Request::get(format!("{}?watch=true&timeoutSeconds=600", common::CSRS))
+            .body(axum::body::Body::empty())
+            .unwrap();
+        let mut body = service.clone().oneshot(req).await.unwrap().into_body();
+        // The initial ADDED event: the watch is now parked waiting for changes.
+        body.frame().await.unwrap().unwrap();
+        bodies.push(body);
+    }
+    let rss_after = proc_status(pid, "VmRSS:");
+    println!(
+        "MEASURE in-memory watches: {WATCHES} parked watches: process RSS {rss_before} kB -> {rss_after} kB = {:.2} kB per watch; threads {threads_before} -> {}",
+        (rss_after.saturating_sub(rss_before)) as f64 / WATCHES as f64,
+        proc_status(pid, "Threads:")
+    );
+    drop(bodies);
+}
