@@ -60,7 +60,9 @@ pub(crate) fn admit_create(rt: &ResourceType, obj: Value, ctx: &Ctx<'_>) -> ApiR
         encode(rt, &secret)
     } else if rt == &LEASE {
         let lease: Lease = decode(rt, obj)?;
-        invalid(rt, &name, validation::validate_subdomain_name(&name))?;
+        let mut errs = validation::validate_subdomain_name(&name);
+        errs.extend(lease_spec_errors(&lease));
+        invalid(rt, &name, errs)?;
         encode(rt, &lease)
     } else {
         Err(ApiError::method_not_allowed("create", &rt.subject(&name)))
@@ -97,10 +99,32 @@ pub(crate) fn admit_update(
         encode(rt, &new_csr)
     } else if rt == &LEASE && subresource.is_none() {
         let lease: Lease = decode(rt, new)?;
+        invalid(rt, &name, lease_spec_errors(&lease))?;
         encode(rt, &lease)
     } else {
         Err(ApiError::method_not_allowed("update", &rt.subject(&name)))
     }
+}
+
+/// Upstream's Lease spec rules: a positive duration, non-negative transitions.
+fn lease_spec_errors(lease: &Lease) -> Vec<FieldError> {
+    let spec = lease.spec.clone().unwrap_or_default();
+    let mut errs = Vec::new();
+    if let Some(d) = spec.lease_duration_seconds
+        && d <= 0
+    {
+        errs.push(FieldError::invalid("spec.leaseDurationSeconds", d.to_string(), "must be greater than 0"));
+    }
+    if let Some(t) = spec.lease_transitions
+        && t < 0
+    {
+        errs.push(FieldError::invalid(
+            "spec.leaseTransitions",
+            t.to_string(),
+            "must be greater than or equal to 0",
+        ));
+    }
+    errs
 }
 
 /// Secrets: only bootstrap tokens in kube-system; `stringData` folds into `data`.

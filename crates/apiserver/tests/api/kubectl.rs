@@ -164,6 +164,19 @@ async fn kubectl_get_create_approve_deny_watch_delete() {
         "{out}"
     );
 
+    let resources = k.ok(&["api-resources"]).await;
+    assert!(
+        resources.lines().any(|l| columns(l).starts_with(&[
+            "certificatesigningrequests",
+            "csr",
+            "certificates.k8s.io/v1",
+            "false"
+        ])),
+        "{resources}"
+    );
+    let version = k.ok(&["version"]).await;
+    assert!(version.contains("Server Version: v1.33.0"), "{version}");
+
     // get --raw of the group-version document.
     let raw: serde_json::Value =
         serde_json::from_str(&k.ok(&["get", "--raw", "/apis/certificates.k8s.io/v1"]).await).unwrap();

@@ -522,6 +522,12 @@ async fn leases_use_optimistic_concurrency() {
         )
         .await;
     assert_status(&json_patch, 422, "Invalid");
+    let bad_duration = json!({"metadata": {"name": "d"}, "spec": {"leaseDurationSeconds": 0}});
+    assert_invalid(
+        &mem.json("POST", leases, &bad_duration).await,
+        "spec.leaseDurationSeconds",
+        "FieldValueInvalid",
+    );
     let bad_name = json!({"metadata": {"name": "Bad_Name"}, "spec": {}});
     assert_invalid(&mem.json("POST", leases, &bad_name).await, "metadata.name", "FieldValueInvalid");
     let gone = mem
