@@ -3,14 +3,12 @@
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use futures::StreamExt as _;
 use k8s_openapi::api::authorization::v1::SubjectAccessReview;
 use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, PostParams};
-use kube::runtime::controller::{Action, Config, Controller};
+use kube::runtime::controller::Action;
 use kube::runtime::reflector::Store;
-use kube::runtime::watcher;
 use kubecert_authority::{
     AccessReview, ApprovalRequest, Decision, Evaluation, Policy, is_approved, is_issued, is_pending,
     pending_before, requesting_node,
@@ -19,7 +17,7 @@ use kubecert_csr::SIGNER_KUBELET_SERVING;
 use tokio_util::sync::CancellationToken;
 
 use super::backoff::ItemBackoff;
-use super::{ControllerError, SignerMetrics, name_of, with_condition};
+use super::{ControllerError, SignerMetrics, csr_controller, name_of, run_to_end, with_condition};
 
 /// What the approver needs for every request.
 struct ApproverContext {
@@ -37,21 +35,11 @@ pub async fn run_approver(
     metrics: SignerMetrics,
     shutdown: CancellationToken,
 ) {
-    let api = Api::<CertificateSigningRequest>::all(client.clone());
-    let controller = Controller::new(api, watcher::Config::default())
-        .with_config(Config::default().concurrency(5))
-        .graceful_shutdown_on(shutdown.cancelled_owned());
+    let controller = csr_controller(&client, &shutdown);
     let cache = controller.store();
     let context =
         Arc::new(ApproverContext { client, policy, metrics, backoff: ItemBackoff::default(), cache });
-    controller
-        .run(reconcile, error_policy, context)
-        .for_each(|result| async move {
-            if let Err(e) = result {
-                tracing::debug!(error = %e, "approver");
-            }
-        })
-        .await;
+    run_to_end(controller.run(reconcile, error_policy, context), "approver").await;
 }
 
 async fn reconcile(

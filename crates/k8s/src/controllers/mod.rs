@@ -23,7 +23,40 @@ pub use leader::{LeaderElection, LeaderElectionError, run_when_leader};
 pub use metrics::{ReasonLabel, SignerLabel, SignerMetrics};
 pub use signer::run_signer;
 
+use futures::{Stream, StreamExt as _};
 use k8s_openapi::api::certificates::v1::{CertificateSigningRequest, CertificateSigningRequestCondition};
+use kube::api::Api;
+use kube::runtime::controller::{Config, Controller};
+use kube::runtime::watcher;
+use tokio_util::sync::CancellationToken;
+
+/// Workers per controller, as kube-controller-manager runs the CSR controllers.
+const WORKERS: u16 = 5;
+
+/// A controller over every CSR with [`WORKERS`] workers that stops gracefully on `shutdown`.
+fn csr_controller(
+    client: &kube::Client,
+    shutdown: &CancellationToken,
+) -> Controller<CertificateSigningRequest> {
+    Controller::new(Api::all(client.clone()), watcher::Config::default())
+        .with_config(Config::default().concurrency(WORKERS))
+        .graceful_shutdown_on(shutdown.clone().cancelled_owned())
+}
+
+/// Drives a controller's results to the end; failed steps were already logged by the error
+/// policy, so they are only traced here.
+async fn run_to_end<T, E: std::fmt::Display>(
+    results: impl Stream<Item = Result<T, E>>,
+    controller: &'static str,
+) {
+    results
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                tracing::debug!(error = %e, controller);
+            }
+        })
+        .await;
+}
 
 /// Why a controller step failed; the step is retried with per-object backoff.
 #[derive(Debug, thiserror::Error)]

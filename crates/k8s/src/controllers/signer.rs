@@ -4,18 +4,16 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
-use futures::StreamExt as _;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
 use kube::api::{Api, PostParams};
-use kube::runtime::controller::{Action, Config, Controller};
-use kube::runtime::watcher;
+use kube::runtime::controller::Action;
 use kubecert_authority::{CONDITION_APPROVED, SignOutcome, Signer};
 use tokio_util::sync::CancellationToken;
 
 use super::backoff::ItemBackoff;
 use super::metrics::SignerLabel;
-use super::{ControllerError, SignerMetrics, name_of, with_condition};
+use super::{ControllerError, SignerMetrics, csr_controller, name_of, run_to_end, with_condition};
 
 /// What the signer needs for every request.
 struct SignerContext {
@@ -34,7 +32,7 @@ pub async fn run_signer(
     metrics: SignerMetrics,
     shutdown: CancellationToken,
 ) {
-    let api = Api::<CertificateSigningRequest>::all(client.clone());
+    let controller = csr_controller(&client, &shutdown);
     let context = Arc::new(SignerContext {
         client,
         signer,
@@ -42,16 +40,7 @@ pub async fn run_signer(
         backoff: ItemBackoff::default(),
         rng: ring::rand::SystemRandom::new(),
     });
-    Controller::new(api, watcher::Config::default())
-        .with_config(Config::default().concurrency(5))
-        .graceful_shutdown_on(shutdown.cancelled_owned())
-        .run(reconcile, error_policy, context)
-        .for_each(|result| async move {
-            if let Err(e) = result {
-                tracing::debug!(error = %e, "signer");
-            }
-        })
-        .await;
+    run_to_end(controller.run(reconcile, error_policy, context), "signer").await;
 }
 
 async fn reconcile(
