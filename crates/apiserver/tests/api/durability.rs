@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
+use futures::StreamExt;
 use k8s_openapi::api::certificates::v1::CertificateSigningRequest as Csr;
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::{Api, ListParams, PostParams};
@@ -154,7 +155,16 @@ async fn many_concurrent_writers_serialize() {
         "metadata": {"name": "counter"}, "spec": {"leaseTransitions": 0}
     }))
     .unwrap();
-    leases.create(&PostParams::default(), &lease).await.unwrap();
+    let created = leases.create(&PostParams::default(), &lease).await.unwrap();
+    // A watch from here must see every write, in resourceVersion order, none twice.
+    let mut events = leases
+        .watch(
+            &kube::api::WatchParams::default().timeout(60),
+            &created.metadata.resource_version.clone().unwrap(),
+        )
+        .await
+        .unwrap()
+        .boxed();
 
     // Every writer increments the counter with read-modify-write and retries on 409, and also
     // creates CSRs; no increment may be lost and every write gets its own resourceVersion.
@@ -201,6 +211,18 @@ async fn many_concurrent_writers_serialize() {
     all_rvs.dedup();
     assert_eq!(all_rvs.len(), total, "resourceVersions are unique");
     assert!(conflicts > 0, "concurrent read-modify-write must have produced conflicts");
+    let mut seen = Vec::new();
+    while seen.len() < WRITERS * INCREMENTS as usize {
+        let event =
+            tokio::time::timeout(Duration::from_secs(10), events.next()).await.unwrap().unwrap().unwrap();
+        match event {
+            kube::api::WatchEvent::Modified(l) => {
+                seen.push(l.metadata.resource_version.unwrap().parse::<u64>().unwrap());
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!(seen.windows(2).all(|w| w[0] < w[1]), "watch events in resourceVersion order");
     let csrs: Api<Csr> = Api::all(client);
     assert_eq!(csrs.list(&ListParams::default()).await.unwrap().items.len(), WRITERS);
     server.shutdown().await.unwrap();
