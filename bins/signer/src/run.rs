@@ -138,3 +138,55 @@ pub fn cancel_on_signals(shutdown: CancellationToken) -> Result<()> {
     });
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::SystemTime;
+
+    use kubecert_authority::CertificateAuthority;
+
+    use super::*;
+
+    fn write_ca(files: &CaFiles, name: &str) -> CertificateAuthority {
+        let ca = CertificateAuthority::generate(name, SystemTime::now(), &ring::rand::SystemRandom::new())
+            .unwrap();
+        std::fs::write(&files.cert, ca.certificate_pem()).unwrap();
+        std::fs::write(&files.key, ca.private_key_pem()).unwrap();
+        ca
+    }
+
+    fn current_ca_subject(signer: &ArcSwap<Signer>) -> Vec<u8> {
+        let signer = signer.load();
+        let ca = signer.authorities().get(kubecert_csr::SIGNER_KUBELET_SERVING).unwrap();
+        ca.certificate().subject.der.clone()
+    }
+
+    #[tokio::test]
+    async fn changed_ca_files_are_picked_up_and_broken_ones_ignored() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = CaFiles { cert: dir.path().join("ca.crt"), key: dir.path().join("ca.key") };
+        let first = write_ca(&files, "first CA");
+        let shutdown = CancellationToken::new();
+        let signer = reloading_signer(
+            CaSelection::Shared(files.clone()),
+            IssuancePolicy::default(),
+            Duration::from_millis(20),
+            shutdown.clone(),
+        )
+        .unwrap();
+        assert_eq!(current_ca_subject(&signer), first.certificate().subject.der);
+
+        // A half-written key: the current CA stays.
+        std::fs::write(&files.key, "-----BEGIN EC PRIVATE KEY-----\n").unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(current_ca_subject(&signer), first.certificate().subject.der);
+
+        let second = write_ca(&files, "second CA");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while current_ca_subject(&signer) != second.certificate().subject.der {
+            assert!(tokio::time::Instant::now() < deadline, "the new CA was not picked up");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        shutdown.cancel();
+    }
+}

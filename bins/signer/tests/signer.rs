@@ -139,6 +139,20 @@ fn a_second_start_reuses_the_ca_and_the_state() {
 }
 
 #[test]
+fn sigterm_shuts_serve_down_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut serve = SignerServe::start(&dir.path().join("data"), &[]);
+    run_ok(Path::new("kill"), &["-TERM", &serve.process.id().to_string()]);
+    let mut status = None;
+    wait_for("exit after SIGTERM", Duration::from_secs(10), || {
+        status = serve.process.try_wait();
+        status.is_some()
+    });
+    assert!(status.is_some_and(|s| s.success()), "exit status {status:?}:\n{}", serve.process.log());
+    assert!(serve.process.log().contains("SIGTERM: shutting down"), "{}", serve.process.log());
+}
+
+#[test]
 fn bad_configuration_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("d");
