@@ -1,0 +1,435 @@
+//! `node-agent` end to end against the real `signer serve` (issue 5, "Done when"): bootstrap with
+//! a token and rotation with short lifetimes, SIGKILL during bootstrap and during rotation, a
+//! signer outage, a denied request, and the serving certificate on the agent's own endpoint.
+//!
+//! Everything listens on 127.0.0.1. Each test is bounded by the waits it makes (the longest,
+//! two rotations of 60-second certificates, takes about two minutes). `KUBECERT_E2E_ROTATIONS`
+//! sets how many rotations the first test waits for (default 2).
+
+use std::io::{Read as _, Write as _};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use kubecert_tests::{Process, SignerServe, binary, free_local_addr, kubectl, run_ok, wait_for};
+
+/// Certificates of one minute, not backdated: a rotation every 42–54 s.
+const SHORT_LIVED: [&str; 4] = ["--cluster-signing-duration", "60s", "--backdate", "0s"];
+/// Node client certificates are not approved automatically (a person approves with kubectl).
+const MANUAL_CLIENT_APPROVAL: &str = "[policy.signers.\"kubernetes.io/kube-apiserver-client-kubelet\"]\n\
+                                      auto_approve = false\n";
+/// Serving certificates are approved when they name 127.0.0.0/8 and *.allowed.example only.
+const SERVING_POLICY: &str = "[policy.signers.\"kubernetes.io/kubelet-serving\"]\nauto_approve = true\n\
+                              allowed_ip_cidrs = [\"127.0.0.0/8\"]\nallowed_dns_suffixes = [\"allowed.example\"]\n";
+
+/// A directory removed when dropped (the `tests` package has no tempfile dependency), except
+/// when the test failed or `KUBECERT_E2E_KEEP=1`: then its logs are left for reading.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> Self {
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        let dir = std::env::temp_dir().join(format!("{tag}-{}-{}", std::process::id(), nanos.as_nanos()));
+        std::fs::create_dir_all(&dir).expect("create temp dir");
+        Self(dir)
+    }
+
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if std::thread::panicking() || std::env::var("KUBECERT_E2E_KEEP").as_deref() == Ok("1") {
+            eprintln!("test files kept in {}", self.0.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+/// One test's files: the signer's data dir, the bootstrap kubeconfig, the node's files.
+struct Node {
+    dir: TempDir,
+    name: String,
+    metrics: SocketAddr,
+}
+
+impl Node {
+    fn new(name: &str) -> Self {
+        Self { dir: TempDir::new(name), name: name.to_owned(), metrics: free_local_addr() }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn pki(&self) -> PathBuf {
+        self.path("pki")
+    }
+
+    fn kubeconfig(&self) -> PathBuf {
+        self.path("kubelet.conf")
+    }
+
+    fn bootstrap_kubeconfig(&self) -> PathBuf {
+        self.path("bootstrap.kubeconfig")
+    }
+
+    /// `signer serve` with `extra` flags and, if given, a policy file.
+    fn signer(&self, extra: &[&str], policy: Option<&str>) -> SignerServe {
+        let mut args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        if let Some(policy) = policy {
+            let file = self.path("signer.toml");
+            std::fs::write(&file, policy).expect("write signer config");
+            args.extend(["--config".to_owned(), str(&file).to_owned()]);
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        SignerServe::start(&self.path("signer"), &args)
+    }
+
+    /// Starts the agent with the bootstrap kubeconfig; `run` numbers the log file.
+    fn agent(&self, run: u32, extra: &[&str]) -> Process {
+        let (boot, kubeconfig, pki) = (self.bootstrap_kubeconfig(), self.kubeconfig(), self.pki());
+        let metrics = self.metrics.to_string();
+        let mut args = vec![
+            "--bootstrap-kubeconfig",
+            str(&boot),
+            "--kubeconfig",
+            str(&kubeconfig),
+            "--cert-dir",
+            str(&pki),
+            "--node-name",
+            &self.name,
+            "--metrics-addr",
+            &metrics,
+        ];
+        args.extend_from_slice(extra);
+        Process::spawn(&binary("node-agent"), &args, &self.path(&format!("agent-{run}.log")))
+    }
+
+    /// `node-agent status` of the node's cert dir: (exit code, output).
+    fn status(&self) -> (i32, String) {
+        let out = Command::new(binary("node-agent"))
+            .args(["status", "--cert-dir", str(&self.pki())])
+            .output()
+            .expect("run node-agent status");
+        (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Serial and private key PEM of the current client pair, if there is one.
+    fn client_pair(&self) -> Option<(String, String)> {
+        let pem = std::fs::read_to_string(self.pki().join("kubelet-client-current.pem")).ok()?;
+        let key_start = pem.find("-----BEGIN EC PRIVATE KEY-----")?;
+        let (_, status) = self.status();
+        let client = status.split("serving certificate").next().unwrap_or_default();
+        Some((line_value(client, "serial:")?, pem[key_start..].to_owned()))
+    }
+}
+
+fn str(path: &Path) -> &str {
+    path.to_str().expect("UTF-8 path")
+}
+
+/// The text after `label` on its line.
+fn line_value(text: &str, label: &str) -> Option<String> {
+    text.lines().find_map(|l| l.trim().strip_prefix(label)).map(|v| v.trim().to_owned())
+}
+
+/// A row of `kubectl get csr`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct CsrRow {
+    name: String,
+    requestor: String,
+    condition: String,
+}
+
+fn csrs(kubectl: &Path, kubeconfig: &Path) -> Vec<CsrRow> {
+    run_ok(kubectl, &["--kubeconfig", str(kubeconfig), "get", "csr", "--no-headers"])
+        .lines()
+        .filter_map(|line| {
+            // NAME AGE SIGNERNAME REQUESTOR REQUESTEDDURATION CONDITION
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            (cols.len() >= 6).then(|| CsrRow {
+                name: cols[0].to_owned(),
+                requestor: cols[3].to_owned(),
+                condition: cols[5].to_owned(),
+            })
+        })
+        .collect()
+}
+
+fn approve(kubectl: &Path, admin: &Path, name: &str) {
+    run_ok(kubectl, &["--kubeconfig", str(admin), "certificate", "approve", name]);
+}
+
+/// Lines of `process`'s log that contain every one of `needles`.
+fn log_lines(process: &Process, needles: &[&str]) -> Vec<String> {
+    process.log().lines().filter(|l| needles.iter().all(|n| l.contains(n))).map(str::to_owned).collect()
+}
+
+/// Seconds since midnight UTC of a log line (`2026-01-02T03:04:05.678901Z ...`).
+fn log_time(line: &str) -> f64 {
+    let clock = line.get(11..26).unwrap_or_else(|| panic!("no timestamp in {line:?}"));
+    let parts: Vec<f64> = clock.split(':').map(|p| p.parse().expect("clock field")).collect();
+    parts[0] * 3600.0 + parts[1] * 60.0 + parts[2]
+}
+
+/// `GET path` over plain HTTP/1.0; the whole response.
+fn http_get(addr: SocketAddr, path: &str) -> String {
+    let mut stream = TcpStream::connect(addr).expect("connect to the metrics endpoint");
+    stream.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").expect("send");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("read response");
+    response
+}
+
+fn assert_running(agent: &mut Process) {
+    if let Some(status) = agent.try_wait() {
+        panic!("node-agent exited with {status}:\n{}", agent.log());
+    }
+}
+
+fn rotations_wanted() -> usize {
+    std::env::var("KUBECERT_E2E_ROTATIONS").ok().and_then(|v| v.parse().ok()).unwrap_or(2)
+}
+
+#[test]
+fn bootstraps_with_a_token_then_rotates_with_new_keys_and_serials() {
+    let node = Node::new("e2e-rotate");
+    let signer = node.signer(&SHORT_LIVED, None);
+    signer.create_token(&node.bootstrap_kubeconfig());
+    let mut agent = node.agent(1, &[]);
+
+    wait_for("bootstrap", Duration::from_secs(60), || {
+        node.kubeconfig().is_file() && node.client_pair().is_some()
+    });
+    assert!(
+        !node.pki().join("kubelet-client.key.tmp").exists(),
+        "the pending key is deleted after bootstrap"
+    );
+    let mut seen = vec![node.client_pair().expect("a client pair")];
+    let (code, status) = node.status();
+    assert_eq!(code, 0, "{status}");
+    assert!(status.contains("CN=system:node:e2e-rotate, O=system:nodes"), "{status}");
+
+    for rotation in 1..=rotations_wanted() {
+        wait_for(&format!("rotation {rotation}"), Duration::from_secs(90), || {
+            node.client_pair().is_some_and(|pair| !seen.contains(&pair))
+        });
+        let pair = node.client_pair().expect("a client pair");
+        for old in &seen {
+            assert_ne!(pair.0, old.0, "rotation {rotation} reused serial {}", old.0);
+            assert_ne!(pair.1, old.1, "rotation {rotation} reused a key");
+        }
+        seen.push(pair);
+        assert_running(&mut agent);
+    }
+
+    let metrics = http_get(node.metrics, "/metrics");
+    let rotations = line_value(&metrics, "kubecert_node_certificate_rotations_total{certificate=\"client\"}")
+        .and_then(|v| v.parse::<usize>().ok());
+    assert!(rotations >= Some(rotations_wanted()), "{metrics}");
+    assert!(metrics.contains("\nkubelet_certificate_manager_client_ttl_seconds "), "{metrics}");
+    assert!(http_get(node.metrics, "/healthz").ends_with("\r\n\r\nok\n"));
+
+    let Some(kubectl) = kubectl() else { return };
+    // kubectl accepts the kubeconfig the agent wrote; the API sees the node as system:node:<name>
+    // (kubectl auth whoami needs SelfSubjectReview, which signer serve does not serve): the
+    // rotation CSRs were made with the node's certificate and name it as their requestor.
+    let rows = csrs(&kubectl, &node.kubeconfig());
+    let bootstrap: Vec<_> = rows.iter().filter(|r| r.name.starts_with("node-csr-")).collect();
+    assert_eq!(bootstrap.len(), 1, "{rows:?}");
+    assert!(bootstrap[0].requestor.starts_with("system:bootstrap:"), "{rows:?}");
+    let rotations: Vec<_> = rows.iter().filter(|r| r.name.starts_with("csr-")).collect();
+    assert!(rotations.len() >= rotations_wanted(), "{rows:?}");
+    for row in rotations {
+        assert_eq!(row.requestor, "system:node:e2e-rotate", "{rows:?}");
+        assert_eq!(row.condition, "Approved,Issued", "{rows:?}");
+    }
+}
+
+#[test]
+fn sigkill_during_bootstrap_reuses_the_same_node_csr() {
+    let Some(kubectl) = kubectl() else { return };
+    let node = Node::new("e2e-bootkill");
+    let signer = node.signer(&[], Some(MANUAL_CLIENT_APPROVAL));
+    signer.create_token(&node.bootstrap_kubeconfig());
+    let admin = signer.admin_kubeconfig();
+
+    let mut first = node.agent(1, &[]);
+    let waiting = "waiting for the bootstrap certificate signing request";
+    wait_for("first run waits for approval", Duration::from_secs(30), || {
+        !log_lines(&first, &[waiting]).is_empty()
+    });
+    let rows = csrs(&kubectl, &admin);
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    let name = rows[0].name.clone();
+    assert!(name.starts_with("node-csr-") && rows[0].condition == "Pending", "{rows:?}");
+    first.kill();
+    assert!(node.pki().join("kubelet-client.key.tmp").is_file(), "the pending key survives the kill");
+
+    let mut second = node.agent(2, &[]);
+    wait_for("second run waits for the same CSR", Duration::from_secs(30), || {
+        !log_lines(&second, &[waiting, &name]).is_empty()
+    });
+    assert_eq!(csrs(&kubectl, &admin).len(), 1, "no orphan CSR");
+
+    approve(&kubectl, &admin, &name);
+    wait_for("bootstrap completes", Duration::from_secs(30), || {
+        !log_lines(&second, &["bootstrap complete"]).is_empty()
+    });
+    assert!(node.client_pair().is_some());
+    assert!(!node.pki().join("kubelet-client.key.tmp").exists());
+    let rows = csrs(&kubectl, &admin);
+    assert_eq!(rows.len(), 1, "still one CSR: {rows:?}");
+    assert_eq!(rows[0].condition, "Approved,Issued", "{rows:?}");
+    assert_running(&mut second);
+}
+
+#[test]
+fn sigkill_during_rotation_restarts_with_a_valid_pair() {
+    let Some(kubectl) = kubectl() else { return };
+    let node = Node::new("e2e-rotkill");
+    let signer = node.signer(&SHORT_LIVED, Some(MANUAL_CLIENT_APPROVAL));
+    signer.create_token(&node.bootstrap_kubeconfig());
+    let admin = signer.admin_kubeconfig();
+    let pending = |kubectl: &Path| -> Vec<CsrRow> {
+        csrs(kubectl, &admin).into_iter().filter(|r| r.condition == "Pending").collect()
+    };
+
+    let mut first = node.agent(1, &[]);
+    wait_for("bootstrap CSR", Duration::from_secs(30), || !pending(&kubectl).is_empty());
+    for row in pending(&kubectl) {
+        approve(&kubectl, &admin, &row.name);
+    }
+    wait_for("bootstrap", Duration::from_secs(30), || node.client_pair().is_some());
+    let bootstrap_pair = node.client_pair().expect("a client pair");
+
+    // The rotation request stays pending: kill the agent while it waits for it.
+    wait_for("rotation CSR", Duration::from_secs(70), || {
+        pending(&kubectl).iter().any(|r| r.requestor == "system:node:e2e-rotkill")
+    });
+    first.kill();
+    let (_, status) = node.status();
+    assert!(status.contains("ECDSA P-256, matches the certificate"), "a consistent pair on disk:\n{status}");
+    assert_eq!(node.client_pair(), Some(bootstrap_pair.clone()), "the old pair is still current");
+
+    let mut second = node.agent(2, &[]);
+    wait_for("the restarted agent rotates", Duration::from_secs(90), || {
+        for row in pending(&kubectl) {
+            approve(&kubectl, &admin, &row.name);
+        }
+        node.client_pair().is_some_and(|pair| pair != bootstrap_pair)
+    });
+    let (code, status) = node.status();
+    assert_eq!(code, 0, "{status}");
+    assert!(status.contains("matches the certificate"), "{status}");
+    assert_running(&mut second);
+}
+
+#[test]
+fn signer_outage_keeps_the_certificate_retries_on_schedule_and_rotates_after() {
+    let node = Node::new("e2e-outage");
+    let mut signer = node.signer(&SHORT_LIVED, None);
+    signer.create_token(&node.bootstrap_kubeconfig());
+    let mut agent = node.agent(1, &[]);
+    wait_for("bootstrap", Duration::from_secs(60), || node.client_pair().is_some());
+    let before = node.client_pair().expect("a client pair");
+    let (data_dir, addr) = (signer.data_dir.clone(), signer.addr);
+    signer.process.kill();
+
+    let failed = "certificate rotation attempt failed";
+    wait_for("four failed attempts", Duration::from_secs(90), || {
+        !log_lines(&agent, &[failed, "failures=4"]).is_empty()
+    });
+    assert_eq!(node.client_pair(), Some(before.clone()), "the certificate is kept during the outage");
+    assert_running(&mut agent);
+    // Full warnings come for failures 1, 2 and 4: attempts at t, t+2 s, t+6 s and t+14 s, each
+    // sleep stretched by up to 10 % (SPEC M-8).
+    let at = |n: u32| log_time(&log_lines(&agent, &[failed, &format!("failures={n} ")])[0]);
+    let (first, second, fourth) = (at(1), at(2), at(4));
+    assert!((2.0..=2.2 + 0.5).contains(&(second - first)), "1→2: {} s\n{}", second - first, agent.log());
+    assert!((14.0..=15.4 + 1.0).contains(&(fourth - first)), "1→4: {} s\n{}", fourth - first, agent.log());
+
+    let _signer = SignerServe::start_at(&data_dir, addr, &SHORT_LIVED);
+    wait_for("rotation after the outage", Duration::from_secs(60), || {
+        node.client_pair().is_some_and(|pair| pair.0 != before.0)
+    });
+    assert_running(&mut agent);
+    let metrics = http_get(node.metrics, "/metrics");
+    let errors = line_value(&metrics, "kubelet_certificate_manager_client_expiration_renew_errors")
+        .and_then(|v| v.parse::<u64>().ok());
+    assert!(errors >= Some(4), "{metrics}");
+}
+
+#[test]
+fn a_denied_request_is_reported_with_its_reason_and_retried_with_backoff() {
+    let node = Node::new("e2e-denied");
+    let signer = node.signer(&[], Some(SERVING_POLICY));
+    signer.create_token(&node.bootstrap_kubeconfig());
+    let mut agent = node.agent(
+        1,
+        &["--rotate-server-certificates", "--node-ip", "127.0.0.1", "--node-dns", "e2e.denied.example"],
+    );
+
+    let denied = ["certificate rotation attempt failed", "certificate request denied (SANNotAllowed)"];
+    wait_for("four denials", Duration::from_secs(60), || {
+        log_lines(&agent, &denied).iter().any(|l| l.contains("failures=4 "))
+    });
+    assert_running(&mut agent);
+    let lines = log_lines(&agent, &denied);
+    let (first, fourth) = (log_time(&lines[0]), log_time(lines.last().expect("a line")));
+    assert!(fourth - first >= 14.0, "denials are retried with backoff, not in a loop:\n{}", agent.log());
+    assert!(
+        lines[0].contains("e2e.denied.example"),
+        "the reason's message names the refused name: {}",
+        lines[0]
+    );
+    // The client certificate is unaffected.
+    assert_eq!(node.status().0, 0);
+
+    let Some(kubectl) = kubectl() else { return };
+    let rows = csrs(&kubectl, &signer.admin_kubeconfig());
+    let denials = rows.iter().filter(|r| r.condition == "Denied").count();
+    assert!((4..=6).contains(&denials), "one request per attempt: {rows:?}");
+}
+
+#[test]
+fn the_serving_certificate_is_requested_stored_and_served() {
+    let node = Node::new("e2e-serving");
+    let signer = node.signer(&[], Some(SERVING_POLICY));
+    signer.create_token(&node.bootstrap_kubeconfig());
+    let mut agent = node.agent(
+        1,
+        &[
+            "--rotate-server-certificates=true",
+            "--node-ip=127.0.0.1",
+            "--node-dns=e2e-serving.allowed.example",
+        ],
+    );
+    wait_for("serving certificate", Duration::from_secs(60), || {
+        node.pki().join("kubelet-server-current.pem").exists()
+    });
+    let (code, status) = node.status();
+    assert_eq!(code, 0, "{status}");
+    assert!(status.contains("names:            DNS:e2e-serving.allowed.example, IP:127.0.0.1"), "{status}");
+    assert_running(&mut agent);
+
+    let curl = Command::new("curl")
+        .args(["--silent", "--show-error", "--max-time", "10", "--cacert", str(&signer.ca_cert())])
+        .arg(format!("https://{}/healthz", node.metrics))
+        .output();
+    match curl {
+        Ok(out) => assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "ok\n",
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        ),
+        Err(e) => eprintln!("NOTICE: curl not runnable ({e}); HTTPS endpoint not checked"),
+    }
+}
