@@ -210,6 +210,7 @@ fn server_config(tls: &TlsConfig) -> Result<rustls::ServerConfig, Error> {
 /// A server started by [`start`].
 pub struct RunningServer {
     local_addr: SocketAddr,
+    store: std::sync::Weak<Store>,
     stop: tokio::sync::oneshot::Sender<()>,
     task: tokio::task::JoinHandle<Result<(), Error>>,
     api: Api,
@@ -226,13 +227,20 @@ impl RunningServer {
         &self.api
     }
 
-    /// Stops accepting, closes every connection and releases the database.
+    /// Stops accepting, closes every connection and releases the database (waiting up to
+    /// 5 s for writes still running; in-memory services obtained from [`Self::api`] keep it
+    /// open until they are dropped).
     pub async fn shutdown(self) -> Result<(), Error> {
-        let Self { stop, task, api, .. } = self;
+        let Self { stop, task, api, store, .. } = self;
         drop(api);
         // The receiver is gone only if the task already ended; its result says why.
         let _ = stop.send(());
-        task.await.map_err(|e| Error::Task(e.to_string()))?
+        let result = task.await.map_err(|e| Error::Task(e.to_string()))?;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while store.strong_count() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        result
     }
 }
 
@@ -251,5 +259,6 @@ pub async fn start(addr: SocketAddr, tls: TlsConfig, config: &Config) -> Result<
             })
             .await
     });
-    Ok(RunningServer { local_addr, stop, task, api })
+    let store = Arc::downgrade(&api.state.store);
+    Ok(RunningServer { local_addr, store, stop, task, api })
 }
