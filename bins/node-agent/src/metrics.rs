@@ -287,12 +287,43 @@ pub fn encode(registry: &Registry) -> Result<String, std::fmt::Error> {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
+    use kubecert_rotation::Phase;
+
     use super::*;
+
+    fn status(now: SystemTime) -> RotationStatus {
+        RotationStatus {
+            phase: Phase::BackingOff,
+            updated_at: now,
+            current_not_before: Some(now - Duration::from_secs(100)),
+            current_not_after: Some(now + Duration::from_secs(20)),
+            current_serial: Some("01".into()),
+            expired: false,
+            deadline: None,
+            due_since: Some(now - Duration::from_secs(10)),
+            overdue_threshold: Duration::from_secs(3),
+            overdue_by: None,
+            overdue: false,
+            last_success: Some(UNIX_EPOCH + Duration::from_secs(1_700_000_000)),
+            last_error: None,
+            last_error_at: None,
+            consecutive_failures: 4,
+            renew_errors: 7,
+            rotations: 2,
+            last_replaced_age: Some(Duration::from_secs(50)),
+        }
+    }
+
+    fn scrape(metrics: &Metrics) -> String {
+        encode(&metrics.registry()).unwrap()
+    }
 
     #[test]
     fn without_certificates_ttls_are_infinite_and_only_kubelet_metrics_show() {
         let metrics = Metrics::new(LiveIdentity::empty(), LiveIdentity::empty());
-        let text = encode(&metrics.registry()).unwrap();
+        let text = scrape(&metrics);
         assert!(text.contains("kubelet_certificate_manager_client_ttl_seconds inf\n"), "{text}");
         assert!(text.contains("kubelet_certificate_manager_server_ttl_seconds inf\n"), "{text}");
         assert!(
@@ -307,5 +338,55 @@ mod tests {
         );
         assert!(!text.contains("kubecert_node_"), "{text}");
         assert!(!metrics.client_certificate_valid(SystemTime::now()));
+    }
+
+    #[test]
+    fn rotation_status_becomes_overdue_and_counter_samples() {
+        let metrics = Metrics::new(LiveIdentity::empty(), LiveIdentity::empty());
+        let (_tx, rx) = watch::channel(status(SystemTime::now()));
+        metrics.track(Which::Client, rx);
+        let text = scrape(&metrics);
+        for expected in [
+            "\nkubelet_certificate_manager_client_expiration_renew_errors 7\n",
+            "\nkubelet_server_expiration_renew_errors 0\n",
+            "kubecert_node_certificate_rotation_overdue{certificate=\"client\"} 1.0\n",
+            "kubecert_node_certificate_rotation_overdue_seconds{certificate=\"client\"} 10.0\n",
+            "kubecert_node_certificate_last_rotation_timestamp_seconds{certificate=\"client\"} 1700000000.0\n",
+            "kubecert_node_certificate_consecutive_failures{certificate=\"client\"} 4.0\n",
+            "kubecert_node_certificate_rotations_total{certificate=\"client\"} 2\n",
+        ] {
+            assert!(text.contains(expected), "missing {expected:?} in\n{text}");
+        }
+        assert!(!text.contains("certificate=\"server\""), "{text}");
+        assert!(
+            !text.contains("kubecert_node_certificate_rotation_deadline_timestamp_seconds"),
+            "no deadline yet"
+        );
+    }
+
+    #[tokio::test]
+    async fn each_serving_rotation_is_observed_once() {
+        let metrics = Metrics::new(LiveIdentity::empty(), LiveIdentity::empty());
+        let mut first = status(SystemTime::now());
+        first.rotations = 0;
+        let (tx, rx) = watch::channel(first.clone());
+        let cancel = CancellationToken::new();
+        let task = tokio::spawn({
+            let (metrics, cancel) = (metrics.clone(), cancel.clone());
+            async move { metrics.observe_server_rotations(rx, cancel).await }
+        });
+        tokio::task::yield_now().await;
+        tx.send_replace(RotationStatus { rotations: 1, ..first.clone() });
+        tokio::task::yield_now().await;
+        tx.send_replace(RotationStatus { rotations: 1, renew_errors: 8, ..first });
+        tokio::task::yield_now().await;
+        cancel.cancel();
+        task.await.unwrap();
+        let text = scrape(&metrics);
+        assert!(text.contains("kubelet_certificate_manager_server_rotation_seconds_count 1\n"), "{text}");
+        assert!(
+            text.contains("kubelet_certificate_manager_server_rotation_seconds_bucket{le=\"60.0\"} 1\n"),
+            "{text}"
+        );
     }
 }
