@@ -5,7 +5,9 @@
 //!   in the same run (machines are shared and noisy; absolute numbers travel badly). Today: the
 //!   signer's sign path against raw ring P-256. The bootstrap storm, the agent's footprint and
 //!   reload latencies join it with the node-agent.
-//! - `cargo xtask e2e`: the whole system; not built yet (it needs the node-agent binary).
+//! - `cargo xtask e2e [--nodes N] [--rotations R]`: the whole system, with faults (see `e2e.rs`).
+
+mod e2e;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -89,9 +91,7 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("bench") => bench(&args[1..]),
-        Some("e2e") => Err(anyhow::anyhow!(
-            "cargo xtask e2e: not built yet; it needs the node-agent binary (see the open issues)"
-        )),
+        Some("e2e") => e2e::Options::parse(&args[1..]).and_then(|options| e2e::run(&options)),
         _ => {
             eprintln!("usage: cargo xtask <e2e|bench> [options]");
             return ExitCode::from(2);
