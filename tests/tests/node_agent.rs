@@ -187,6 +187,17 @@ fn http_get(addr: SocketAddr, path: &str) -> String {
     response
 }
 
+/// [`wait_for`] with a pause between checks: most checks run kubectl or `node-agent status`.
+fn poll(what: &str, limit: Duration, mut ready: impl FnMut() -> bool) {
+    wait_for(what, limit, || {
+        let done = ready();
+        if !done {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        done
+    });
+}
+
 fn assert_running(agent: &mut Process) {
     if let Some(status) = agent.try_wait() {
         panic!("node-agent exited with {status}:\n{}", agent.log());
@@ -204,7 +215,7 @@ fn bootstraps_with_a_token_then_rotates_with_new_keys_and_serials() {
     signer.create_token(&node.bootstrap_kubeconfig());
     let mut agent = node.agent(1, &[]);
 
-    wait_for("bootstrap", Duration::from_secs(60), || {
+    poll("bootstrap", Duration::from_secs(60), || {
         node.kubeconfig().is_file() && node.client_pair().is_some()
     });
     assert!(
@@ -217,7 +228,7 @@ fn bootstraps_with_a_token_then_rotates_with_new_keys_and_serials() {
     assert!(status.contains("CN=system:node:e2e-rotate, O=system:nodes"), "{status}");
 
     for rotation in 1..=rotations_wanted() {
-        wait_for(&format!("rotation {rotation}"), Duration::from_secs(90), || {
+        poll(&format!("rotation {rotation}"), Duration::from_secs(90), || {
             node.client_pair().is_some_and(|pair| !seen.contains(&pair))
         });
         let pair = node.client_pair().expect("a client pair");
@@ -262,7 +273,7 @@ fn sigkill_during_bootstrap_reuses_the_same_node_csr() {
 
     let mut first = node.agent(1, &[]);
     let waiting = "waiting for the bootstrap certificate signing request";
-    wait_for("first run waits for approval", Duration::from_secs(30), || {
+    poll("first run waits for approval", Duration::from_secs(30), || {
         !log_lines(&first, &[waiting]).is_empty()
     });
     let rows = csrs(&kubectl, &admin);
@@ -273,13 +284,13 @@ fn sigkill_during_bootstrap_reuses_the_same_node_csr() {
     assert!(node.pki().join("kubelet-client.key.tmp").is_file(), "the pending key survives the kill");
 
     let mut second = node.agent(2, &[]);
-    wait_for("second run waits for the same CSR", Duration::from_secs(30), || {
+    poll("second run waits for the same CSR", Duration::from_secs(30), || {
         !log_lines(&second, &[waiting, &name]).is_empty()
     });
     assert_eq!(csrs(&kubectl, &admin).len(), 1, "no orphan CSR");
 
     approve(&kubectl, &admin, &name);
-    wait_for("bootstrap completes", Duration::from_secs(30), || {
+    poll("bootstrap completes", Duration::from_secs(30), || {
         !log_lines(&second, &["bootstrap complete"]).is_empty()
     });
     assert!(node.client_pair().is_some());
@@ -299,12 +310,10 @@ fn a_denied_bootstrap_request_is_retried_with_a_new_key_without_exiting() {
     let admin = signer.admin_kubeconfig();
 
     let mut agent = node.agent(1, &[]);
-    wait_for("bootstrap CSR", Duration::from_secs(30), || csrs(&kubectl, &admin).len() == 1);
+    poll("bootstrap CSR", Duration::from_secs(30), || csrs(&kubectl, &admin).len() == 1);
     let denied = csrs(&kubectl, &admin)[0].name.clone();
     run_ok(&kubectl, &["--kubeconfig", str(&admin), "certificate", "deny", &denied]);
-    wait_for("a second request with a new key", Duration::from_secs(30), || {
-        csrs(&kubectl, &admin).len() == 2
-    });
+    poll("a second request with a new key", Duration::from_secs(30), || csrs(&kubectl, &admin).len() == 2);
     let failure = log_lines(&agent, &["bootstrap attempt failed", &denied]);
     assert!(failure.iter().any(|l| l.contains("is denied") && l.contains("new_key=true")), "{}", agent.log());
     assert_running(&mut agent);
@@ -312,7 +321,7 @@ fn a_denied_bootstrap_request_is_retried_with_a_new_key_without_exiting() {
     let retry = csrs(&kubectl, &admin).into_iter().find(|r| r.name != denied).expect("the new request");
     assert!(retry.name.starts_with("node-csr-") && retry.condition == "Pending", "{retry:?}");
     approve(&kubectl, &admin, &retry.name);
-    wait_for("bootstrap completes", Duration::from_secs(30), || node.client_pair().is_some());
+    poll("bootstrap completes", Duration::from_secs(30), || node.client_pair().is_some());
     assert_running(&mut agent);
 }
 
@@ -328,15 +337,15 @@ fn sigkill_during_rotation_restarts_with_a_valid_pair() {
     };
 
     let mut first = node.agent(1, &[]);
-    wait_for("bootstrap CSR", Duration::from_secs(30), || !pending(&kubectl).is_empty());
+    poll("bootstrap CSR", Duration::from_secs(30), || !pending(&kubectl).is_empty());
     for row in pending(&kubectl) {
         approve(&kubectl, &admin, &row.name);
     }
-    wait_for("bootstrap", Duration::from_secs(30), || node.client_pair().is_some());
+    poll("bootstrap", Duration::from_secs(30), || node.client_pair().is_some());
     let bootstrap_pair = node.client_pair().expect("a client pair");
 
     // The rotation request stays pending: kill the agent while it waits for it.
-    wait_for("rotation CSR", Duration::from_secs(70), || {
+    poll("rotation CSR", Duration::from_secs(70), || {
         pending(&kubectl).iter().any(|r| r.requestor == "system:node:e2e-rotkill")
     });
     first.kill();
@@ -345,7 +354,7 @@ fn sigkill_during_rotation_restarts_with_a_valid_pair() {
     assert_eq!(node.client_pair(), Some(bootstrap_pair.clone()), "the old pair is still current");
 
     let mut second = node.agent(2, &[]);
-    wait_for("the restarted agent rotates", Duration::from_secs(90), || {
+    poll("the restarted agent rotates", Duration::from_secs(90), || {
         for row in pending(&kubectl) {
             approve(&kubectl, &admin, &row.name);
         }
@@ -363,13 +372,13 @@ fn signer_outage_keeps_the_certificate_retries_on_schedule_and_rotates_after() {
     let mut signer = node.signer(&SHORT_LIVED, None);
     signer.create_token(&node.bootstrap_kubeconfig());
     let mut agent = node.agent(1, &[]);
-    wait_for("bootstrap", Duration::from_secs(60), || node.client_pair().is_some());
+    poll("bootstrap", Duration::from_secs(60), || node.client_pair().is_some());
     let before = node.client_pair().expect("a client pair");
     let (data_dir, addr) = (signer.data_dir.clone(), signer.addr);
     signer.process.kill();
 
     let failed = "certificate rotation attempt failed";
-    wait_for("four failed attempts", Duration::from_secs(90), || {
+    poll("four failed attempts", Duration::from_secs(90), || {
         !log_lines(&agent, &[failed, "failures=4"]).is_empty()
     });
     assert_eq!(node.client_pair(), Some(before.clone()), "the certificate is kept during the outage");
@@ -382,7 +391,7 @@ fn signer_outage_keeps_the_certificate_retries_on_schedule_and_rotates_after() {
     assert!((14.0..=15.4 + 1.0).contains(&(fourth - first)), "1→4: {} s\n{}", fourth - first, agent.log());
 
     let _signer = SignerServe::start_at(&data_dir, addr, &SHORT_LIVED);
-    wait_for("rotation after the outage", Duration::from_secs(60), || {
+    poll("rotation after the outage", Duration::from_secs(60), || {
         node.client_pair().is_some_and(|pair| pair.0 != before.0)
     });
     assert_running(&mut agent);
@@ -403,7 +412,7 @@ fn a_denied_request_is_reported_with_its_reason_and_retried_with_backoff() {
     );
 
     let denied = ["certificate rotation attempt failed", "certificate request denied (SANNotAllowed)"];
-    wait_for("four denials", Duration::from_secs(60), || {
+    poll("four denials", Duration::from_secs(60), || {
         log_lines(&agent, &denied).iter().any(|l| l.contains("failures=4 "))
     });
     assert_running(&mut agent);
@@ -437,7 +446,7 @@ fn the_serving_certificate_is_requested_stored_and_served() {
             "--node-dns=e2e-serving.allowed.example",
         ],
     );
-    wait_for("serving certificate", Duration::from_secs(60), || {
+    poll("serving certificate", Duration::from_secs(60), || {
         node.pki().join("kubelet-server-current.pem").exists()
     });
     let (code, status) = node.status();
@@ -471,7 +480,7 @@ fn idle_footprint() {
     let signer = node.signer(&[], None);
     signer.create_token(&node.bootstrap_kubeconfig());
     let mut agent = node.agent(1, &[]);
-    wait_for("bootstrap", Duration::from_secs(60), || {
+    poll("bootstrap", Duration::from_secs(60), || {
         !log_lines(&agent, &["next rotation scheduled"]).is_empty()
     });
     std::thread::sleep(Duration::from_secs(15)); // blocking-pool threads exit after 10 s idle

@@ -162,6 +162,14 @@ mod tests {
             assert_eq!(config.node_name.as_deref(), Some("from-env"), "env over file");
             assert!(config.rotate_certificates);
 
+            jail.set_env("KUBECERT_NODE_NODE_IP", "[10.0.0.5, fd00::5]");
+            let config = load_from(&["node-agent", "--config", "agent.toml"]).unwrap();
+            assert_eq!(
+                config.node_ip,
+                ["10.0.0.5", "fd00::5"].map(|ip| ip.parse::<IpAddr>().unwrap()),
+                "env list"
+            );
+
             let config = load_from(&[
                 "node-agent",
                 "--config",
@@ -196,6 +204,18 @@ mod tests {
             jail.set_env("KUBECERT_NODE_CERT_DRI", "/x");
             let err = load_from(&["node-agent"]).unwrap_err().to_string();
             assert!(err.contains("cert_dri"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment::Jail's closure returns figment's Error.
+    fn an_empty_node_dns_flag_means_no_dns_name() {
+        // In a jail too: the other tests set KUBECERT_NODE_* variables in this process.
+        figment::Jail::expect_with(|_| {
+            let config = load_from(&["node-agent", "--node-dns=", "--node-ip=127.0.0.1"]).unwrap();
+            let ip: IpAddr = "127.0.0.1".parse().unwrap();
+            assert_eq!(config.serving_names().unwrap(), (vec![], vec![ip]));
             Ok(())
         });
     }
