@@ -254,13 +254,15 @@ impl Node {
 }
 
 pub fn run(options: &Options) -> Result<()> {
-    let started = Instant::now();
     println!("building signer and node-agent…");
+    let build = Instant::now();
     let status =
         cargo().args(["build", "-p", "signer", "-p", "node-agent"]).status().context("cargo build")?;
     if !status.success() {
         bail!("cargo build -p signer -p node-agent failed");
     }
+    println!("built in {:.0?}; the run itself has {LIMIT:?}", build.elapsed());
+    let started = Instant::now();
     let bin = workspace_root().join("target/debug");
     let (signer_bin, agent_bin) = (bin.join("signer"), bin.join("node-agent"));
     let root = std::env::temp_dir().join(format!("kubecert-e2e-{}", std::process::id()));
