@@ -469,6 +469,69 @@ fn the_serving_certificate_is_requested_stored_and_served() {
     }
 }
 
+/// SPEC SV-3 and E-4 with the default serving names: no serving request while the host has no
+/// address but loopback, one as soon as an address appears, and another at once when a new
+/// address is added. Runs in a network namespace of its own (`unshare -n`, as root), where the
+/// addresses are added to `lo` and no traffic goes anywhere; skipped where that is not allowed.
+#[test]
+fn serving_names_follow_the_host_addresses() {
+    let unshare = Command::new("unshare").args(["-n", "true"]).status();
+    if !unshare.is_ok_and(|s| s.success()) {
+        eprintln!("NOTICE: cannot create a network namespace here; address following not checked");
+        return;
+    }
+    let node = Node::new("e2e-addresses");
+    std::fs::write(
+        node.path("signer.toml"),
+        "[policy.signers.\"kubernetes.io/kubelet-serving\"]\nauto_approve = true\n\
+         allowed_ip_cidrs = [\"198.18.0.0/15\"]\nallowed_dns_suffixes = [\".\"]\n",
+    )
+    .expect("write signer config");
+    // Inside the namespace: the signer, the agent, then two addresses; each step waits (bounded)
+    // for the agent to react before the next one.
+    let script = r#"
+        set -u
+        D=$1; SIGNER=$2; AGENT=$3
+        wait_until() { for _ in $(seq 300); do eval "$1" && return 0; sleep 0.1; done; echo "TIMEOUT: $1"; return 1; }
+        ip link set lo up
+        "$SIGNER" serve --data-dir "$D/signer" --listen 127.0.0.1:16443 --config "$D/signer.toml" \
+            > "$D/signer.log" 2>&1 &
+        wait_until '(echo > /dev/tcp/127.0.0.1/16443) 2>/dev/null'
+        "$SIGNER" token create --kubeconfig "$D/signer/admin.kubeconfig" \
+            --write-bootstrap-kubeconfig "$D/bootstrap.kubeconfig" > /dev/null 2>&1
+        "$AGENT" --bootstrap-kubeconfig "$D/bootstrap.kubeconfig" --kubeconfig "$D/kubelet.conf" \
+            --cert-dir "$D/pki" --node-name e2e-addresses --metrics-addr 127.0.0.1:10271 \
+            --rotate-server-certificates > "$D/agent-1.log" 2>&1 &
+        wait_until 'grep -q "no certificate template yet" "$D/agent-1.log"'
+        ls "$D/pki" | grep -c kubelet-server | sed 's/^/SERVING FILES BEFORE AN ADDRESS: /'
+        ip addr add 198.18.0.5/32 dev lo
+        wait_until '"$AGENT" status --cert-dir "$D/pki" | grep -q "IP:198.18.0.5"'
+        "$AGENT" status --cert-dir "$D/pki" | grep -E 'names:|serial:' | tail -2
+        ip addr add 198.18.0.6/32 dev lo
+        wait_until '"$AGENT" status --cert-dir "$D/pki" | grep -q "IP:198.18.0.6"'
+        "$AGENT" status --cert-dir "$D/pki" | grep -E 'names:|serial:' | tail -2
+        kill $(jobs -p)
+        wait
+    "#;
+    let out = Command::new("unshare")
+        .args(["-n", "bash", "-c", script, "bash", str(node.dir.path())])
+        .arg(binary("signer"))
+        .arg(binary("node-agent"))
+        .output()
+        .expect("run the namespace script");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let log = std::fs::read_to_string(node.path("agent-1.log")).unwrap_or_default();
+    assert!(!stdout.contains("TIMEOUT"), "{stdout}{}\n{log}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("SERVING FILES BEFORE AN ADDRESS: 0"), "{stdout}");
+    let names: Vec<&str> = stdout.lines().filter(|l| l.contains("names:")).collect();
+    assert_eq!(names.len(), 2, "{stdout}");
+    assert!(names[0].ends_with("IP:198.18.0.5"), "{stdout}");
+    assert!(names[1].ends_with("IP:198.18.0.5, IP:198.18.0.6"), "{stdout}");
+    let serials: Vec<&str> = stdout.lines().filter(|l| l.contains("serial:")).collect();
+    assert_ne!(serials[0], serials[1], "a new certificate for the new address: {stdout}");
+    assert!(log.contains("reason=the certificate does not satisfy the template"), "{log}");
+}
+
 /// Not a check but a measurement for the issue's note: the agent's resident memory after
 /// bootstrap and how often it wakes up while idle (context switches of all its threads over a
 /// minute, from /proc). Run with `cargo test -p kubecert-tests --test node_agent -- --ignored

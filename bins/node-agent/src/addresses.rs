@@ -20,6 +20,47 @@ pub fn host_addresses() -> io::Result<Vec<IpAddr>> {
     Ok(node_addresses(interfaces.iter().map(|i| i.ip())))
 }
 
+/// Calls `on_change` with [`host_addresses`] whenever the kernel announces a change of links or
+/// addresses (a netlink route socket: no polling), until `on_change` returns false. Reading the
+/// socket blocks, so it gets a thread of its own, which sleeps in the kernel between changes.
+#[cfg(target_os = "linux")]
+pub fn follow_host_addresses(
+    mut on_change: impl FnMut(Vec<IpAddr>) -> bool + Send + 'static,
+) -> io::Result<()> {
+    use netlink_sys::protocols::NETLINK_ROUTE;
+    use netlink_sys::{Socket, SocketAddr};
+    /// RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR (linux/rtnetlink.h).
+    const GROUPS: u32 = 0x1 | 0x10 | 0x100;
+
+    let mut socket = Socket::new(NETLINK_ROUTE)?;
+    socket.bind(&SocketAddr::new(0, GROUPS))?;
+    // A burst of changes that overflows the socket must not end the watch: what matters is
+    // that something changed, and the addresses are read again anyway.
+    socket.set_no_enobufs(true)?;
+    std::thread::Builder::new().name("host-addresses".into()).spawn(move || {
+        loop {
+            match socket.recv_from_full().and_then(|_| host_addresses()) {
+                Ok(addresses) => {
+                    if !on_change(addresses) {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "following the host's addresses failed; serving names stay as they are");
+                    return;
+                }
+            }
+        }
+    })?;
+    Ok(())
+}
+
+/// Address changes are followed on Linux only.
+#[cfg(not(target_os = "linux"))]
+pub fn follow_host_addresses(_on_change: impl FnMut(Vec<IpAddr>) -> bool + Send + 'static) -> io::Result<()> {
+    Err(io::Error::new(io::ErrorKind::Unsupported, "following address changes needs Linux netlink"))
+}
+
 /// The addresses of `candidates` that may name the node.
 fn node_addresses(candidates: impl IntoIterator<Item = IpAddr>) -> Vec<IpAddr> {
     let mut addresses: Vec<IpAddr> = candidates

@@ -1,6 +1,7 @@
 //! The running agent: the metrics endpoint, bootstrap, then the rotation loops for the client
 //! and (optionally) serving certificates, the identities they feed, and the T-3 watchdog.
 
+use std::net::IpAddr;
 use std::path::Path;
 
 use anyhow::{Context as _, Result};
@@ -88,21 +89,17 @@ pub async fn run(config: AgentConfig, cancel: CancellationToken) -> Result<()> {
 
     if config.rotate_server_certificates {
         let (dns_names, ip_addresses) = config.serving_names()?;
-        let template = if ip_addresses.is_empty() {
-            warn!(
-                "no IP address for the serving certificate (set --node-ip): none is requested until there is one"
-            );
-            None
-        } else {
-            info!(dns = ?dns_names, ip = ?ip_addresses, "serving certificate names");
-            Some(CertificateTemplate::node_serving(&node_name, &dns_names, &ip_addresses))
-        };
+        let (templates_tx, templates) =
+            watch::channel(serving_template(&node_name, &dns_names, &ip_addresses));
+        if config.node_ip.is_empty() {
+            follow_serving_addresses(templates_tx, node_name.clone(), dns_names);
+        }
         let server_store = open_store(&config.cert_dir, SERVER_PREFIX)?;
         let initial = initial_stored_certificate(&server_store, &server_live);
         let source = CsrSource::new(SIGNER_KUBELET_SERVING, user, None, health.clone());
         let sink = StoreSink::new(server_store, server_live.clone(), health);
         let config = rotation_config(SERVER_PREFIX, CertificatePurpose::Serving, key_algorithm);
-        let rotator = Rotator::new(config, source, sink, watch::channel(template).1, initial);
+        let rotator = Rotator::new(config, source, sink, templates, initial);
         let status = rotator.status();
         metrics.track(Which::Server, status.clone());
         let (observer, stop) = (metrics.clone(), cancel.clone());
@@ -124,6 +121,44 @@ pub async fn run(config: AgentConfig, cancel: CancellationToken) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The serving template for these names; none without an IP address (SPEC SV-3).
+fn serving_template(
+    node_name: &str,
+    dns_names: &[String],
+    ip_addresses: &[IpAddr],
+) -> Option<CertificateTemplate> {
+    if ip_addresses.is_empty() {
+        warn!(
+            "no IP address for the serving certificate (set --node-ip): none is requested until there is one"
+        );
+        return None;
+    }
+    info!(dns = ?dns_names, ip = ?ip_addresses, "serving certificate names");
+    Some(CertificateTemplate::node_serving(node_name, dns_names, ip_addresses))
+}
+
+/// SPEC E-4: when the serving IPs are the host's own, a change of the host's addresses changes
+/// the template; the rotation loop then requests again at once (and cancels a pending request)
+/// if the certificate in use lacks a new name. Without a working notifier the names stay fixed.
+fn follow_serving_addresses(
+    templates: watch::Sender<Option<CertificateTemplate>>,
+    node_name: String,
+    dns_names: Vec<String>,
+) {
+    let followed = crate::addresses::follow_host_addresses(move |ip_addresses| {
+        let template = serving_template(&node_name, &dns_names, &ip_addresses);
+        templates.send_if_modified(|current| {
+            let changed = *current != template;
+            *current = template;
+            changed
+        });
+        !templates.is_closed()
+    });
+    if let Err(e) = followed {
+        warn!(error = %e, "cannot follow the host's addresses; the serving names stay as they are now");
+    }
 }
 
 fn rotation_config(name: &str, purpose: CertificatePurpose, key_algorithm: KeyAlgorithm) -> RotationConfig {
