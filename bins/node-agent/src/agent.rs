@@ -10,7 +10,7 @@ use kubecert_csr::{
     SIGNER_KUBELET_SERVING,
 };
 use kubecert_reload::{Identity, LiveIdentity};
-use kubecert_rotation::{InitialCertificate, RotationConfig, Rotator, fixed_template};
+use kubecert_rotation::{InitialCertificate, RotationConfig, RotationStatus, Rotator, fixed_template};
 use kubecert_store::kubeconfig::BootstrapKubeconfig;
 use kubecert_store::{CLIENT_PREFIX, CertificateStore, SERVER_PREFIX, StoreConfig, StoredPair};
 use tokio::sync::watch;
@@ -64,25 +64,22 @@ pub async fn run(config: AgentConfig, cancel: CancellationToken) -> Result<()> {
     let user_kubeconfig = BootstrapKubeconfig::load(&config.kubeconfig)
         .with_context(|| format!("reading kubeconfig {}", config.kubeconfig.display()))?;
     let initial = initial_client_certificate(&client_store, &user_kubeconfig, &client_live)?;
-    let user = client_for(&config.kubeconfig, client_live.clone()).await?;
-    let health = ApiHealth::default();
-    let key_algorithm = config.key_algorithm.algorithm();
+    let mut loops = Loops {
+        user: client_for(&config.kubeconfig, client_live.clone()).await?,
+        health: ApiHealth::default(),
+        key_algorithm: config.key_algorithm.algorithm(),
+        cancel: cancel.clone(),
+        tasks,
+    };
 
     if config.rotate_certificates {
         let bootstrap = config.bootstrap_kubeconfig.clone().map(BootstrapCredentials::new);
-        let source =
-            CsrSource::new(SIGNER_KUBE_APISERVER_CLIENT_KUBELET, user.clone(), bootstrap, health.clone());
-        let sink = StoreSink::new(client_store, client_live.clone(), health.clone());
+        let source = loops.source(SIGNER_KUBE_APISERVER_CLIENT_KUBELET, bootstrap);
+        let sink = StoreSink::new(client_store, client_live.clone(), loops.health.clone());
         let template = fixed_template(CertificateTemplate::node_client(&node_name));
-        let config = rotation_config(CLIENT_PREFIX, CertificatePurpose::Client, key_algorithm);
-        let rotator = Rotator::new(config, source, sink, template, initial);
-        metrics.track(Which::Client, rotator.status());
-        let stop = cancel.clone();
-        tasks.spawn(async move {
-            rotator.run(stop).await;
-            Ok(())
-        });
-        tasks.spawn(watchdog::run(client_live.clone(), health.clone(), cancel.clone()));
+        let status = loops.spawn(CLIENT_PREFIX, CertificatePurpose::Client, source, sink, template, initial);
+        metrics.track(Which::Client, status);
+        loops.tasks.spawn(watchdog::run(client_live, loops.health.clone(), cancel.clone()));
     } else {
         info!("client certificate rotation is off (--rotate-certificates=false)");
     }
@@ -96,31 +93,64 @@ pub async fn run(config: AgentConfig, cancel: CancellationToken) -> Result<()> {
         }
         let server_store = open_store(&config.cert_dir, SERVER_PREFIX)?;
         let initial = initial_stored_certificate(&server_store, &server_live);
-        let source = CsrSource::new(SIGNER_KUBELET_SERVING, user, None, health.clone());
-        let sink = StoreSink::new(server_store, server_live.clone(), health);
-        let config = rotation_config(SERVER_PREFIX, CertificatePurpose::Serving, key_algorithm);
-        let rotator = Rotator::new(config, source, sink, templates, initial);
-        let status = rotator.status();
+        let source = loops.source(SIGNER_KUBELET_SERVING, None);
+        let sink = StoreSink::new(server_store, server_live, loops.health.clone());
+        let status =
+            loops.spawn(SERVER_PREFIX, CertificatePurpose::Serving, source, sink, templates, initial);
         metrics.track(Which::Server, status.clone());
-        let (observer, stop) = (metrics.clone(), cancel.clone());
-        tasks.spawn(async move {
-            observer.observe_server_rotations(status, stop).await;
-            Ok(())
-        });
         let stop = cancel.clone();
-        tasks.spawn(async move {
-            rotator.run(stop).await;
+        loops.tasks.spawn(async move {
+            metrics.observe_server_rotations(status, stop).await;
             Ok(())
         });
     }
 
-    while let Some(finished) = tasks.join_next().await {
+    while let Some(finished) = loops.tasks.join_next().await {
         if let Err(e) = finished.context("an agent task panicked").and_then(|result| result) {
             cancel.cancel();
             return Err(e);
         }
     }
     Ok(())
+}
+
+/// What the rotation loops share: the node's API client, the API health they report, and the
+/// tasks they run as.
+struct Loops {
+    user: kube::Client,
+    health: ApiHealth,
+    key_algorithm: KeyAlgorithm,
+    cancel: CancellationToken,
+    tasks: JoinSet<Result<()>>,
+}
+
+impl Loops {
+    /// A source of certificates from `signer_name`, with `bootstrap` credentials as the fallback.
+    fn source(&self, signer_name: &'static str, bootstrap: Option<BootstrapCredentials>) -> CsrSource {
+        CsrSource::new(signer_name, self.user.clone(), bootstrap, self.health.clone())
+    }
+
+    /// Starts a rotation loop; returns its status.
+    fn spawn(
+        &mut self,
+        name: &str,
+        purpose: CertificatePurpose,
+        source: CsrSource,
+        sink: StoreSink,
+        templates: watch::Receiver<Option<CertificateTemplate>>,
+        initial: InitialCertificate,
+    ) -> watch::Receiver<RotationStatus> {
+        let config =
+            RotationConfig { key_algorithm: self.key_algorithm, ..RotationConfig::new(name, purpose) };
+        let rotator = Rotator::new(config, source, sink, templates, initial);
+        let status = rotator.status();
+        let stop = self.cancel.clone();
+        self.tasks.spawn(async move {
+            rotator.run(stop).await;
+            Ok(())
+        });
+        status
+    }
 }
 
 /// The serving template for these names; none without an IP address (SPEC SV-3).
@@ -159,10 +189,6 @@ fn follow_serving_addresses(
     if let Err(e) = followed {
         warn!(error = %e, "cannot follow the host's addresses; the serving names stay as they are now");
     }
-}
-
-fn rotation_config(name: &str, purpose: CertificatePurpose, key_algorithm: KeyAlgorithm) -> RotationConfig {
-    RotationConfig { key_algorithm, ..RotationConfig::new(name, purpose) }
 }
 
 fn open_store(cert_dir: &Path, prefix: &str) -> Result<CertificateStore> {
