@@ -69,12 +69,22 @@ pub fn verdict(
 /// Returns `Err` (for the process to exit non-zero) once [`verdict`] says so; `Ok` when
 /// cancelled.
 pub async fn run(live: LiveIdentity, health: ApiHealth, cancel: CancellationToken) -> anyhow::Result<()> {
-    let started = SystemTime::now();
+    watch(live, health, cancel, SystemTime::now).await
+}
+
+/// [`run`] with a wall clock of the caller's (tests run it on tokio's paused time).
+async fn watch(
+    live: LiveIdentity,
+    health: ApiHealth,
+    cancel: CancellationToken,
+    clock: impl Fn() -> SystemTime,
+) -> anyhow::Result<()> {
+    let started = clock();
     let mut swaps = live.subscribe();
     let mut warned = false;
     loop {
         let valid_until = live.current().map(|identity| identity.leaf().not_after);
-        let now = SystemTime::now();
+        let now = clock();
         let healthy = health.is_healthy();
         let wake_at = match verdict(valid_until, started, now, healthy, EXIT_AFTER) {
             Verdict::Exit(since) => {
@@ -139,13 +149,65 @@ mod tests {
         assert_eq!(verdict(None, at(0), at(301), true, EXIT_AFTER), Verdict::Exit(at(0)));
     }
 
+    /// An identity whose certificate expires `valid_for` after `now`.
+    fn identity_until(now: SystemTime, valid_for: Duration) -> kubecert_reload::Identity {
+        let key = kubecert_csr::PrivateKey::generate(kubecert_csr::KeyAlgorithm::EcdsaP256).unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.not_before = (now - Duration::from_secs(60)).into();
+        params.not_after = (now + valid_for).into();
+        let cert = params.self_signed(key.rcgen_key_pair()).unwrap();
+        kubecert_reload::Identity::from_pem(cert.pem().as_bytes(), key.to_pem().as_bytes()).unwrap()
+    }
+
+    /// Runs the watchdog on paused time for at most `limit`; `Some(elapsed)` if it asked to exit.
+    async fn exits_after(live: LiveIdentity, healthy: bool, limit: Duration) -> Option<Duration> {
+        let (base, start) = (SystemTime::now(), tokio::time::Instant::now());
+        let health = ApiHealth::default();
+        health.set(healthy);
+        let clock = move || base + start.elapsed();
+        match tokio::time::timeout(limit, watch(live, health, CancellationToken::new(), clock)).await {
+            Ok(result) => {
+                let message = result.expect_err("the watchdog only returns to exit").to_string();
+                assert!(message.contains("while the API server answers"), "{message}");
+                Some(start.elapsed())
+            }
+            Err(_) => None,
+        }
+    }
+
     #[tokio::test(start_paused = true)]
-    async fn the_watchdog_sleeps_without_a_certificate_problem_and_stops_on_cancel() {
+    async fn exits_five_minutes_after_the_certificate_expires_while_the_api_answers() {
+        let live = LiveIdentity::new(identity_until(SystemTime::now(), Duration::from_secs(30)));
+        let elapsed = exits_after(live, true, Duration::from_secs(3600)).await.expect("an exit");
+        // NotAfter has whole seconds: expiry is 29–30 s away, then five minutes.
+        assert!((Duration::from_secs(328)..=Duration::from_secs(332)).contains(&elapsed), "{elapsed:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn never_exits_while_the_api_is_not_known_to_answer_or_a_new_certificate_arrives() {
+        let expired = LiveIdentity::new(identity_until(SystemTime::now(), Duration::from_secs(30)));
+        assert_eq!(exits_after(expired, false, Duration::from_secs(3600)).await, None);
+
+        let live = LiveIdentity::new(identity_until(SystemTime::now(), Duration::from_secs(30)));
+        let renewer = {
+            let live = live.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_secs(200)).await;
+                live.swap(identity_until(
+                    SystemTime::now() + Duration::from_secs(200),
+                    Duration::from_secs(86400),
+                ));
+            })
+        };
+        assert_eq!(exits_after(live, true, Duration::from_secs(3600)).await, None, "renewed in time");
+        renewer.await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn stops_when_cancelled() {
         let cancel = CancellationToken::new();
         let task = tokio::spawn(run(LiveIdentity::empty(), ApiHealth::default(), cancel.clone()));
-        // No certificate and the API not known healthy: it must not exit, however long.
-        tokio::time::sleep(Duration::from_secs(3600)).await;
-        assert!(!task.is_finished());
+        tokio::time::sleep(Duration::from_secs(60)).await;
         cancel.cancel();
         assert!(task.await.unwrap().is_ok());
     }
