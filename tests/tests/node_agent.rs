@@ -264,6 +264,24 @@ fn bootstraps_with_a_token_then_rotates_with_new_keys_and_serials() {
 }
 
 #[test]
+fn without_rotation_the_agent_bootstraps_and_only_serves_its_endpoint() {
+    let node = Node::new("e2e-norotate");
+    let signer = node.signer(&[], None);
+    signer.create_token(&node.bootstrap_kubeconfig());
+    let mut agent = node.agent(1, &["--rotate-certificates=false", "--log-format", "json"]);
+    poll("bootstrap", Duration::from_secs(60), || {
+        !log_lines(&agent, &["client certificate rotation is off"]).is_empty()
+    });
+    assert!(node.client_pair().is_some());
+    let log = agent.log();
+    assert!(log.lines().all(|l| l.starts_with('{') && l.ends_with('}')), "JSON lines:\n{log}");
+    let metrics = http_get(node.metrics, "/metrics");
+    assert!(metrics.contains("\nkubelet_certificate_manager_client_ttl_seconds "), "{metrics}");
+    assert!(!metrics.contains("kubecert_node_certificate_rotations_total"), "no rotation loop:\n{metrics}");
+    assert_running(&mut agent);
+}
+
+#[test]
 fn sigkill_during_bootstrap_reuses_the_same_node_csr() {
     let Some(kubectl) = kubectl() else { return };
     let node = Node::new("e2e-bootkill");
