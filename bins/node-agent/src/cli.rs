@@ -58,7 +58,7 @@ pub struct Cli {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rotate_server_certificates: Option<bool>,
     /// IP address for the serving certificate; repeat or separate with commas [default: the
-    /// host's addresses other than loopback and link-local].
+    /// host's addresses other than loopback and link-local, followed as they change].
     #[arg(long, value_name = "IP", value_delimiter = ',')]
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub node_ip: Vec<IpAddr>,
