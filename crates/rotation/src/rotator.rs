@@ -463,7 +463,7 @@ impl Core {
         const MESSAGE: &str = "certificate rotation attempt failed";
         macro_rules! report {
             ($level:ident) => {
-                $level!(%error, kind = error.kind(), failures, ?retry_in, MESSAGE)
+                $level!(%error, kind = error.kind(), failures, ?retry_in, "{MESSAGE}")
             };
         }
         if failures.is_power_of_two() {
