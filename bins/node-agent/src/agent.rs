@@ -9,6 +9,7 @@ use kubecert_csr::{
     CertificatePurpose, CertificateTemplate, KeyAlgorithm, SIGNER_KUBE_APISERVER_CLIENT_KUBELET,
     SIGNER_KUBELET_SERVING,
 };
+use kubecert_k8s::CsrSource;
 use kubecert_reload::{Identity, LiveIdentity};
 use kubecert_rotation::{InitialCertificate, RotationConfig, RotationStatus, Rotator, fixed_template};
 use kubecert_store::kubeconfig::BootstrapKubeconfig;
@@ -18,7 +19,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::api::{ApiHealth, BootstrapCredentials, CsrSource, client_for, kubeconfig_identity};
+use crate::api::{ApiHealth, BootstrapCredentials, client_for, kubeconfig_identity};
 use crate::bootstrap::{BootstrapPaths, ensure_client_certificate};
 use crate::config::{AgentConfig, feature_gate_notice};
 use crate::http;
@@ -127,7 +128,11 @@ struct Loops {
 impl Loops {
     /// A source of certificates from `signer_name`, with `bootstrap` credentials as the fallback.
     fn source(&self, signer_name: &'static str, bootstrap: Option<BootstrapCredentials>) -> CsrSource {
-        CsrSource::new(signer_name, self.user.clone(), bootstrap, self.health.clone())
+        let source = CsrSource::new(signer_name, self.user.clone()).with_health(self.health.observer());
+        match bootstrap {
+            Some(credentials) => source.with_bootstrap(move || credentials.connect()),
+            None => source,
+        }
     }
 
     /// Starts a rotation loop; returns its status.

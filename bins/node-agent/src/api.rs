@@ -4,20 +4,13 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::SystemTime;
 
 use anyhow::{Context as _, Result};
-use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
-use kube::Api;
 use kube::config::{KubeConfigOptions, Kubeconfig};
-use kubecert_csr::{CsrName, csr_object};
-use kubecert_k8s::request::{
-    self, Requested, request_certificate, server_healthy_after, wait_for_certificate,
-};
+use kubecert_k8s::source::HealthObserver;
 use kubecert_reload::{DEFAULT_DRAIN_GRACE, Identity, LiveIdentity, kube_client};
-use kubecert_rotation::{CertificateRequest, CertificateSource, ROTATION_WAIT_TIMEOUT};
+use kubecert_rotation::BoxError;
 use kubecert_store::kubeconfig::{BootstrapKubeconfig, PemSource};
-use tracing::info;
 
 /// The kube-rs configuration of a kubeconfig file (server, CA, token, …). Its client
 /// certificate, if any, is ignored by [`client_for`]: TLS identities come from a
@@ -74,6 +67,13 @@ impl BootstrapCredentials {
         };
         client_for(&self.path, identity).await
     }
+
+    /// [`BootstrapCredentials::client`] as a `CsrSource` fallback wants it: owned, with the
+    /// error's whole chain as its message.
+    pub fn connect(&self) -> impl Future<Output = Result<kube::Client, BoxError>> + Send + use<> {
+        let credentials = self.clone();
+        async move { credentials.client().await.map_err(|e| format!("{e:#}").into()) }
+    }
 }
 
 /// Whether the API server answered like an API server the last time we could tell (SPEC M-4,
@@ -92,109 +92,17 @@ impl ApiHealth {
     pub fn is_healthy(&self) -> bool {
         self.0.load(Ordering::Relaxed)
     }
-}
 
-/// Obtains certificates by creating `csr-…` CertificateSigningRequests and waiting for them
-/// (SPEC M-9 b–e, R-1…R-5).
-pub struct CsrSource {
-    signer_name: &'static str,
-    user: kube::Client,
-    bootstrap: Option<BootstrapCredentials>,
-    health: ApiHealth,
-}
-
-impl CsrSource {
-    /// Requests for `signer_name`, authenticated with the node's client certificate (`user`),
-    /// or with `bootstrap` credentials when the node holds no valid certificate (SPEC B-4).
-    pub fn new(
-        signer_name: &'static str,
-        user: kube::Client,
-        bootstrap: Option<BootstrapCredentials>,
-        health: ApiHealth,
-    ) -> Self {
-        Self { signer_name, user, bootstrap, health }
-    }
-
-    async fn client(&self, request: &CertificateRequest) -> Result<kube::Client, kubecert_rotation::Error> {
-        match (&request.current, &self.bootstrap) {
-            (None, Some(bootstrap)) => {
-                info!("no valid certificate is held; requesting with the bootstrap credentials");
-                bootstrap.client().await.map_err(|e| kubecert_rotation::Error::request(format!("{e:#}")))
-            }
-            _ => Ok(self.user.clone()),
-        }
-    }
-}
-
-impl CertificateSource for CsrSource {
-    async fn obtain(&self, request: &CertificateRequest) -> Result<String, kubecert_rotation::Error> {
-        let api: Api<CertificateSigningRequest> = Api::all(self.client(request).await?);
-        let csr = csr_object(CsrName::Generate, self.signer_name, &request.csr_pem, &request.usages, None);
-        let requested = match request_certificate(&api, &csr, SystemTime::now()).await {
-            Ok(requested) => requested,
-            Err(error) => {
-                self.health.set(server_healthy_after(&error));
-                return Err(rotation_error(error));
-            }
-        };
-        self.health.set(true);
-        info!(csr = %requested.name, signer = self.signer_name, "certificate signing request created; waiting for it");
-        let pem =
-            wait_for_certificate(api, &requested, ROTATION_WAIT_TIMEOUT).await.map_err(rotation_error)?;
-        String::from_utf8(pem).map_err(|_| issued_not_utf8(&requested))
-    }
-}
-
-fn issued_not_utf8(requested: &Requested) -> kubecert_rotation::Error {
-    kubecert_rotation::Error::Issued(format!("the certificate of {} is not PEM text", requested.name))
-}
-
-/// The rotation loop's view of a request error: denials and failures keep their reason (the
-/// CSR's name goes into the message), a timeout is a timeout, the rest is a request error.
-pub fn rotation_error(error: request::Error) -> kubecert_rotation::Error {
-    use kubecert_rotation::Error as E;
-    match error {
-        request::Error::Denied { name, reason, message } => {
-            E::Denied { reason, message: format!("{message} (certificate signing request {name})") }
-        }
-        request::Error::Failed { name, reason, message } => {
-            E::Failed { reason, message: format!("{message} (certificate signing request {name})") }
-        }
-        request::Error::Timeout { timeout, .. } => E::TimedOut(timeout),
-        other => E::request(other),
+    /// An observer for `CsrSource::with_health` that records here.
+    pub fn observer(&self) -> HealthObserver {
+        let health = self.clone();
+        Arc::new(move |healthy| health.set(healthy))
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use super::*;
-
-    #[test]
-    fn denials_keep_their_reason_and_name_the_request() {
-        let denied = rotation_error(request::Error::Denied {
-            name: "csr-abcde".into(),
-            reason: "SANNotAllowed".into(),
-            message: "DNS name x.example is not allowed".into(),
-        });
-        assert_eq!(denied.kind(), "denied");
-        assert_eq!(
-            denied.to_string(),
-            "certificate request denied (SANNotAllowed): DNS name x.example is not allowed \
-             (certificate signing request csr-abcde)"
-        );
-        let failed = rotation_error(request::Error::Failed {
-            name: "n".into(),
-            reason: "R".into(),
-            message: "m".into(),
-        });
-        assert_eq!(failed.kind(), "failed");
-        let timeout =
-            rotation_error(request::Error::Timeout { name: "n".into(), timeout: Duration::from_secs(9) });
-        assert!(matches!(timeout, kubecert_rotation::Error::TimedOut(d) if d == Duration::from_secs(9)));
-        assert_eq!(rotation_error(request::Error::Deleted("n".into())).kind(), "request");
-    }
 
     #[test]
     fn api_health_starts_unknown() {

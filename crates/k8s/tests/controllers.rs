@@ -1,7 +1,8 @@
-//! The controllers and the node-side request/wait against the embedded API (in memory, through
-//! kube-rs exactly as against a real cluster).
+//! The controllers, the node-side request/wait and the rotation loop's [`CsrSource`] against the
+//! embedded API (in memory, through kube-rs exactly as against a real cluster).
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
@@ -19,7 +20,8 @@ use kubecert_csr::{
 use kubecert_k8s::controllers::{
     LeaderElection, SignerMetrics, clean_once, run_approver, run_signer, run_when_leader,
 };
-use kubecert_k8s::request;
+use kubecert_k8s::{CsrSource, request};
+use kubecert_rotation::{CertificateRequest, CertificateSource as _};
 use tokio_util::sync::CancellationToken;
 
 struct Cluster {
@@ -264,4 +266,86 @@ async fn wait_until(mut condition: impl FnMut() -> bool) {
     })
     .await
     .expect("condition not met within 20 s");
+}
+
+/// A rotation's request for node `node`'s client certificate, with a new key.
+fn rotation_request(node: &str, current: Option<kubecert_csr::Certificate>) -> CertificateRequest {
+    let template = CertificateTemplate::node_client(node);
+    let key = PrivateKey::generate(KeyAlgorithm::EcdsaP256).unwrap();
+    let csr_pem = build_csr_pem(&template, &key).unwrap();
+    let usages = usages_for(KeyAlgorithm::EcdsaP256, CertificatePurpose::Client);
+    CertificateRequest { template, key, csr_pem, usages, current }
+}
+
+/// Records what a [`CsrSource`] reports about the API's health.
+fn health_log() -> (Arc<Mutex<Vec<bool>>>, kubecert_k8s::source::HealthObserver) {
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let observer = {
+        let log = log.clone();
+        Arc::new(move |healthy| log.lock().unwrap().push(healthy))
+    };
+    (log, observer)
+}
+
+#[tokio::test]
+async fn csr_source_bootstraps_then_renews_with_the_certificate_it_holds() {
+    let cluster = Cluster::new();
+    let _metrics = cluster.start_controllers(PolicyConfig::default());
+    let bootstrapper = cluster.client("system:bootstrap:abcdef", &["system:bootstrappers"]);
+    let connects = Arc::new(AtomicUsize::new(0));
+    let (health, observer) = health_log();
+    let source = CsrSource::new(
+        SIGNER_KUBE_APISERVER_CLIENT_KUBELET,
+        cluster.client("system:node:n1", &["system:nodes"]),
+    )
+    .with_health(observer)
+    .with_bootstrap({
+        let connects = connects.clone();
+        move || {
+            connects.fetch_add(1, Ordering::Relaxed);
+            std::future::ready(Ok(bootstrapper.clone()))
+        }
+    });
+
+    let first = source.obtain(&rotation_request("n1", None)).await.unwrap();
+    let first = parse_certificates_pem(first.as_bytes()).unwrap().remove(0);
+    assert_eq!(connects.load(Ordering::Relaxed), 1, "no certificate held: the bootstrap client asks");
+    let second = source.obtain(&rotation_request("n1", Some(first.clone()))).await.unwrap();
+    let second = parse_certificates_pem(second.as_bytes()).unwrap().remove(0);
+    assert_eq!(connects.load(Ordering::Relaxed), 1, "a held certificate: the node's own client asks");
+    assert_ne!(first.serial_hex, second.serial_hex);
+    assert_eq!(*health.lock().unwrap(), [true, true]);
+
+    let all = Api::<CertificateSigningRequest>::all(cluster.controller_client());
+    let mut requestors: Vec<(String, Option<String>)> = all
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .map(|csr| (csr.metadata.name.unwrap_or_default(), csr.spec.username))
+        .collect();
+    requestors.sort_by_key(|(_, user)| user.clone());
+    assert!(requestors.iter().all(|(name, _)| name.starts_with("csr-")), "{requestors:?}");
+    let users: Vec<_> = requestors.into_iter().filter_map(|(_, user)| user).collect();
+    assert_eq!(users, ["system:bootstrap:abcdef", "system:node:n1"]);
+}
+
+#[tokio::test]
+async fn csr_source_failures_are_request_errors_and_report_the_api_health() {
+    let cluster = Cluster::new();
+    let (health, observer) = health_log();
+    // Someone without the right to create CSRs: the API server answers 403, so it is healthy.
+    let stranger = cluster.client("stranger", &[]);
+    let source = CsrSource::new(SIGNER_KUBE_APISERVER_CLIENT_KUBELET, stranger.clone()).with_health(observer);
+    let err = source.obtain(&rotation_request("n1", None)).await.unwrap_err();
+    assert_eq!(err.kind(), "request", "{err}");
+    assert!(err.to_string().contains("cannot create certificate signing request"), "{err}");
+    assert_eq!(*health.lock().unwrap(), [true]);
+
+    // Bootstrap credentials that cannot be had fail the attempt with their message.
+    let source = CsrSource::new(SIGNER_KUBE_APISERVER_CLIENT_KUBELET, stranger)
+        .with_bootstrap(|| std::future::ready(Err("bootstrap kubeconfig /x is missing".into())));
+    let err = source.obtain(&rotation_request("n1", None)).await.unwrap_err();
+    assert_eq!(err.to_string(), "certificate request: bootstrap kubeconfig /x is missing");
 }
