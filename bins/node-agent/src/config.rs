@@ -22,33 +22,36 @@ pub const DEFAULT_METRICS_ADDR: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr
 /// Prefix of the environment variables.
 pub const ENV_PREFIX: &str = "KUBECERT_NODE_";
 
-/// Everything the agent can be told, with its default.
+/// Everything the agent can be told; the defaults are in `Default` below. (These doc comments are
+/// the descriptions in docs/configuration/node-agent.md.)
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AgentConfig {
-    /// Kubeconfig with bootstrap credentials (none).
+    /// Kubeconfig with bootstrap credentials (a bootstrap token), used when `kubeconfig` holds no
+    /// valid client certificate.
     pub bootstrap_kubeconfig: Option<PathBuf>,
-    /// The node's kubeconfig ([`DEFAULT_KUBECONFIG`]).
+    /// The node's kubeconfig, written after bootstrap.
     pub kubeconfig: PathBuf,
-    /// Certificate directory ([`DEFAULT_CERT_DIR`]).
+    /// Directory of the certificate and key files.
     pub cert_dir: PathBuf,
-    /// Node name (the host name, lowercased).
+    /// Node name; unset: the host name, lowercased.
     pub node_name: Option<String>,
-    /// Rotate the client certificate (true).
+    /// Rotate the client certificate before it expires.
     pub rotate_certificates: bool,
-    /// Request and rotate a serving certificate (false).
+    /// Request and rotate a serving certificate.
     pub rotate_server_certificates: bool,
-    /// Serving certificate IP addresses (the host's non-loopback, non-link-local addresses).
+    /// Serving certificate IP addresses; empty: the host's addresses other than loopback and
+    /// link-local, followed as they change.
     pub node_ip: Vec<IpAddr>,
-    /// Serving certificate DNS names (the host name).
+    /// Serving certificate DNS names; empty: the host name.
     pub node_dns: Vec<String>,
-    /// Address of /metrics and /healthz ([`DEFAULT_METRICS_ADDR`]).
+    /// Address of /metrics and /healthz.
     pub metrics_addr: SocketAddr,
     /// `text` or `json`.
     pub log_format: LogFormat,
-    /// Key type generated for rotations (`ecdsa-p256`).
+    /// Key type generated for rotations.
     pub key_algorithm: KeyAlgorithmName,
-    /// Kubelet feature gates, accepted for compatibility.
+    /// Kubelet feature gates (a table of name = bool), accepted for compatibility.
     pub feature_gates: BTreeMap<String, bool>,
 }
 
@@ -232,6 +235,37 @@ mod tests {
         let (dns, ips) = config.serving_names().unwrap();
         assert!(dns.is_empty());
         assert_eq!(ips, ["127.0.0.1".parse::<IpAddr>().unwrap()]);
+    }
+
+    /// docs/configuration/node-agent.md: every command and flag, every key with its default.
+    #[test]
+    fn generated_docs_configuration() {
+        use clap::CommandFactory as _;
+
+        use crate::docgen::{self, Layering};
+
+        let keys = docgen::keys(include_str!("config.rs"), "pub struct AgentConfig", &AgentConfig::default());
+        let layering =
+            Layering { commands: &["node-agent"], env_prefix: ENV_PREFIX, keys: &keys, nested: &[] };
+        let doc = format!(
+            "{}# node-agent configuration\n\n{}",
+            docgen::header("node-agent"),
+            docgen::configuration(Cli::command(), &layering),
+        );
+        docgen::check_or_bless("node-agent", "docs/configuration/node-agent.md", &doc);
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment::Jail's closure returns figment's Error.
+    fn docs_configuration_example_loads() {
+        let example =
+            crate::docgen::toml_example(include_str!("../../../docs/configuration.md"), "node-agent.toml");
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("node-agent.toml", example)?;
+            let config = load_from(&["node-agent", "--config", "node-agent.toml"]).unwrap();
+            assert!(config.rotate_server_certificates && !config.feature_gates.is_empty());
+            Ok(())
+        });
     }
 
     #[test]

@@ -19,6 +19,10 @@ mod api;
 mod bootstrap;
 mod cli;
 mod config;
+// Shared with the signer, whose package holds it: both binaries generate docs/ the same way.
+#[cfg(test)]
+#[path = "../../signer/src/docgen.rs"]
+mod docgen;
 mod http;
 mod metrics;
 mod sink;

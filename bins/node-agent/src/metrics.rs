@@ -289,7 +289,7 @@ pub fn encode(registry: &Registry) -> Result<String, std::fmt::Error> {
 mod tests {
     use std::time::Duration;
 
-    use kubecert_rotation::Phase;
+    use kubecert_rotation::{Deadline, DeadlineReason, Phase};
 
     use super::*;
 
@@ -314,6 +314,24 @@ mod tests {
             rotations: 2,
             last_replaced_age: Some(Duration::from_secs(50)),
         }
+    }
+
+    /// docs/metrics/node-agent.md: every series, as exposed once both certificates rotate.
+    #[test]
+    fn generated_docs_metrics() {
+        let now = SystemTime::now();
+        let metrics = Metrics::new(LiveIdentity::empty(), LiveIdentity::empty());
+        for which in [Which::Client, Which::Server] {
+            let deadline = Some(Deadline { at: now, reason: DeadlineReason::Scheduled });
+            let (_, rx) = watch::channel(RotationStatus { deadline, ..status(now) });
+            metrics.track(which, rx);
+        }
+        let doc = format!(
+            "{}# node-agent metrics\n\nServed at `/metrics` on `--metrics-addr`.\n\n{}",
+            crate::docgen::header("node-agent"),
+            crate::docgen::metrics(&scrape(&metrics)),
+        );
+        crate::docgen::check_or_bless("node-agent", "docs/metrics/node-agent.md", &doc);
     }
 
     fn scrape(metrics: &Metrics) -> String {

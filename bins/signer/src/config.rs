@@ -14,19 +14,24 @@ use serde::{Deserialize, Serialize};
 
 use crate::cli::{CommonArgs, LogFormat};
 
-/// Everything `serve` and `controller` can be told, with its default.
+/// Prefix of the environment variables.
+pub const ENV_PREFIX: &str = "KUBECERT_SIGNER_";
+
+/// Everything `serve` and `controller` can be told; the defaults are in `Default` below.
+/// (These doc comments are the descriptions in docs/configuration/signer.md.)
 #[derive(Debug, Deserialize)]
+#[cfg_attr(test, derive(Serialize))] // docs/configuration/signer.md shows the serialized defaults.
 #[serde(default, deny_unknown_fields)]
 pub struct SignerConfig {
     /// `serve`: state, CA and admin.kubeconfig.
     pub data_dir: Option<PathBuf>,
-    /// `serve`: HTTPS address of the API (127.0.0.1:6443).
+    /// `serve`: HTTPS address of the API.
     pub listen: SocketAddr,
-    /// Lifetime of issued certificates (8760h).
+    /// Lifetime of issued certificates, and the most a request may ask for (Go duration).
     pub cluster_signing_duration: String,
-    /// NotBefore backdate (5m).
+    /// How far NotBefore lies before the signing time (Go duration).
     pub backdate: String,
-    /// Metrics and /healthz address (none).
+    /// Address of the plain-HTTP metrics and /healthz endpoint (none when unset).
     pub metrics_addr: Option<SocketAddr>,
     /// `text` or `json`.
     pub log_format: LogFormat,
@@ -41,23 +46,25 @@ pub struct SignerConfig {
     pub signer_cas: BTreeMap<String, CaFiles>,
     /// `controller`: hold a Lease while working.
     pub leader_elect: bool,
-    /// Namespace of the Lease (kube-system).
+    /// `controller`: namespace of the Lease.
     pub lease_namespace: String,
-    /// Name of the Lease (kubecert-signer).
+    /// `controller`: name of the Lease.
     pub lease_name: String,
-    /// How long a Lease stays valid without renewal: how long a dead leader blocks the others
-    /// (15s, as kube-controller-manager). The leader renews when a third of it is left.
+    /// `controller`: how long a Lease stays valid without renewal, i.e. how long a dead leader
+    /// blocks the others (as kube-controller-manager's). The leader renews when a third of it is left.
     pub lease_duration: String,
-    /// Cleaner period (1h, as upstream).
+    /// How often the cleaner runs (as upstream's).
     pub cleaner_interval: String,
-    /// How often CA files are checked for changes (10s).
+    /// How often CA files are checked for changes.
     pub ca_reload_interval: String,
     /// Approval policy per signer name (see kubecert-authority's `PolicyConfig`).
+    #[cfg_attr(test, serde(skip_serializing))] // Not Serialize; documented field by field.
     pub policy: PolicyConfig,
 }
 
 /// A CA's certificate and key files.
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[cfg_attr(test, derive(Serialize))]
 #[serde(deny_unknown_fields)]
 pub struct CaFiles {
     /// Certificate (exactly one).
@@ -98,7 +105,7 @@ pub fn load(common: &CommonArgs, flags: &impl Serialize) -> Result<SignerConfig>
         figment = figment.merge(Toml::file_exact(path));
     }
     figment
-        .merge(Env::prefixed("KUBECERT_SIGNER_").split("__"))
+        .merge(Env::prefixed(ENV_PREFIX).split("__"))
         .merge(Serialized::defaults(flags))
         .extract::<SignerConfig>()
         .map_err(|e| anyhow::anyhow!("configuration: {e}"))
@@ -210,6 +217,67 @@ mod tests {
             let args = serve_args(&["signer", "serve", "--config", "bad.toml"]);
             let err = load(&args.common, &args).unwrap_err().to_string();
             assert!(err.contains("cluster_signing_duraton"), "{err}");
+            Ok(())
+        });
+    }
+
+    /// docs/configuration/signer.md: every command and flag, every key with its default, the
+    /// nested tables.
+    #[test]
+    fn generated_docs_configuration() {
+        use clap::CommandFactory as _;
+        use kubecert_authority::POLICY_SIGNERS;
+
+        use crate::docgen::{self, Layering, Nested};
+
+        let keys =
+            docgen::keys(include_str!("config.rs"), "pub struct SignerConfig", &SignerConfig::default());
+        let signers: Vec<String> = POLICY_SIGNERS.iter().map(|s| format!("`{s}`")).collect();
+        let nested = [
+            Nested {
+                table: "signer_cas.\"<signer name>\"".into(),
+                intro: "One CA per signer name, instead of `ca_cert` and `ca_key`.".into(),
+                members: docgen::member_docs(include_str!("config.rs"), "pub struct CaFiles"),
+            },
+            Nested {
+                table: "policy.signers.\"<signer name>\"".into(),
+                intro: format!(
+                    "The approval policy of each signer name: {}. A signer left out, or a key left out, \
+                     keeps its default (in parentheses below; kubecert-authority's `SignerPolicy`).",
+                    signers.join(", ")
+                ),
+                members: docgen::member_docs(
+                    include_str!("../../../crates/authority/src/config.rs"),
+                    "pub struct SignerPolicy",
+                ),
+            },
+        ];
+        let layering = Layering {
+            commands: &["signer serve", "signer controller"],
+            env_prefix: ENV_PREFIX,
+            keys: &keys,
+            nested: &nested,
+        };
+        let doc = format!(
+            "{}# signer configuration\n\n{}",
+            docgen::header("signer"),
+            docgen::configuration(Cli::command(), &layering),
+        );
+        docgen::check_or_bless("signer", "docs/configuration/signer.md", &doc);
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment::Jail's closure returns figment's Error.
+    fn docs_configuration_example_loads() {
+        let example =
+            crate::docgen::toml_example(include_str!("../../../docs/configuration.md"), "signer.toml");
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("signer.toml", example)?;
+            let args = serve_args(&["signer", "serve", "--config", "signer.toml"]);
+            let config = load(&args.common, &args).unwrap();
+            assert!(config.metrics_addr.is_some() && config.ca_files().unwrap().is_some());
+            config.issuance().unwrap();
+            kubecert_authority::Policy::new(config.policy).unwrap();
             Ok(())
         });
     }

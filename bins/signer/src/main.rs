@@ -11,6 +11,9 @@
 mod cli;
 mod config;
 mod controller;
+#[cfg(test)]
+mod docgen;
+mod metrics;
 mod pki;
 mod run;
 mod serve;
@@ -21,7 +24,6 @@ use std::process::ExitCode;
 use anyhow::Result;
 use clap::Parser as _;
 use kubecert_k8s::controllers::SignerMetrics;
-use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::{Cli, Command, LogFormat, TokenCommand};
@@ -69,8 +71,7 @@ async fn run(cli: Cli) -> Result<()> {
     run::cancel_on_signals(shutdown.clone())?;
     let metrics = SignerMetrics::default();
     if let Some(addr) = config.metrics_addr {
-        let mut registry = Registry::with_prefix("kubecert_signer");
-        metrics.register(&mut registry);
+        let registry = metrics::registry(&metrics);
         let stop = shutdown.clone();
         tokio::spawn(async move {
             if let Err(e) = run::serve_metrics(addr, registry, stop.clone()).await {
