@@ -16,6 +16,8 @@
 //!
 //! It does not decide when to rotate, write certificate files, or build CSRs: that is
 //! `kubecert-rotation`, `kubecert-store` and `kubecert-csr`, wired together by the node agent.
+//!
+//! See `examples/src/bin/mtls-client.rs` in the repository for another agent reusing these crates.
 
 mod client;
 mod connector;

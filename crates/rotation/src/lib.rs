@@ -14,6 +14,9 @@
 //! source (CSR create and wait), the sink (store commit, identity swap, connection drain) and the
 //! metrics over the status. Loading the certificate in use at start-up (store or bootstrap data)
 //! is also the caller's job; the result is passed in as an [`InitialCertificate`].
+//!
+//! `kubecert-k8s`'s `CsrSource` is a ready source over the Kubernetes API; see
+//! `examples/src/bin/mtls-client.rs` in the repository for another agent reusing these crates.
 
 mod error;
 mod rotator;
