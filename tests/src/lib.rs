@@ -4,6 +4,10 @@
 //! crypto provider, the README's quick start). This library holds what the end-to-end tests of
 //! the built binaries share: finding the binaries, running `signer serve` in a temporary data
 //! directory, and finding the real `kubectl` (mandatory when `KUBECERT_REQUIRE_KUBECTL=1`).
+//! The system benchmarks in `benches/` (the bootstrap storm and the agent's idle footprint, run
+//! by `cargo xtask bench`) use the same helpers plus [`bench`].
+
+pub mod bench;
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -20,7 +24,8 @@ pub fn workspace_root() -> PathBuf {
 ///
 /// `cargo test --workspace` builds every binary whose package has integration tests before any
 /// test runs, next to the test executables' `deps/` directory; that build is used. When it is
-/// missing (e.g. `cargo test -p kubecert-tests` alone), the binary is built once with cargo.
+/// missing (e.g. `cargo test -p kubecert-tests` alone), the binary is built once with cargo, in
+/// the profile of the running executable (release for benchmarks).
 pub fn binary(name: &str) -> PathBuf {
     static BUILD: Mutex<()> = Mutex::new(());
     let exe = std::env::current_exe().expect("the test executable's path");
@@ -29,8 +34,10 @@ pub fn binary(name: &str) -> PathBuf {
     let _one_build_at_a_time = BUILD.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     if !path.is_file() {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let release = profile_dir.file_name().is_some_and(|dir| dir == "release");
         let status = Command::new(cargo)
             .args(["build", "-p", name])
+            .args(release.then_some("--release"))
             .current_dir(workspace_root())
             .status()
             .expect("run cargo build");

@@ -19,10 +19,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{Context as _, Result, bail};
 use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
 use kube::Api;
-use kubecert_csr::{
-    CertificatePurpose, CertificateTemplate, CsrName, PrivateKey, SIGNER_KUBE_APISERVER_CLIENT_KUBELET,
-    bootstrap_csr_name, build_csr_pem, csr_object, usages_for,
-};
+use kubecert_csr::{CertificateTemplate, PrivateKey, node_bootstrap_csr};
 use kubecert_k8s::request::{self, request_certificate, wait_for_certificate};
 use kubecert_rotation::{BOOTSTRAP_WAIT_TIMEOUT, retry_delay};
 use kubecert_store::kubeconfig::{
@@ -132,7 +129,8 @@ async fn request_until_issued(
     let mut fresh_key = false;
     loop {
         let key = bootstrap_key(store, cert_dir, fresh_key)?;
-        let csr = bootstrap_csr(&key, node_name)?;
+        let csr =
+            node_bootstrap_csr(&key, node_name).context("building the bootstrap certificate request")?;
         let error = match request_and_wait(&api, &csr, deadline).await {
             Ok(chain) => {
                 let store = store.clone();
@@ -191,16 +189,6 @@ fn bootstrap_key(store: &CertificateStore, cert_dir: &Path, fresh: bool) -> Resu
     Ok(pending.key)
 }
 
-/// The bootstrap CSR for `key`: `node-csr-<digest>`, signer kube-apiserver-client-kubelet.
-fn bootstrap_csr(key: &PrivateKey, node_name: &str) -> Result<CertificateSigningRequest> {
-    let template = CertificateTemplate::node_client(node_name);
-    let usages = usages_for(key.algorithm(), CertificatePurpose::Client);
-    let pem = build_csr_pem(&template, key).context("building the bootstrap certificate request")?;
-    let name =
-        bootstrap_csr_name(key.public_key_der(), &template.common_name, &template.organizations, &usages);
-    Ok(csr_object(CsrName::Fixed(name), SIGNER_KUBE_APISERVER_CLIENT_KUBELET, &pem, &usages, None))
-}
-
 /// Creates `csr` (or finds our own earlier submission) and waits for it until `deadline`.
 async fn request_and_wait(
     api: &Api<CertificateSigningRequest>,
@@ -227,27 +215,7 @@ fn jitter() -> f64 {
 
 #[cfg(test)]
 mod tests {
-    use kubecert_csr::{KeyAlgorithm, parse_csr_pem};
-
     use super::*;
-
-    #[test]
-    fn the_bootstrap_csr_is_named_by_its_key_and_asks_for_a_node_client_certificate() {
-        let key = PrivateKey::generate(KeyAlgorithm::EcdsaP256).unwrap();
-        let csr = bootstrap_csr(&key, "worker-1").unwrap();
-        let name = csr.metadata.name.clone().unwrap();
-        assert!(name.starts_with("node-csr-") && name.len() == 52, "{name}");
-        assert_eq!(csr.spec.signer_name, SIGNER_KUBE_APISERVER_CLIENT_KUBELET);
-        assert_eq!(csr.spec.usages.as_deref().unwrap(), ["digital signature", "client auth"]);
-        assert_eq!(csr.spec.expiration_seconds, None);
-        let info = parse_csr_pem(&csr.spec.request.0).unwrap();
-        assert_eq!(info.subject.common_name.as_deref(), Some("system:node:worker-1"));
-        assert_eq!(info.subject.organizations, ["system:nodes"]);
-        // Same key, same name: a restarted agent finds its request again.
-        assert_eq!(bootstrap_csr(&key, "worker-1").unwrap().metadata.name.unwrap(), name);
-        let other = PrivateKey::generate(KeyAlgorithm::EcdsaP256).unwrap();
-        assert_ne!(bootstrap_csr(&other, "worker-1").unwrap().metadata.name.unwrap(), name);
-    }
 
     #[test]
     fn the_pending_key_survives_until_a_fresh_one_is_asked_for() {

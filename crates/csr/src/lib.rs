@@ -31,7 +31,7 @@ pub use inspect::{
 };
 pub use keys::{KeyAlgorithm, PrivateKey};
 pub use name::bootstrap_csr_name;
-pub use object::{CsrName, GENERATE_NAME_PREFIX, csr_object};
+pub use object::{CsrName, GENERATE_NAME_PREFIX, csr_object, node_bootstrap_csr};
 pub use template::{CertificateTemplate, build_csr_pem};
 pub use usage::{
     CertificatePurpose, KeyUsage, NODE_GROUP, NODE_USER_PREFIX, SIGNER_KUBE_APISERVER_CLIENT,

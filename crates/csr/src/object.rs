@@ -4,7 +4,10 @@ use k8s_openapi::ByteString;
 use k8s_openapi::api::certificates::v1::{CertificateSigningRequest, CertificateSigningRequestSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
-use crate::KeyUsage;
+use crate::{
+    CertificatePurpose, CertificateTemplate, Error, KeyUsage, PrivateKey,
+    SIGNER_KUBE_APISERVER_CLIENT_KUBELET, bootstrap_csr_name, build_csr_pem, usages_for,
+};
 
 /// `metadata.generateName` of CSRs without a fixed name; the server appends five characters.
 pub const GENERATE_NAME_PREFIX: &str = "csr-";
@@ -46,10 +49,41 @@ pub fn csr_object(
     }
 }
 
+/// The CSR a node submits when it bootstraps its client certificate with `key`: subject
+/// `system:node:<node_name>` in `system:nodes`, signer `kube-apiserver-client-kubelet`, the
+/// usages of the key type, and the fixed name `node-csr-<digest>` (SPEC B-13) so that a node
+/// restarted mid-bootstrap finds its own request again.
+pub fn node_bootstrap_csr(key: &PrivateKey, node_name: &str) -> Result<CertificateSigningRequest, Error> {
+    let template = CertificateTemplate::node_client(node_name);
+    let usages = usages_for(key.algorithm(), CertificatePurpose::Client);
+    let pem = build_csr_pem(&template, key)?;
+    let name =
+        bootstrap_csr_name(key.public_key_der(), &template.common_name, &template.organizations, &usages);
+    Ok(csr_object(CsrName::Fixed(name), SIGNER_KUBE_APISERVER_CLIENT_KUBELET, &pem, &usages, None))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::SIGNER_KUBE_APISERVER_CLIENT_KUBELET;
+    use crate::{KeyAlgorithm, parse_csr_pem};
+
+    #[test]
+    fn the_bootstrap_csr_is_named_by_its_key_and_asks_for_a_node_client_certificate() {
+        let key = PrivateKey::generate(KeyAlgorithm::EcdsaP256).unwrap();
+        let csr = node_bootstrap_csr(&key, "worker-1").unwrap();
+        let name = csr.metadata.name.clone().unwrap();
+        assert!(name.starts_with("node-csr-") && name.len() == 52, "{name}");
+        assert_eq!(csr.spec.signer_name, SIGNER_KUBE_APISERVER_CLIENT_KUBELET);
+        assert_eq!(csr.spec.usages.as_deref().unwrap(), ["digital signature", "client auth"]);
+        assert_eq!(csr.spec.expiration_seconds, None);
+        let info = parse_csr_pem(&csr.spec.request.0).unwrap();
+        assert_eq!(info.subject.common_name.as_deref(), Some("system:node:worker-1"));
+        assert_eq!(info.subject.organizations, ["system:nodes"]);
+        // Same key, same name: a restarted agent finds its request again.
+        assert_eq!(node_bootstrap_csr(&key, "worker-1").unwrap().metadata.name.unwrap(), name);
+        let other = PrivateKey::generate(KeyAlgorithm::EcdsaP256).unwrap();
+        assert_ne!(node_bootstrap_csr(&other, "worker-1").unwrap().metadata.name.unwrap(), name);
+    }
 
     #[test]
     fn fixed_and_generated_names() {

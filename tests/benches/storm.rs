@@ -1,0 +1,138 @@
+//! `cargo xtask bench` section 2, the bootstrap storm: N simulated node agents bootstrap at
+//! once against `signer serve` running in another process. Each does what a node agent does
+//! when it first starts, over real TLS and HTTP: authenticate with the bootstrap token, create
+//! its `node-csr-…` request, list and watch it until it is approved and issued, and check the
+//! certificate it gets. Keys and requests are made before the clock starts, so the client's
+//! own cryptography does not count against the server.
+//!
+//! `cargo bench -p kubecert-tests --bench storm -- [--storm 5000] [--json PATH]`
+
+use std::path::Path;
+use std::time::{Duration, Instant, SystemTime};
+
+use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Api, Client};
+use kubecert_csr::{KeyAlgorithm, PrivateKey, node_bootstrap_csr, parse_certificates_pem};
+use kubecert_k8s::request::{request_certificate, wait_for_certificate};
+use kubecert_tests::SignerServe;
+use kubecert_tests::bench::{BenchArgs, cpu_time, millis, percentile, proc_status};
+use serde_json::json;
+use tokio::task::JoinSet;
+
+/// How long one agent waits for its certificate before it counts as failed.
+const AGENT_TIMEOUT: Duration = Duration::from_secs(600);
+
+fn main() -> Result<(), String> {
+    let args = BenchArgs::from_env();
+    let agents: usize = args.get("storm", 5000)?;
+    if agents == 0 {
+        return Err("--storm must be at least 1".into());
+    }
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let dir = tempfile::tempdir().map_err(|e| format!("creating a temporary directory: {e}"))?;
+    let signer = SignerServe::start(&dir.path().join("signer"), &[]);
+    let bootstrap = dir.path().join("bootstrap.kubeconfig");
+    signer.create_token(&bootstrap);
+    let server = signer.process.id();
+
+    let requests = (0..agents)
+        .map(|i| {
+            let key = PrivateKey::generate(KeyAlgorithm::EcdsaP256).map_err(|e| e.to_string())?;
+            node_bootstrap_csr(&key, &format!("storm-{i}")).map_err(|e| e.to_string())
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("starting the tokio runtime: {e}"))?;
+    let cpu_before = cpu_time(server).unwrap_or_default();
+    let storm = runtime.block_on(storm(&bootstrap, requests))?;
+    let server_cpu = cpu_time(server).unwrap_or_default().saturating_sub(cpu_before);
+    let peak_rss = proc_status(server, "VmHWM").ok_or("signer serve exited during the storm")?;
+
+    let Storm { mut latencies, total, failures } = storm;
+    let issued = latencies.len();
+    let (p50, p99) = (percentile(&mut latencies, 0.5), percentile(&mut latencies, 0.99));
+    let rate = issued as f64 / total.as_secs_f64();
+    println!(
+        "storm: {issued}/{agents} issued in {:.1} s ({rate:.0} CSRs/s), latency p50 {:.0} ms p99 {:.0} ms, \
+         server peak RSS {} MiB, server CPU {:.1} s",
+        total.as_secs_f64(),
+        millis(p50),
+        millis(p99),
+        peak_rss / 1024,
+        server_cpu.as_secs_f64()
+    );
+    args.write_report(&json!({
+        "agents": agents,
+        "issued": issued,
+        "failed": failures.len(),
+        "seconds_until_all_issued": total.as_secs_f64(),
+        "csrs_per_second": rate,
+        "latency_ms_p50": millis(p50),
+        "latency_ms_p99": millis(p99),
+        "server_peak_rss_kib": peak_rss,
+        "server_cpu_seconds": server_cpu.as_secs_f64(),
+        "note": "signer serve (release) in its own process on the same 2 cores as the agents; each \
+                 agent has its own TLS connection, token auth, create + list/watch until issued; \
+                 latency from the agent's start to its certificate",
+    }))?;
+    match failures.first() {
+        Some(first) => Err(format!("{} of {agents} agents failed; the first: {first}", failures.len())),
+        None => Ok(()),
+    }
+}
+
+struct Storm {
+    latencies: Vec<Duration>,
+    total: Duration,
+    failures: Vec<String>,
+}
+
+/// Starts every agent at once and waits for all of them.
+async fn storm(bootstrap: &Path, requests: Vec<CertificateSigningRequest>) -> Result<Storm, String> {
+    let kubeconfig = Kubeconfig::read_from(bootstrap).map_err(|e| format!("{}: {e}", bootstrap.display()))?;
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .map_err(|e| format!("{}: {e}", bootstrap.display()))?;
+    let start = Instant::now();
+    let mut agents = JoinSet::new();
+    for (i, csr) in requests.into_iter().enumerate() {
+        let config = config.clone();
+        agents.spawn(async move {
+            let started = Instant::now();
+            bootstrap_one(config, &csr, i).await.map(|()| started.elapsed())
+        });
+    }
+    let (mut latencies, mut failures) = (Vec::new(), Vec::new());
+    while let Some(joined) = agents.join_next().await {
+        match joined.map_err(|e| e.to_string()).and_then(|outcome| outcome) {
+            Ok(latency) => latencies.push(latency),
+            Err(e) => failures.push(e),
+        }
+    }
+    Ok(Storm { latencies, total: start.elapsed(), failures })
+}
+
+/// One agent: its own client (own connection), create, wait, check the certificate's subject.
+async fn bootstrap_one(
+    config: kube::Config,
+    csr: &CertificateSigningRequest,
+    i: usize,
+) -> Result<(), String> {
+    let client = Client::try_from(config).map_err(|e| format!("agent {i}: building a client: {e}"))?;
+    let api: Api<CertificateSigningRequest> = Api::all(client);
+    let requested = request_certificate(&api, csr, SystemTime::now())
+        .await
+        .map_err(|e| format!("agent {i}: creating its CSR: {e}"))?;
+    let pem = wait_for_certificate(api, &requested, AGENT_TIMEOUT)
+        .await
+        .map_err(|e| format!("agent {i}: waiting for {}: {e}", requested.name))?;
+    let chain = parse_certificates_pem(&pem).map_err(|e| format!("agent {i}: the certificate: {e}"))?;
+    let expected = format!("system:node:storm-{i}");
+    match chain.first().and_then(|leaf| leaf.subject.common_name.as_deref()) {
+        Some(cn) if cn == expected => Ok(()),
+        other => Err(format!("agent {i}: issued for {other:?}, expected {expected}")),
+    }
+}

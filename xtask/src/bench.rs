@@ -1,0 +1,264 @@
+//! `cargo xtask bench [--storm N] [--json PATH]`: every benchmark of the workspace, one report.
+//!
+//! The benchmark programs are built once, in release, together with both binaries, and run
+//! directly (not through `cargo bench` per section, which would resolve features again):
+//!
+//! 1. sign path (`crates/authority/benches/sign_path.rs`, criterion): approve + issue on one
+//!    core against raw ring P-256 verify + sign;
+//! 2. storm (`tests/benches/storm.rs`): N agents bootstrapping at once against `signer serve`;
+//! 3. footprint (`tests/benches/footprint.rs`): an idle node agent's memory and wakeups;
+//! 4. reload (`crates/reload/benches/reload.rs`): identity swap and file switch latencies.
+//!
+//! Each section writes its own JSON; the report (`target/bench/report.json` by default) holds
+//! them all under their section names, and a summary table ends the run. Every figure that has a
+//! baseline measured in the same run is shown with it and the ratio: machines are shared and
+//! noisy, and absolute numbers travel badly.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, Result, bail};
+use serde_json::{Value, json};
+
+use crate::{cargo, workspace_root};
+
+/// `--storm`, `--json`.
+pub struct Options {
+    storm: usize,
+    json: PathBuf,
+}
+
+impl Options {
+    pub fn parse(args: &[String]) -> Result<Self> {
+        let mut options = Self { storm: 5000, json: workspace_root().join("target/bench/report.json") };
+        let mut rest = args.iter();
+        while let Some(arg) = rest.next() {
+            match arg.as_str() {
+                "--json" => options.json = PathBuf::from(rest.next().context("--json needs a path")?),
+                "--storm" => {
+                    let v = rest.next().context("--storm needs a number")?;
+                    options.storm = v.parse().with_context(|| format!("--storm: {v:?} is not a number"))?;
+                }
+                other => bail!(
+                    "cargo xtask bench: unknown argument {other:?} \
+                     (usage: cargo xtask bench [--storm N] [--json PATH])"
+                ),
+            }
+        }
+        if options.storm == 0 {
+            bail!("--storm must be at least 1");
+        }
+        Ok(options)
+    }
+}
+
+/// The benchmark programs: (package, bench target).
+const BENCHES: [(&str, &str); 4] = [
+    ("kubecert-authority", "sign_path"),
+    ("kubecert-tests", "storm"),
+    ("kubecert-tests", "footprint"),
+    ("kubecert-reload", "reload"),
+];
+
+pub fn run(options: &Options) -> Result<()> {
+    println!("building the binaries and benchmarks (release)…");
+    let status = cargo().args(["build", "--release", "-p", "signer", "-p", "node-agent"]).status()?;
+    if !status.success() {
+        bail!("cargo build --release -p signer -p node-agent failed");
+    }
+    let executables = build_benches()?;
+    let exe = |name: &str| executables.get(name).with_context(|| format!("bench {name} was not built"));
+    let dir = options.json.parent().map(Path::to_path_buf).unwrap_or_default();
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+
+    println!("\n[1/4] sign path");
+    let sign_path = sign_path(exe("sign_path")?)?;
+    println!("\n[2/4] storm: {} agents", options.storm);
+    let storm = section(exe("storm")?, &["--storm", &options.storm.to_string()], &dir.join("storm.json"))?;
+    println!("\n[3/4] agent footprint (about 80 s)");
+    let footprint = section(exe("footprint")?, &[], &dir.join("footprint.json"))?;
+    println!("\n[4/4] reload");
+    let reload = section(exe("reload")?, &[], &dir.join("reload.json"))?;
+
+    let report = json!({
+        "sign_path": sign_path,
+        "storm": storm,
+        "agent_footprint": footprint,
+        "reload": reload,
+    });
+    print_summary(&report);
+    std::fs::write(&options.json, serde_json::to_string_pretty(&report)?)
+        .with_context(|| format!("writing {}", options.json.display()))?;
+    println!("report: {}", options.json.display());
+    Ok(())
+}
+
+/// Builds every benchmark in one cargo invocation; their executables by target name.
+fn build_benches() -> Result<BTreeMap<String, PathBuf>> {
+    let mut command = cargo();
+    command.args(["bench", "--no-run", "--message-format=json-render-diagnostics"]);
+    for (package, bench) in BENCHES {
+        command.args(["-p", package, "--bench", bench]);
+    }
+    let output = command.stderr(std::process::Stdio::inherit()).output().context("running cargo bench")?;
+    if !output.status.success() {
+        bail!("cargo bench --no-run failed");
+    }
+    let mut executables = BTreeMap::new();
+    for line in String::from_utf8_lossy(&output.stdout).lines() {
+        let Ok(message) = serde_json::from_str::<Value>(line) else { continue };
+        let is_bench = message["target"]["kind"].as_array().is_some_and(|k| k.iter().any(|k| k == "bench"));
+        if let (true, Some(name), Some(exe)) =
+            (is_bench, message["target"]["name"].as_str(), message["executable"].as_str())
+        {
+            executables.insert(name.to_owned(), PathBuf::from(exe));
+        }
+    }
+    Ok(executables)
+}
+
+/// Runs a section's program with `--json out` and returns what it wrote.
+fn section(exe: &Path, args: &[&str], out: &Path) -> Result<Value> {
+    let _ = std::fs::remove_file(out);
+    let status = std::process::Command::new(exe)
+        .current_dir(workspace_root())
+        .args(args)
+        .arg("--json")
+        .arg(out)
+        .status()
+        .with_context(|| format!("running {}", exe.display()))?;
+    if !status.success() {
+        bail!("{} failed ({status})", exe.display());
+    }
+    let text = std::fs::read_to_string(out).with_context(|| format!("reading {}", out.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("parsing {}", out.display()))
+}
+
+/// Section 1 through criterion, whose estimates land in `<target>/criterion`.
+fn sign_path(exe: &Path) -> Result<Value> {
+    // <target>/release/deps/sign_path-<hash>
+    let target = exe.ancestors().nth(3).context("the bench executable is not in a target directory")?;
+    let status = std::process::Command::new(exe)
+        .current_dir(workspace_root())
+        .env("CARGO_TARGET_DIR", target)
+        .args(["--bench", "--warm-up-time", "2", "--measurement-time", "5", "--noplot"])
+        .status()
+        .with_context(|| format!("running {}", exe.display()))?;
+    if !status.success() {
+        bail!("{} failed ({status})", exe.display());
+    }
+    let mean = |bench: &str| criterion_mean_ns(&target.join("criterion/sign_path").join(bench));
+    let signer = 1e9 / mean("approve_and_issue")?;
+    let ring = 1e9 / mean("ring_p256_verify_and_sign")?;
+    Ok(json!({
+        "approve_and_issue_per_second": signer,
+        "ring_p256_verify_and_sign_per_second": ring,
+        "ratio": signer / ring,
+        "note": "one core (criterion runs one thread); approve+issue parses and verifies the CSR twice \
+                 and signs once, the baseline verifies once and signs once"
+    }))
+}
+
+/// Criterion's mean estimate of the bench in `dir`, in nanoseconds.
+fn criterion_mean_ns(dir: &Path) -> Result<f64> {
+    let path = dir.join("new/estimates.json");
+    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let estimates: Value =
+        serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+    estimates["mean"]["point_estimate"]
+        .as_f64()
+        .with_context(|| format!("{}: no mean.point_estimate", path.display()))
+}
+
+/// One line of the summary: what, the figure, its baseline (named) and their ratio.
+struct Row {
+    section: &'static str,
+    figure: String,
+    value: String,
+    baseline: String,
+    ratio: Option<f64>,
+}
+
+fn summary_rows(report: &Value) -> Vec<Row> {
+    let f = |section: &str, key: &str| report[section][key].as_f64().unwrap_or(f64::NAN);
+    let row = |section, figure: &str, value: String| Row {
+        section,
+        figure: figure.to_owned(),
+        value,
+        baseline: String::new(),
+        ratio: None,
+    };
+    let sign = f("sign_path", "approve_and_issue_per_second");
+    let storm_rate = f("storm", "csrs_per_second");
+    let rss = f("agent_footprint", "idle_rss_kib");
+    let sleep = f("agent_footprint", "baseline_sleep_rss_kib");
+    let mut rows = vec![
+        Row {
+            section: "sign path",
+            figure: "approve + issue /s (1 core)".into(),
+            value: format!("{sign:.0}"),
+            baseline: format!(
+                "ring P-256 verify+sign {:.0}/s",
+                f("sign_path", "ring_p256_verify_and_sign_per_second")
+            ),
+            ratio: Some(f("sign_path", "ratio")),
+        },
+        Row {
+            section: "storm",
+            figure: format!("{} agents: CSRs/s", report["storm"]["agents"]),
+            value: format!("{storm_rate:.0}"),
+            baseline: format!("sign path {sign:.0}/s"),
+            ratio: Some(storm_rate / sign),
+        },
+        row("storm", "until all issued (s)", format!("{:.1}", f("storm", "seconds_until_all_issued"))),
+        row(
+            "storm",
+            "latency p50 / p99 (ms)",
+            format!("{:.0} / {:.0}", f("storm", "latency_ms_p50"), f("storm", "latency_ms_p99")),
+        ),
+        row("storm", "server peak RSS (MiB)", format!("{:.0}", f("storm", "server_peak_rss_kib") / 1024.0)),
+        Row {
+            section: "agent",
+            figure: "idle RSS (MiB)".into(),
+            value: format!("{:.1}", rss / 1024.0),
+            baseline: format!("sleep {:.1} MiB", sleep / 1024.0),
+            ratio: Some(rss / sleep),
+        },
+        row("agent", "wakeups / min idle", format!("{:.1}", f("agent_footprint", "wakeups_per_minute"))),
+    ];
+    rows.extend(reload_rows(&report["reload"]));
+    rows
+}
+
+fn print_summary(report: &Value) {
+    println!("\n{:<10} {:<34} {:>14}  {:<34} {:>7}", "section", "figure", "value", "baseline", "ratio");
+    for row in summary_rows(report) {
+        let ratio = row.ratio.map(|r| format!("{r:.2}")).unwrap_or_default();
+        println!(
+            "{:<10} {:<34} {:>14}  {:<34} {:>7}",
+            row.section, row.figure, row.value, row.baseline, ratio
+        );
+    }
+}
+
+/// Rows of the reload section: p50 / p99 of each latency, its baseline's p50 and the ratio.
+fn reload_rows(reload: &Value) -> Vec<Row> {
+    let measurements = [
+        ("server_swap_to_handshake", "server swap -> new handshake", "plain handshake"),
+        ("client_swap_to_handshake", "client swap -> new handshake", "plain handshake"),
+        ("file_switch_to_reload", "-current.pem switch -> reload", "raw notify event"),
+    ];
+    measurements
+        .into_iter()
+        .map(|(key, figure, baseline)| {
+            let ms = |field: &str| reload[key][field].as_f64().unwrap_or(f64::NAN) / 1e3;
+            Row {
+                section: "reload",
+                figure: format!("{figure} p50/p99 (ms)"),
+                value: format!("{:.2} / {:.2}", ms("p50_us"), ms("p99_us")),
+                baseline: format!("{baseline} p50 {:.2} ms", ms("baseline_p50_us")),
+                ratio: reload[key]["ratio_p50"].as_f64(),
+            }
+        })
+        .collect()
+}
