@@ -117,11 +117,13 @@ fn build_benches() -> Result<BTreeMap<String, PathBuf>> {
     Ok(executables)
 }
 
-/// Runs a section's program with `--json out` and returns what it wrote.
+/// Runs a section's program with `--json out` and returns what it wrote. `--bench` is what
+/// `cargo bench` passes: it asks for a full measurement rather than a smoke run.
 fn section(exe: &Path, args: &[&str], out: &Path) -> Result<Value> {
     let _ = std::fs::remove_file(out);
     let status = std::process::Command::new(exe)
         .current_dir(workspace_root())
+        .arg("--bench")
         .args(args)
         .arg("--json")
         .arg(out)

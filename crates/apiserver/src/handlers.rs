@@ -273,7 +273,9 @@ fn list(
         Some(token) => Some(objects::decode_continue(token, &prefix)?),
         None => None,
     };
-    let listing = state.store.list(&prefix, after.as_deref(), limit, &|o| selector.matches(o))?;
+    let listing = state
+        .store
+        .list(&prefix, selector.pinned_name(), after.as_deref(), limit, &|o| selector.matches(o))?;
     let meta = objects::list_meta(listing.rv, listing.next.as_deref(), listing.remaining);
     let items: Vec<Value> = listing.items.into_iter().map(|(_, v)| v).collect();
     let body = match as_table {
@@ -651,7 +653,7 @@ async fn delete_collection(
     dry_run: bool,
 ) -> ApiResult<Response> {
     let selector = selector(rr, query)?;
-    let listing = state.store.list(&prefix(rr), None, 0, &|o| selector.matches(o))?;
+    let listing = state.store.list(&prefix(rr), selector.pinned_name(), None, 0, &|o| selector.matches(o))?;
     let mut deleted = Vec::new();
     for (_, obj) in listing.items {
         let name = objects::meta_str(&obj, "name").to_string();

@@ -125,6 +125,14 @@ impl Selector {
         self.matches_with_labels(obj, obj.pointer("/metadata/labels"))
     }
 
+    /// The one object name the selector allows (`metadata.name=<name>`), if it pins one.
+    pub fn pinned_name(&self) -> Option<&str> {
+        self.fields
+            .iter()
+            .find(|(pointer, _, equal)| pointer == "/metadata/name" && *equal)
+            .map(|f| f.1.as_str())
+    }
+
     /// Whether the selector has label requirements (label changes can move objects in or out).
     pub fn has_labels(&self) -> bool {
         !self.labels.is_empty()
@@ -184,8 +192,11 @@ mod tests {
     fn field_selectors() {
         let sel = Selector::parse(&CSR, None, Some("metadata.name=a,spec.signerName=x.io/y")).unwrap();
         assert!(sel.matches(&obj()));
+        assert_eq!(sel.pinned_name(), Some("a"));
         let sel = Selector::parse(&CSR, None, Some("metadata.name!=a")).unwrap();
         assert!(!sel.matches(&obj()));
+        assert_eq!(sel.pinned_name(), None);
+        assert_eq!(Selector::parse(&CSR, Some("env=prod"), None).unwrap().pinned_name(), None);
         let err = Selector::parse(&CSR, None, Some("spec.username=a")).unwrap_err();
         assert_eq!((err.code, err.message.as_str()), (400, "field label not supported: spec.username"));
     }

@@ -7,7 +7,7 @@
 //! resourceVersion: a watch from `rv` is served from the log when every event after `rv` is
 //! still kept (`rv >= floor`), else it is told `410 Expired`.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::path::Path;
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -95,6 +95,10 @@ pub(crate) struct Store {
     log: RwLock<EventLog>,
     capacity: usize,
     latest: tokio::sync::watch::Sender<u64>,
+    /// Channels of watches that follow one object name (`fieldSelector=metadata.name=…`, what
+    /// every waiting node does), told only of writes to objects of that name: a storm of N
+    /// nodes each waiting for its own CSR costs N wakeups per write otherwise.
+    named: Mutex<HashMap<String, tokio::sync::watch::Sender<u64>>>,
 }
 
 /// A consistent read of many objects.
@@ -154,6 +158,7 @@ impl Store {
             log: RwLock::new(EventLog { events, floor }),
             capacity: capacity.max(1),
             latest,
+            named: Mutex::new(HashMap::new()),
         })
     }
 
@@ -176,21 +181,24 @@ impl Store {
         }
     }
 
-    /// Lists objects whose key starts with `prefix`, in key order, starting after `after`,
-    /// keeping those `keep` accepts, at most `limit` of them (0 = all).
+    /// Lists objects whose key starts with `prefix` (and, given `name`, whose name is `name`:
+    /// decided from the key, so the other objects are not even decoded), in key order, starting
+    /// after `after`, keeping those `keep` accepts, at most `limit` of them (0 = all).
     pub fn list(
         &self,
         prefix: &str,
+        name: Option<&str>,
         after: Option<&str>,
         limit: usize,
         keep: &dyn Fn(&Value) -> bool,
     ) -> ApiResult<Listing> {
-        self.list_inner(prefix, after, limit, keep).map_err(internal)
+        self.list_inner(prefix, name, after, limit, keep).map_err(internal)
     }
 
     fn list_inner(
         &self,
         prefix: &str,
+        name: Option<&str>,
         after: Option<&str>,
         limit: usize,
         keep: &dyn Fn(&Value) -> bool,
@@ -201,13 +209,19 @@ impl Store {
         let table = read.open_table(OBJECTS).map_err(storage)?;
         let start = after.unwrap_or(prefix);
         let mut listing = Listing { items: Vec::new(), rv, next: None, remaining: 0 };
-        for entry in table.range(start..).map_err(storage)? {
+        // One namespace (or the cluster scope, `<q>//`) and one name: exactly one key to read.
+        let exact = name.filter(|_| prefix.matches('/').count() == 2).map(|name| format!("{prefix}{name}"));
+        let entries = match &exact {
+            Some(key) => table.range(key.as_str()..=key.as_str()),
+            None => table.range(start..),
+        };
+        for entry in entries.map_err(storage)? {
             let (k, v) = entry.map_err(storage)?;
             let key = k.value();
             if !key.starts_with(prefix) {
                 break;
             }
-            if Some(key) == after {
+            if Some(key) == after || name.is_some_and(|name| object_name(key) != name) {
                 continue;
             }
             let object = decode_object(key, v.value())?;
@@ -277,6 +291,11 @@ impl Store {
             log.floor = new_floor;
         }
         self.latest.send_replace(next_rv);
+        if let Ok(named) = self.named.lock()
+            && let Some(watchers) = named.get(object_name(key))
+        {
+            watchers.send_replace(next_rv);
+        }
         Ok((EventOutcome::from(kind), event.object.clone()))
     }
 
@@ -332,6 +351,40 @@ impl Store {
     pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
         self.latest.subscribe()
     }
+
+    /// A receiver that changes whenever an object named `name` (of any type or namespace) is
+    /// written. Call [`Store::unsubscribe_name`] when dropping it.
+    pub fn subscribe_name(&self, name: &str) -> tokio::sync::watch::Receiver<u64> {
+        let mut named = self.named.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        match named.get(name) {
+            Some(watchers) => watchers.subscribe(),
+            None => {
+                let (watchers, rx) = tokio::sync::watch::channel(self.resource_version());
+                named.insert(name.to_owned(), watchers);
+                rx
+            }
+        }
+    }
+
+    /// Forgets the channel of `name` once its last receiver (`rx`, consumed here) is gone.
+    pub fn unsubscribe_name(&self, name: &str, rx: tokio::sync::watch::Receiver<u64>) {
+        let mut named = self.named.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        drop(rx);
+        if named.get(name).is_some_and(|watchers| watchers.receiver_count() == 0) {
+            named.remove(name);
+        }
+    }
+
+    /// How many names have watchers (tests).
+    #[cfg(test)]
+    fn named_channels(&self) -> usize {
+        self.named.lock().map_or(0, |named| named.len())
+    }
+}
+
+/// The name part of a storage key (`<resource.group>/<namespace>/<name>`).
+fn object_name(key: &str) -> &str {
+    key.rsplit('/').next().unwrap_or(key)
 }
 
 /// What a [`Store::mutate`] did.
@@ -402,6 +455,28 @@ mod tests {
     }
 
     #[test]
+    fn named_watchers_hear_only_of_their_name_and_are_forgotten_after() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path(), 10).unwrap();
+        let mut a = s.subscribe_name("a");
+        let mut a2 = s.subscribe_name("a");
+        let mut all = s.subscribe();
+        put(&s, "r/ns/b", 1);
+        assert!(!a.has_changed().unwrap(), "a write to b does not wake a's watchers");
+        assert!(all.has_changed().unwrap());
+        all.borrow_and_update();
+        put(&s, "r/ns/a", 2);
+        assert!(a.has_changed().unwrap() && a2.has_changed().unwrap() && all.has_changed().unwrap());
+        assert_eq!(*a.borrow_and_update(), 2);
+        assert_eq!(s.named_channels(), 1);
+        s.unsubscribe_name("a", a);
+        assert_eq!(s.named_channels(), 1, "a2 still listens");
+        a2.borrow_and_update();
+        s.unsubscribe_name("a", a2);
+        assert_eq!(s.named_channels(), 0);
+    }
+
+    #[test]
     fn old_events_expire() {
         let dir = tempfile::tempdir().unwrap();
         let s = Store::open(dir.path(), 2).unwrap();
@@ -424,13 +499,18 @@ mod tests {
             put(&s, &format!("r//{name}"), 0);
         }
         put(&s, "q//z", 0);
-        let page = s.list("r/", None, 2, &|_| true).unwrap();
+        let page = s.list("r/", None, None, 2, &|_| true).unwrap();
         let keys: Vec<_> = page.items.iter().map(|(k, _)| k.as_str()).collect();
         assert_eq!(keys, ["r//a", "r//b"]);
         assert_eq!(page.remaining, 1);
-        let rest = s.list("r/", page.next.as_deref(), 2, &|_| true).unwrap();
+        let rest = s.list("r/", None, page.next.as_deref(), 2, &|_| true).unwrap();
         assert_eq!(rest.items.len(), 1);
         assert!(rest.next.is_none());
+        let named = s.list("r/", Some("b"), None, 0, &|_| true).unwrap();
+        assert_eq!(named.items.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(), ["r//b"]);
+        let exact = s.list("r//", Some("c"), None, 0, &|_| true).unwrap();
+        assert_eq!(exact.items.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(), ["r//c"]);
+        assert!(s.list("r//", Some("zz"), None, 0, &|_| true).unwrap().items.is_empty());
     }
 
     #[test]

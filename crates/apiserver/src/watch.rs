@@ -21,7 +21,9 @@ use crate::table::{self, IncludeObject};
 
 struct Watch {
     store: Arc<Store>,
-    rx: tokio::sync::watch::Receiver<u64>,
+    /// Changes on every write, or only on writes to `name` when the selector pins one.
+    rx: Option<tokio::sync::watch::Receiver<u64>>,
+    name: Option<String>,
     rt: &'static ResourceType,
     prefix: String,
     selector: Selector,
@@ -100,7 +102,8 @@ impl Watch {
                     return Some(out.into());
                 }
             }
-            self.rx.borrow_and_update();
+            let rx = self.rx.as_mut()?;
+            rx.borrow_and_update();
             match self.store.events_after(self.cursor) {
                 Err(expired) => {
                     self.done = true;
@@ -126,8 +129,9 @@ impl Watch {
                 Ok(_) => {}
             }
             let bookmark_at = self.bookmarks.map(|(_, at)| at);
+            let rx = self.rx.as_mut()?;
             tokio::select! {
-                changed = self.rx.changed() => {
+                changed = rx.changed() => {
                     if changed.is_err() {
                         self.done = true;
                     }
@@ -142,6 +146,14 @@ impl Watch {
                     return Some(line("BOOKMARK", self.bookmark(false)).into());
                 }
             }
+        }
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        if let (Some(name), Some(rx)) = (self.name.take(), self.rx.take()) {
+            self.store.unsubscribe_name(&name, rx);
         }
     }
 }
@@ -163,7 +175,11 @@ pub(crate) fn serve(
     as_table: Option<IncludeObject>,
 ) -> Response {
     let store = state.store.clone();
-    let rx = store.subscribe();
+    let name = selector.pinned_name().map(str::to_owned);
+    let rx = match &name {
+        Some(name) => store.subscribe_name(name),
+        None => store.subscribe(),
+    };
     let timeout = query
         .get("timeoutSeconds")
         .and_then(|t| t.parse::<u64>().ok())
@@ -181,14 +197,15 @@ pub(crate) fn serve(
     }
     let (cursor, initial) = match requested.parse::<u64>() {
         Ok(rv) if rv > 0 && !initial_events_end => (rv, None),
-        _ => match store.list(&prefix, None, 0, &|o| selector.matches(o)) {
+        _ => match store.list(&prefix, selector.pinned_name(), None, 0, &|o| selector.matches(o)) {
             Ok(listing) => (listing.rv, Some(listing.items.into_iter().map(|(_, v)| v).collect())),
             Err(e) => return axum::response::IntoResponse::into_response(e),
         },
     };
     let watch = Watch {
         store,
-        rx,
+        rx: Some(rx),
+        name,
         rt,
         prefix,
         selector,
