@@ -5,9 +5,9 @@ use std::path::{Path, PathBuf};
 
 use kubecert_tests::workspace_root;
 
-/// Every package directory under `crates/` and `bins/`.
+/// Every package directory under `crates/` and `bins/`, and `examples/`.
 fn packages() -> Vec<PathBuf> {
-    let mut dirs = Vec::new();
+    let mut dirs = vec![workspace_root().join("examples")];
     for group in ["crates", "bins"] {
         let Ok(entries) = fs::read_dir(workspace_root().join(group)) else { continue };
         for entry in entries.flatten() {
@@ -28,6 +28,7 @@ fn read(path: &Path) -> String {
 fn every_crate_inherits_the_workspace_lints_and_is_named_kubecert() {
     let packages = packages();
     assert!(packages.iter().any(|p| p.ends_with("crates/csr")), "found {packages:?}");
+    assert!(packages.iter().all(|p| p.join("Cargo.toml").is_file()), "found {packages:?}");
     for dir in packages {
         let manifest = read(&dir.join("Cargo.toml"));
         assert!(

@@ -233,11 +233,11 @@ fn summary_rows(report: &Value) -> Vec<Row> {
 }
 
 fn print_summary(report: &Value) {
-    println!("\n{:<10} {:<34} {:>14}  {:<34} {:>7}", "section", "figure", "value", "baseline", "ratio");
+    println!("\n{:<10} {:<44} {:>15}  {:<30} {:>7}", "section", "figure", "value", "baseline", "ratio");
     for row in summary_rows(report) {
         let ratio = row.ratio.map(|r| format!("{r:.2}")).unwrap_or_default();
         println!(
-            "{:<10} {:<34} {:>14}  {:<34} {:>7}",
+            "{:<10} {:<44} {:>15}  {:<30} {:>7}",
             row.section, row.figure, row.value, row.baseline, ratio
         );
     }

@@ -347,6 +347,15 @@ impl Policy {
         self.signers.iter().find(|(name, _)| name == signer).map(|(_, rules)| rules)
     }
 
+    /// The cap on older pending requests that applies to `csr` (its signer's
+    /// `max_pending_per_requester`, or `max_pending_per_bootstrap_token` for a bootstrap token),
+    /// or `None` without one: [`ApprovalRequest::pending_before`] matters only then, and
+    /// counting it means a pass over every cached request, so callers skip it otherwise.
+    pub fn pending_cap(&self, csr: &CertificateSigningRequest) -> Option<u32> {
+        let cap = self.rules(&csr.spec.signer_name)?.pending_cap(csr);
+        (cap > 0).then_some(cap)
+    }
+
     /// Evaluates a request up to the point where a SubjectAccessReview is needed.
     pub fn evaluate(&self, request: &ApprovalRequest<'_>) -> Evaluation {
         if is_decided(request.csr) {
@@ -473,13 +482,19 @@ impl Rules {
         }
     }
 
-    fn storm_control(&self, request: &ApprovalRequest<'_>) -> Result<(), Violation> {
-        let username = request.csr.spec.username.as_deref().unwrap_or_default();
-        let cap = if username.starts_with("system:bootstrap:") {
+    /// The cap on older pending requests of `csr`'s requester (0: none).
+    fn pending_cap(&self, csr: &CertificateSigningRequest) -> u32 {
+        let username = csr.spec.username.as_deref().unwrap_or_default();
+        if username.starts_with("system:bootstrap:") {
             self.config.max_pending_per_bootstrap_token
         } else {
             self.config.max_pending_per_requester
-        };
+        }
+    }
+
+    fn storm_control(&self, request: &ApprovalRequest<'_>) -> Result<(), Violation> {
+        let username = request.csr.spec.username.as_deref().unwrap_or_default();
+        let cap = self.pending_cap(request.csr);
         if cap > 0 && request.pending_before >= cap as usize {
             return violation(
                 DenyReason::TooManyPendingRequests,
@@ -896,6 +911,13 @@ mod tests {
         assert!(matches!(policy.decide(&over(&bootstrap, 1000), |_| true), Decision::Approve { .. }));
         let capped = policy_with("max_pending_per_bootstrap_token = 5");
         assert!(matches!(capped.decide(&over(&bootstrap, 5), |_| true), Decision::Deny { .. }));
+        // Callers count pending siblings only where a cap applies.
+        assert_eq!(policy.pending_cap(&node), Some(10));
+        assert_eq!(policy.pending_cap(&bootstrap), None);
+        assert_eq!(capped.pending_cap(&bootstrap), Some(5));
+        let mut foreign = node.clone();
+        foreign.spec.signer_name = "example.com/unknown".into();
+        assert_eq!(policy.pending_cap(&foreign), None);
     }
 
     fn over(csr: &CertificateSigningRequest, pending_before: usize) -> ApprovalRequest<'_> {

@@ -52,7 +52,10 @@ async fn reconcile(
     let node_addresses = node_addresses(&ctx.client, &csr).await?;
     let request = ApprovalRequest {
         csr: &csr,
-        pending_before: pending_before(&csr, cached.iter().map(Arc::as_ref)),
+        pending_before: match ctx.policy.pending_cap(&csr) {
+            Some(_) => pending_before(&csr, cached.iter().map(Arc::as_ref)),
+            None => 0,
+        },
         node_addresses: node_addresses.as_deref(),
     };
     let decision = match ctx.policy.evaluate(&request) {
