@@ -9,6 +9,7 @@ use std::path::PathBuf;
 
 use clap::builder::BoolishValueParser;
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use kubecert_cli::LogFormat;
 use serde::{Deserialize, Serialize, Serializer};
 
 use crate::config::DEFAULT_CERT_DIR;
@@ -102,17 +103,6 @@ pub struct StatusArgs {
     /// Directory of the certificate and key files.
     #[arg(long, value_name = "DIR", default_value = DEFAULT_CERT_DIR)]
     pub cert_dir: PathBuf,
-}
-
-/// How log lines look.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LogFormat {
-    /// Human-readable lines.
-    #[default]
-    Text,
-    /// One JSON object per line.
-    Json,
 }
 
 /// Key types the agent can generate.

@@ -10,7 +10,9 @@ use figment::Figment;
 use figment::providers::{Env, Format as _, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
-use crate::cli::{Cli, KeyAlgorithmName, LogFormat};
+use kubecert_cli::LogFormat;
+
+use crate::cli::{Cli, KeyAlgorithmName};
 
 /// The kubelet's default `--cert-dir`.
 pub const DEFAULT_CERT_DIR: &str = "/var/lib/kubelet/pki";
@@ -242,7 +244,7 @@ mod tests {
     fn generated_docs_configuration() {
         use clap::CommandFactory as _;
 
-        use crate::docgen::{self, Layering};
+        use kubecert_cli::docgen::{self, Layering};
 
         let keys = docgen::keys(include_str!("config.rs"), "pub struct AgentConfig", &AgentConfig::default());
         let layering =
@@ -258,8 +260,10 @@ mod tests {
     #[test]
     #[allow(clippy::result_large_err)] // figment::Jail's closure returns figment's Error.
     fn docs_configuration_example_loads() {
-        let example =
-            crate::docgen::toml_example(include_str!("../../../docs/configuration.md"), "node-agent.toml");
+        let example = kubecert_cli::docgen::toml_example(
+            include_str!("../../../docs/configuration.md"),
+            "node-agent.toml",
+        );
         figment::Jail::expect_with(|jail| {
             jail.create_file("node-agent.toml", example)?;
             let config = load_from(&["node-agent", "--config", "node-agent.toml"]).unwrap();

@@ -328,10 +328,10 @@ mod tests {
         }
         let doc = format!(
             "{}# node-agent metrics\n\nServed at `/metrics` on `--metrics-addr`.\n\n{}",
-            crate::docgen::header("node-agent"),
-            crate::docgen::metrics(&scrape(&metrics)),
+            kubecert_cli::docgen::header("node-agent"),
+            kubecert_cli::docgen::metrics(&scrape(&metrics)),
         );
-        crate::docgen::check_or_bless("node-agent", "docs/metrics/node-agent.md", &doc);
+        kubecert_cli::docgen::check_or_bless("node-agent", "docs/metrics/node-agent.md", &doc);
     }
 
     fn scrape(metrics: &Metrics) -> String {

@@ -5,8 +5,9 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
-use serde::{Deserialize, Serialize};
+use clap::{Args, Parser, Subcommand};
+use kubecert_cli::LogFormat;
+use serde::Serialize;
 
 /// kubecert signer: approves what policy allows, denies the rest with a reason, signs with the
 /// cluster CA and cleans up old certificate signing requests.
@@ -122,14 +123,4 @@ pub struct TokenCreateArgs {
     /// Also write a bootstrap kubeconfig for node-agent (server and CA from --kubeconfig).
     #[arg(long, value_name = "PATH")]
     pub write_bootstrap_kubeconfig: Option<PathBuf>,
-}
-
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LogFormat {
-    /// Human-readable lines.
-    #[default]
-    Text,
-    /// One JSON object per line.
-    Json,
 }

@@ -12,7 +12,9 @@ use figment::providers::{Env, Format as _, Serialized, Toml};
 use kubecert_authority::{IssuancePolicy, PolicyConfig};
 use serde::{Deserialize, Serialize};
 
-use crate::cli::{CommonArgs, LogFormat};
+use kubecert_cli::LogFormat;
+
+use crate::cli::CommonArgs;
 
 /// Prefix of the environment variables.
 pub const ENV_PREFIX: &str = "KUBECERT_SIGNER_";
@@ -228,7 +230,7 @@ mod tests {
         use clap::CommandFactory as _;
         use kubecert_authority::POLICY_SIGNERS;
 
-        use crate::docgen::{self, Layering, Nested};
+        use kubecert_cli::docgen::{self, Layering, Nested};
 
         let keys =
             docgen::keys(include_str!("config.rs"), "pub struct SignerConfig", &SignerConfig::default());
@@ -270,7 +272,7 @@ mod tests {
     #[allow(clippy::result_large_err)] // figment::Jail's closure returns figment's Error.
     fn docs_configuration_example_loads() {
         let example =
-            crate::docgen::toml_example(include_str!("../../../docs/configuration.md"), "signer.toml");
+            kubecert_cli::docgen::toml_example(include_str!("../../../docs/configuration.md"), "signer.toml");
         figment::Jail::expect_with(|jail| {
             jail.create_file("signer.toml", example)?;
             let args = serve_args(&["signer", "serve", "--config", "signer.toml"]);

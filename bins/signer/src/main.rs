@@ -11,8 +11,6 @@
 mod cli;
 mod config;
 mod controller;
-#[cfg(test)]
-mod docgen;
 mod metrics;
 mod pki;
 mod run;
@@ -26,18 +24,9 @@ use clap::Parser as _;
 use kubecert_k8s::controllers::SignerMetrics;
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::{Cli, Command, LogFormat, TokenCommand};
+use kubecert_cli::{LogFormat, cancel_on_signals, init_logging};
 
-fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    // Logs go to stderr: stdout carries command output (the token of `token create`).
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
-}
+use crate::cli::{Cli, Command, TokenCommand};
 
 /// Which long-running mode was asked for.
 enum Mode {
@@ -68,7 +57,7 @@ async fn run(cli: Cli) -> Result<()> {
     }
 
     let shutdown = CancellationToken::new();
-    run::cancel_on_signals(shutdown.clone())?;
+    cancel_on_signals(shutdown.clone())?;
     let metrics = SignerMetrics::default();
     if let Some(addr) = config.metrics_addr {
         let registry = metrics::registry(&metrics);

@@ -17,7 +17,7 @@ mod tests {
     use kubecert_k8s::controllers::{ReasonLabel, SignerLabel};
 
     use super::*;
-    use crate::docgen::{self, UNLISTED};
+    use kubecert_cli::docgen::{self, UNLISTED};
 
     /// docs/metrics/signer.md: every series, and the deny reasons with their meaning.
     #[test]

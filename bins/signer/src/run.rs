@@ -125,20 +125,6 @@ pub async fn serve_metrics(addr: SocketAddr, registry: Registry, shutdown: Cance
         .context("metrics server")
 }
 
-/// Cancels `shutdown` on SIGTERM or Ctrl-C.
-pub fn cancel_on_signals(shutdown: CancellationToken) -> Result<()> {
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .context("installing the SIGTERM handler")?;
-    tokio::spawn(async move {
-        tokio::select! {
-            _ = terminate.recv() => tracing::info!("SIGTERM: shutting down"),
-            _ = tokio::signal::ctrl_c() => tracing::info!("interrupted: shutting down"),
-        }
-        shutdown.cancel();
-    });
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use std::time::SystemTime;

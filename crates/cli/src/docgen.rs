@@ -2,8 +2,7 @@
 //! and compared with the checked-in files by a test in each binary, so that they cannot drift.
 //! With `KUBECERT_BLESS=1` those tests rewrite the files instead.
 //!
-//! Test-only, and shared by both binaries: `signer` declares it as a module, `node-agent` includes
-//! this file with `#[path]`, because the two packages have no test-support crate in common. It
+//! For the binaries' tests only (feature `docgen`, enabled in their dev-dependencies). It
 //! knows nothing about either binary: each passes its clap command, its configuration structs'
 //! source text and defaults, and its metrics registry's exposition.
 //!
