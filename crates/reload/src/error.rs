@@ -21,6 +21,17 @@ pub enum Error {
         /// Serial number of the leaf certificate, lowercase hex.
         serial: String,
     },
+    /// A pair found on disk holds an expired certificate while the identity in use is still
+    /// valid: every handshake with it would fail, so it is not published.
+    #[error(
+        "the certificate (subject {subject:?}, serial {serial}) has expired; keeping the valid one in use"
+    )]
+    Expired {
+        /// Subject common name of the expired leaf certificate.
+        subject: String,
+        /// Serial number of the expired leaf certificate, lowercase hex.
+        serial: String,
+    },
     /// rustls refused the key or the chain (for example a key type the ring provider cannot sign
     /// with).
     #[error("TLS library rejected the identity: {0}")]

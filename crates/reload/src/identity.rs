@@ -111,10 +111,23 @@ pub(crate) mod tests {
 
         /// A leaf for `cn` and a fresh key; returns (certificate PEM, key).
         pub(crate) fn leaf(&self, cn: &str) -> (String, PrivateKey) {
+            self.leaf_with(cn, |_| {})
+        }
+
+        /// A leaf for `cn` that expires at `not_after` (and starts a day before).
+        pub(crate) fn leaf_until(&self, cn: &str, not_after: std::time::SystemTime) -> (String, PrivateKey) {
+            self.leaf_with(cn, |params| {
+                params.not_after = not_after.into();
+                params.not_before = (not_after - std::time::Duration::from_secs(86_400)).into();
+            })
+        }
+
+        fn leaf_with(&self, cn: &str, adjust: impl FnOnce(&mut CertificateParams)) -> (String, PrivateKey) {
             let key = PrivateKey::generate(KeyAlgorithm::EcdsaP256).unwrap();
             let mut params = CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
             params.distinguished_name = DistinguishedName::new();
             params.distinguished_name.push(DnType::CommonName, cn);
+            adjust(&mut params);
             let cert = params.signed_by(key.rcgen_key_pair(), &self.issuer).unwrap();
             (cert.pem(), key)
         }

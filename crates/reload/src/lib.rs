@@ -12,7 +12,8 @@
 //!   busy ones right after their request, and long watches after a bounded grace period, so no
 //!   request fails;
 //! * [`PairFileWatcher`]: reloads the identity when a kubelet-style `<prefix>-current.pem` is
-//!   switched by anyone, never publishing a half-written or mismatched pair.
+//!   switched by anyone, never publishing a half-written or mismatched pair, nor an expired one
+//!   over one that is still valid.
 //!
 //! It does not decide when to rotate, write certificate files, or build CSRs: that is
 //! `kubecert-rotation`, `kubecert-store` and `kubecert-csr`, wired together by the node agent.

@@ -107,7 +107,7 @@ impl PairFileWatcher {
             .watch(&dir, RecursiveMode::NonRecursive)
             .map_err(|source| Error::Watch { path: dir.clone(), source })?;
 
-        record(&status, &path, std::fs::read(&path), &identity);
+        record(&status, &path, std::fs::read(&path), &identity, SystemTime::now());
         let task = tokio::spawn(follow(path.clone(), identity, Arc::clone(&status), wake, options));
         Ok(Self { path, status, task, _debouncer: debouncer })
     }
@@ -159,15 +159,22 @@ async fn follow(
             () = wake.notified() => {}
             _ = recheck.tick() => {}
         }
-        record(&status, &path, tokio::fs::read(&path).await, &identity);
+        record(&status, &path, tokio::fs::read(&path).await, &identity, SystemTime::now());
     }
 }
 
 /// Publishes the pair read from `path` if it is usable and new; records the outcome.
-fn record(status: &Mutex<WatchStatus>, path: &Path, read: std::io::Result<Vec<u8>>, identity: &LiveIdentity) {
+fn record(
+    status: &Mutex<WatchStatus>,
+    path: &Path,
+    read: std::io::Result<Vec<u8>>,
+    identity: &LiveIdentity,
+    now: SystemTime,
+) {
     let outcome = read
         .map_err(|source| Error::Io { path: path.to_owned(), source })
         .and_then(|pem| Identity::from_pair_pem(&pem))
+        .and_then(|loaded| not_expired_over_valid(loaded, identity, now))
         .map(|loaded| identity.swap_if_changed(loaded));
     let mut status = status.lock().unwrap_or_else(PoisonError::into_inner);
     match outcome {
@@ -198,6 +205,21 @@ fn record(status: &Mutex<WatchStatus>, path: &Path, read: std::io::Result<Vec<u8
     }
 }
 
+/// `loaded`, unless it has expired while the identity in use has not: an operator who switches
+/// to a stale pair by mistake should get a warning, not a node whose every handshake fails. An
+/// expired pair still replaces an expired (or no) identity: it is no worse.
+fn not_expired_over_valid(loaded: Identity, live: &LiveIdentity, now: SystemTime) -> Result<Identity, Error> {
+    let held_valid = live.current().is_some_and(|held| !held.leaf().is_expired_at(now));
+    let leaf = loaded.leaf();
+    if held_valid && leaf.is_expired_at(now) {
+        return Err(Error::Expired {
+            subject: leaf.subject.common_name.clone().unwrap_or_default(),
+            serial: leaf.serial_hex.clone(),
+        });
+    }
+    Ok(loaded)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -224,17 +246,43 @@ mod tests {
         let live = LiveIdentity::empty();
         let status = Mutex::new(WatchStatus::default());
         let path = Path::new("/certs/kubelet-client-current.pem");
-        record(&status, path, Err(std::io::ErrorKind::NotFound.into()), &live);
+        record(&status, path, Err(std::io::ErrorKind::NotFound.into()), &live, SystemTime::now());
         let seen = status.lock().unwrap().clone();
         assert_eq!((seen.errors, seen.reloads), (1, 0));
         assert!(seen.last_error.unwrap().starts_with("/certs/kubelet-client-current.pem: "));
 
         let (cert, key) = ca.leaf("system:node:a");
         let pair = format!("{cert}{}", key.to_pem()).into_bytes();
-        record(&status, path, Ok(pair.clone()), &live);
-        record(&status, path, Ok(pair), &live);
+        record(&status, path, Ok(pair.clone()), &live, SystemTime::now());
+        record(&status, path, Ok(pair), &live, SystemTime::now());
         let seen = status.lock().unwrap().clone();
         assert_eq!((seen.errors, seen.reloads, seen.last_error), (1, 1, None));
         assert_eq!(live.generation(), 1, "the same pair is published once");
+    }
+
+    #[test]
+    fn an_expired_pair_does_not_replace_a_valid_one() {
+        let ca = crate::identity::tests::TestCa::new();
+        let now = SystemTime::now();
+        let hour = std::time::Duration::from_secs(3600);
+        let pair = |not_after: SystemTime| {
+            let (cert, key) = ca.leaf_until("system:node:a", not_after);
+            format!("{cert}{}", key.to_pem()).into_bytes()
+        };
+        let (valid, expired) = (pair(now + hour), pair(now - hour));
+        let status = Mutex::new(WatchStatus::default());
+        let path = Path::new("/certs/kubelet-client-current.pem");
+        let live = LiveIdentity::empty();
+        record(&status, path, Ok(expired.clone()), &live, now);
+        assert_eq!(live.generation(), 1, "with nothing valid in use, an expired pair is no worse");
+        record(&status, path, Ok(valid), &live, now);
+        assert_eq!(live.generation(), 2);
+        record(&status, path, Ok(expired.clone()), &live, now);
+        assert_eq!(live.generation(), 2, "the valid identity stays in use");
+        let seen = status.lock().unwrap().clone();
+        assert_eq!((seen.reloads, seen.errors), (2, 1));
+        assert!(seen.last_error.unwrap().contains("has expired; keeping the valid one in use"));
+        record(&status, path, Ok(expired), &live, now + 2 * hour);
+        assert_eq!(live.generation(), 3, "once the one in use has expired too, the file wins");
     }
 }
