@@ -166,7 +166,10 @@ const BINDINGS: &[Binding] = &[
         name: "system:basic-user",
         role: "system:basic-user",
         subjects: &[Subject::Group(AUTHENTICATED_GROUP)],
-        rules: &[rule(&["create"], &["authorization.k8s.io"], &["selfsubjectaccessreviews"])],
+        rules: &[
+            rule(&["create"], &["authorization.k8s.io"], &["selfsubjectaccessreviews"]),
+            rule(&["create"], &["authentication.k8s.io"], &["selfsubjectreviews"]),
+        ],
     },
     Binding {
         name: "system:node-bootstrapper",
@@ -370,6 +373,27 @@ mod tests {
                 .allowed()
         );
         assert!(!authorize(&node, &signer_attributes("approve", "kubernetes.io/kubelet-serving")).allowed());
+    }
+
+    #[test]
+    fn every_authenticated_user_may_review_itself() {
+        let whoami = |verb: &str| Attributes {
+            verb: verb.into(),
+            resource: Some(ResourceAttributes {
+                group: "authentication.k8s.io".into(),
+                resource: "selfsubjectreviews".into(),
+                ..ResourceAttributes::default()
+            }),
+            path: String::new(),
+        };
+        for u in [user("system:bootstrap:abcdef", &["system:bootstrappers"]), user("nobody", &[])] {
+            assert_eq!(
+                authorize(&u, &whoami("create")),
+                Decision::Allow("RBAC: allowed by ClusterRoleBinding \"system:basic-user\" of ClusterRole \"system:basic-user\" to Group \"system:authenticated\"".into())
+            );
+            assert!(!authorize(&u, &whoami("list")).allowed());
+        }
+        assert!(!authorize(&UserInfo::anonymous(), &whoami("create")).allowed());
     }
 
     #[test]

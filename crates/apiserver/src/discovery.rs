@@ -121,6 +121,27 @@ mod tests {
         assert!(document("/apis/certificates.k8s.io/v1beta1").is_none());
         assert!(document("/apis/apps").is_none());
         assert_eq!(document("/api/v1").unwrap()["resources"][0]["name"], "secrets");
-        assert_eq!(document("/apis").unwrap()["groups"].as_array().unwrap().len(), 3);
+        let groups: Vec<String> = document("/apis").unwrap()["groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|g| g["preferredVersion"]["groupVersion"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(
+            groups,
+            [
+                "certificates.k8s.io/v1",
+                "coordination.k8s.io/v1",
+                "authentication.k8s.io/v1",
+                "authorization.k8s.io/v1"
+            ]
+        );
+        let whoami = document("/apis/authentication.k8s.io/v1").unwrap();
+        assert_eq!(
+            whoami["resources"],
+            serde_json::json!([{"name": "selfsubjectreviews", "singularName": "selfsubjectreview",
+                "namespaced": false, "kind": "SelfSubjectReview", "verbs": ["create"], "shortNames": []}])
+        );
+        assert_eq!(document("/apis/authentication.k8s.io").unwrap()["kind"], "APIGroup");
     }
 }

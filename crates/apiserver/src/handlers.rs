@@ -15,7 +15,7 @@ use crate::auth::{self, UserInfo};
 use crate::authz::{Attributes, Decision, authorize};
 use crate::registry::{self, Ctx};
 use crate::request::{self, ResourceRequest, Target};
-use crate::resources::{ResourceType, SAR, SELF_SAR};
+use crate::resources::{ResourceType, SELF_SAR, SELF_SUBJECT_REVIEW};
 use crate::selector::Selector;
 use crate::status::{ApiError, ApiResult};
 use crate::store::{Mutation, Store, object_key};
@@ -174,11 +174,15 @@ async fn resource(
     let accept = header_str(req.headers(), header::ACCEPT).map(str::to_string);
     let as_table = table::wants_table(accept.as_deref())
         .then(|| IncludeObject::parse(query.get("includeObject").map(String::as_str)));
-    if rr.rt == &SAR || rr.rt == &SELF_SAR {
-        let requester = (rr.rt == &SELF_SAR).then_some(user);
-        return match rr.verb {
-            "create" => access_review(&state, rr.rt, requester, req).await,
-            _ => Err(ApiError::method_not_allowed(rr.verb, &rr.rt.subject(""))),
+    if rr.rt.is_review() {
+        if rr.verb != "create" {
+            return Err(ApiError::method_not_allowed(rr.verb, &rr.rt.subject("")));
+        }
+        let body = read_review(&state, rr.rt, req).await?;
+        return if rr.rt == &SELF_SUBJECT_REVIEW {
+            self_subject_review(&user)
+        } else {
+            access_review(rr.rt, (rr.rt == &SELF_SAR).then_some(user), body)
         };
     }
     if !rr.rt.verbs.contains(&rr.verb) {
@@ -667,17 +671,40 @@ async fn delete_collection(
     Ok(json_response(StatusCode::OK, &objects::list_object(rr.rt, deleted, meta)))
 }
 
+/// The body of a review: an object of the review's kind (400 naming the expected
+/// apiVersion and kind otherwise).
+async fn read_review(state: &AppState, rt: &ResourceType, req: Request) -> ApiResult<Value> {
+    let content_type = header_str(req.headers(), header::CONTENT_TYPE).map(str::to_string);
+    let body = read_json(state, rt, content_type.as_deref(), req.into_body()).await?;
+    objects::check_type(rt, &body)?;
+    Ok(body)
+}
+
+/// `POST .../selfsubjectreviews`: the requester as this server authenticated it. As upstream,
+/// the answer is a new object (only `creationTimestamp` in its metadata), whatever the body
+/// held besides its kind.
+fn self_subject_review(user: &UserInfo) -> ApiResult<Response> {
+    use k8s_openapi::api::authentication::v1 as authn;
+    let review = authn::SelfSubjectReview {
+        metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+            creation_timestamp: Some(objects::time(SystemTime::now())),
+            ..Default::default()
+        },
+        status: Some(authn::SelfSubjectReviewStatus {
+            user_info: Some(authn::UserInfo {
+                username: Some(user.name.clone()),
+                uid: (!user.uid.is_empty()).then(|| user.uid.clone()),
+                groups: Some(user.groups.clone()),
+                extra: (!user.extra.is_empty()).then(|| user.extra.clone()),
+            }),
+        }),
+    };
+    Ok(json_response(StatusCode::CREATED, &registry::encode(&SELF_SUBJECT_REVIEW, &review)?))
+}
+
 /// `POST .../subjectaccessreviews` (about `spec.user`) and `.../selfsubjectaccessreviews`
 /// (about the requester), answered by the built-in authorizer.
-async fn access_review(
-    state: &AppState,
-    rt: &'static ResourceType,
-    requester: Option<UserInfo>,
-    req: Request,
-) -> ApiResult<Response> {
-    let content_type = header_str(req.headers(), header::CONTENT_TYPE).map(str::to_string);
-    let mut body = read_json(state, rt, content_type.as_deref(), req.into_body()).await?;
-    objects::check_type(rt, &body)?;
+fn access_review(rt: &ResourceType, requester: Option<UserInfo>, mut body: Value) -> ApiResult<Response> {
     let spec = body.get("spec").cloned().unwrap_or_else(|| json!({}));
     let user = requester.unwrap_or_else(|| UserInfo {
         name: spec.get("user").and_then(Value::as_str).unwrap_or_default().to_string(),

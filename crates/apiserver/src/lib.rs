@@ -3,10 +3,11 @@
 //! Owns: CertificateSigningRequests (`certificates.k8s.io/v1`, with `/approval` and
 //! `/status`), bootstrap-token Secrets in `kube-system`, Leases (`coordination.k8s.io/v1`),
 //! SubjectAccessReviews answered by a built-in authorizer equal to upstream's default RBAC
-//! for these resources, discovery, OpenAPI v3 documents, Table output, watches with
-//! resourceVersion resume, and upstream-shaped `Status` errors — over HTTPS (rustls, ring)
-//! with client-certificate and bootstrap-token authentication, or in memory as a tower
-//! service with a fixed identity. State lives in one redb file.
+//! for these resources, SelfSubjectReviews (`kubectl auth whoami`), discovery, OpenAPI v3
+//! documents, Table output, watches with resourceVersion resume, and upstream-shaped
+//! `Status` errors — over HTTPS (rustls, ring) with client-certificate and bootstrap-token
+//! authentication, or in memory as a tower service with a fixed identity. State lives in one
+//! redb file.
 //!
 //! Does not own: approving or signing (the signer's controllers do that through this API),
 //! keys and CSR parsing (`kubecert-csr`), protobuf responses (protobuf request bodies of

@@ -13,7 +13,7 @@ use schemars::JsonSchema as _;
 use serde_json::{Map, Value, json};
 
 use crate::discovery::KUBERNETES_VERSION;
-use crate::resources::{ALL, CSR, LEASE, ResourceType, SAR, SECRET, SELF_SAR};
+use crate::resources::{ALL, CSR, LEASE, ResourceType, SAR, SECRET, SELF_SAR, SELF_SUBJECT_REVIEW};
 
 fn gv_path(group: &str, version: &str) -> String {
     if group.is_empty() { format!("api/{version}") } else { format!("apis/{group}/{version}") }
@@ -96,6 +96,7 @@ fn paths_for(r: &ResourceType, paths: &mut Map<String, Value>) {
 
 /// The component schemas of the types of `group/version`, with every referenced type.
 fn schemas(group: &str, version: &str) -> Map<String, Value> {
+    use k8s_openapi::api::authentication::v1::SelfSubjectReview;
     use k8s_openapi::api::authorization::v1::{SelfSubjectAccessReview, SubjectAccessReview};
     use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
     use k8s_openapi::api::coordination::v1::Lease;
@@ -115,6 +116,9 @@ fn schemas(group: &str, version: &str) -> Map<String, Value> {
         } else if *r == &SAR {
             generator.subschema_for::<SubjectAccessReview>();
             SubjectAccessReview::schema_name()
+        } else if *r == &SELF_SUBJECT_REVIEW {
+            generator.subschema_for::<SelfSubjectReview>();
+            SelfSubjectReview::schema_name()
         } else if *r == &SELF_SAR {
             generator.subschema_for::<SelfSubjectAccessReview>();
             SelfSubjectAccessReview::schema_name()
@@ -198,5 +202,14 @@ mod tests {
         );
         assert!(schemas["io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"].is_object());
         assert!(!doc.to_string().contains("$defs"));
+        assert!(root["paths"]["apis/authentication.k8s.io/v1"].is_object());
+        let whoami = document("/openapi/v3/apis/authentication.k8s.io/v1", &q).unwrap();
+        let paths = whoami["paths"].as_object().unwrap();
+        assert_eq!(paths.keys().collect::<Vec<_>>(), ["/apis/authentication.k8s.io/v1/selfsubjectreviews"]);
+        let post = &paths["/apis/authentication.k8s.io/v1/selfsubjectreviews"]["post"];
+        assert_eq!(post["x-kubernetes-group-version-kind"]["kind"], "SelfSubjectReview");
+        let review = &whoami["components"]["schemas"]["io.k8s.api.authentication.v1.SelfSubjectReview"];
+        assert_eq!(review["x-kubernetes-group-version-kind"][0]["group"], "authentication.k8s.io");
+        assert!(whoami["components"]["schemas"]["io.k8s.api.authentication.v1.UserInfo"].is_object());
     }
 }

@@ -9,7 +9,7 @@
 use base64::Engine as _;
 use serde_json::{Map, Value, json};
 
-use crate::resources::{CSR, LEASE, ResourceType, SAR, SECRET, SELF_SAR};
+use crate::resources::{CSR, LEASE, ResourceType, SAR, SECRET, SELF_SAR, SELF_SUBJECT_REVIEW};
 use crate::status::{ApiError, ApiResult};
 
 const MAGIC: &[u8] = b"k8s\0";
@@ -120,6 +120,9 @@ const SAR_SPEC: &[Field] = &[
 ];
 
 const SAR_FIELDS: &[Field] = &[(1, "metadata", Kind::Msg(OBJECT_META)), (2, "spec", Kind::Msg(SAR_SPEC))];
+
+/// A SelfSubjectReview request carries metadata only; its status (field 2) is the server's.
+const SELF_SUBJECT_REVIEW_FIELDS: &[Field] = &[(1, "metadata", Kind::Msg(OBJECT_META))];
 
 const TYPE_META: &[Field] = &[(1, "apiVersion", Kind::Str), (2, "kind", Kind::Str)];
 const UNKNOWN: &[Field] = &[(1, "typeMeta", Kind::Msg(TYPE_META)), (2, "raw", Kind::Bytes)];
@@ -303,6 +306,8 @@ pub(crate) fn decode(rt: &ResourceType, body: &[u8]) -> ApiResult<Value> {
     } else if rt == &SAR || rt == &SELF_SAR {
         // A self review's spec has only the attribute fields, with the same numbers.
         SAR_FIELDS
+    } else if rt == &SELF_SUBJECT_REVIEW {
+        SELF_SUBJECT_REVIEW_FIELDS
     } else {
         return Err(ApiError::unsupported_media_type(
             "application/vnd.kubernetes.protobuf",

@@ -69,6 +69,19 @@ pub(crate) const SAR: ResourceType = ResourceType {
     short_names: &[],
 };
 
+/// `authentication.k8s.io/v1` SelfSubjectReview: who the requester is (`kubectl auth whoami`).
+pub(crate) const SELF_SUBJECT_REVIEW: ResourceType = ResourceType {
+    group: "authentication.k8s.io",
+    version: "v1",
+    resource: "selfsubjectreviews",
+    singular: "selfsubjectreview",
+    kind: "SelfSubjectReview",
+    namespaced: false,
+    verbs: &["create"],
+    subresources: &[],
+    short_names: &[],
+};
+
 pub(crate) const SELF_SAR: ResourceType = ResourceType {
     group: "authorization.k8s.io",
     version: "v1",
@@ -82,7 +95,10 @@ pub(crate) const SELF_SAR: ResourceType = ResourceType {
 };
 
 /// Every served type, in discovery order.
-pub(crate) const ALL: [&ResourceType; 5] = [&SECRET, &CSR, &LEASE, &SELF_SAR, &SAR];
+pub(crate) const ALL: [&ResourceType; 6] = [&SECRET, &CSR, &LEASE, &SELF_SUBJECT_REVIEW, &SELF_SAR, &SAR];
+
+/// The review types: create-only, answered from the request and never stored.
+pub(crate) const REVIEWS: [&ResourceType; 3] = [&SELF_SUBJECT_REVIEW, &SELF_SAR, &SAR];
 
 impl ResourceType {
     /// `group/version`, or `v1` for the core group.
@@ -101,6 +117,11 @@ impl ResourceType {
         } else {
             format!("{}.{}", self.resource, self.group)
         }
+    }
+
+    /// Whether this is a review type (see [`REVIEWS`]).
+    pub fn is_review(&self) -> bool {
+        REVIEWS.contains(&self)
     }
 
     /// An error subject for an object of this type.

@@ -265,3 +265,63 @@ async fn kubectl_bootstrap_token_secret_then_token_authentication() {
     assert!(!ok && err.contains("must be logged in"), "{err}");
     server.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn kubectl_auth_whoami_with_a_certificate_and_a_token() {
+    if !kubectl_available() {
+        return;
+    }
+    let pki = Pki::new();
+    let dir = tempfile::tempdir().unwrap();
+    let server = common::start(&pki, &dir.path().join("data")).await;
+    let addr = server.local_addr();
+    let admin = pki.admin();
+    let k = Kubectl::new(dir.path(), "admin", &common::kubeconfig_yaml(addr, &pki, Credential::Cert(&admin)));
+    let out = k.ok(&["auth", "whoami"]).await;
+    let rows: Vec<Vec<&str>> = out.lines().map(columns).collect();
+    assert_eq!(rows[0], ["ATTRIBUTE", "VALUE"], "{out}");
+    assert_eq!(rows[1], ["Username", "kubernetes-admin"], "{out}");
+    assert_eq!(rows[2], ["Groups", "[system:masters", "system:authenticated]"], "{out}");
+    assert!(
+        out.contains("authentication.kubernetes.io/credential-id") && out.contains("X509SHA256="),
+        "{out}"
+    );
+
+    k.ok(&[
+        "-n",
+        "kube-system",
+        "create",
+        "secret",
+        "generic",
+        "bootstrap-token-abcdef",
+        "--type",
+        "bootstrap.kubernetes.io/token",
+        "--from-literal=token-id=abcdef",
+        "--from-literal=token-secret=0123456789abcdef",
+        "--from-literal=usage-bootstrap-authentication=true",
+    ])
+    .await;
+    let node = Kubectl::new(
+        dir.path(),
+        "bootstrap",
+        &common::kubeconfig_yaml(addr, &pki, Credential::Token("abcdef.0123456789abcdef")),
+    );
+    let review: serde_json::Value =
+        serde_json::from_str(&node.ok(&["auth", "whoami", "-o", "json"]).await).unwrap();
+    assert_eq!(review["apiVersion"], "authentication.k8s.io/v1", "{review}");
+    assert_eq!(review["kind"], "SelfSubjectReview", "{review}");
+    assert_eq!(
+        review["status"]["userInfo"],
+        serde_json::json!({"username": "system:bootstrap:abcdef",
+            "groups": ["system:bootstrappers", "system:authenticated"]})
+    );
+    let out = k.ok(&["explain", "selfsubjectreviews.status.userInfo"]).await;
+    assert!(out.contains("KIND:       SelfSubjectReview") && out.contains("username"), "{out}");
+    let resources = k.ok(&["api-resources", "--api-group", "authentication.k8s.io"]).await;
+    assert!(
+        resources.lines().any(|l| columns(l)
+            == ["selfsubjectreviews", "authentication.k8s.io/v1", "false", "SelfSubjectReview"]),
+        "{resources}"
+    );
+    server.shutdown().await.unwrap();
+}

@@ -831,3 +831,112 @@ async fn apply_lease(mem: &Mem, query: &str, holder: &str) -> (u16, Value) {
     )
     .await
 }
+
+const WHOAMI: &str = "/apis/authentication.k8s.io/v1/selfsubjectreviews";
+
+fn self_subject_review() -> Value {
+    json!({"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"})
+}
+
+/// `k8s\0` + `runtime.Unknown{typeMeta, raw}` around a SelfSubjectReview with empty metadata.
+fn whoami_protobuf() -> Vec<u8> {
+    fn field(number: u8, payload: &[u8]) -> Vec<u8> {
+        let mut out = vec![number << 3 | 2, u8::try_from(payload.len()).unwrap()];
+        out.extend_from_slice(payload);
+        out
+    }
+    let type_meta = [field(1, b"authentication.k8s.io/v1"), field(2, b"SelfSubjectReview")].concat();
+    let unknown = [field(1, &type_meta), field(2, &field(1, &[]))].concat();
+    [b"k8s\0".as_slice(), &unknown].concat()
+}
+
+/// `status.userInfo` of a successful SelfSubjectReview.
+fn reviewed_user(resp: &(u16, Value)) -> &Value {
+    assert_eq!(resp.0, 201, "{}", resp.1);
+    assert_eq!(resp.1["apiVersion"], "authentication.k8s.io/v1", "{}", resp.1);
+    assert_eq!(resp.1["kind"], "SelfSubjectReview", "{}", resp.1);
+    assert!(resp.1["metadata"]["creationTimestamp"].as_str().is_some_and(|t| t.ends_with('Z')), "{}", resp.1);
+    &resp.1["status"]["userInfo"]
+}
+
+#[tokio::test]
+async fn self_subject_reviews_return_the_authenticated_user() {
+    let pki = common::Pki::new();
+    let dir = tempfile::tempdir().unwrap();
+    let server = common::start(&pki, dir.path()).await;
+    let addr = server.local_addr();
+    let admin = pki.admin();
+    let raw_admin = common::Raw::new(addr, &pki, common::Credential::Cert(&admin)).await;
+    let secret = json!({"apiVersion": "v1", "kind": "Secret", "type": "bootstrap.kubernetes.io/token",
+        "metadata": {"name": "bootstrap-token-abcdef", "namespace": "kube-system"},
+        "stringData": {"token-id": "abcdef", "token-secret": "0123456789abcdef",
+            "usage-bootstrap-authentication": "true", "auth-extra-groups": "system:bootstrappers:worker"}});
+    assert_eq!(raw_admin.json("POST", "/api/v1/namespaces/kube-system/secrets", &secret).await.0, 201);
+
+    let token = common::Raw::new(addr, &pki, common::Credential::Token("abcdef.0123456789abcdef")).await;
+    let resp = token.json("POST", WHOAMI, &self_subject_review()).await;
+    assert_eq!(
+        reviewed_user(&resp),
+        &json!({"username": "system:bootstrap:abcdef",
+            "groups": ["system:bootstrappers", "system:bootstrappers:worker", "system:authenticated"]})
+    );
+
+    let node = pki.client("system:node:n1", &["system:nodes"]);
+    let raw_node = common::Raw::new(addr, &pki, common::Credential::Cert(&node)).await;
+    // The body's metadata is not echoed: the answer is a new object, as upstream.
+    let mut named = self_subject_review();
+    named["metadata"] = json!({"name": "me", "labels": {"a": "b"}});
+    let resp = raw_node.json("POST", WHOAMI, &named).await;
+    let user = reviewed_user(&resp);
+    assert_eq!(user["username"], "system:node:n1");
+    assert_eq!(user["groups"], json!(["system:nodes", "system:authenticated"]));
+    assert!(user.get("uid").is_none(), "{user}");
+    let credential = &user["extra"]["authentication.kubernetes.io/credential-id"];
+    assert!(credential[0].as_str().is_some_and(|c| c.starts_with("X509SHA256=")), "{user}");
+    assert_eq!(resp.1["metadata"].as_object().unwrap().len(), 1, "{}", resp.1);
+
+    // Protobuf bodies (what typed Go clients send) are accepted too.
+    let resp = raw_admin.send("POST", WHOAMI, "application/vnd.kubernetes.protobuf", whoami_protobuf()).await;
+    let user = reviewed_user(&resp);
+    assert_eq!(user["username"], "kubernetes-admin");
+    assert_eq!(user["groups"], json!(["system:masters", "system:authenticated"]));
+
+    // Create-only and never stored: reading is refused as for SubjectAccessReviews (405 when
+    // authorized, 403 otherwise), no credentials are 401, another kind is a 400 naming it.
+    assert_status(&raw_admin.json("GET", WHOAMI, &json!({})).await, 405, "MethodNotAllowed");
+    assert_status(&raw_admin.json("GET", &format!("{WHOAMI}/x"), &json!({})).await, 405, "MethodNotAllowed");
+    assert_status(&raw_node.json("GET", WHOAMI, &json!({})).await, 403, "Forbidden");
+    let anon = common::Raw::new(addr, &pki, common::Credential::None).await;
+    assert_status(&anon.json("POST", WHOAMI, &self_subject_review()).await, 401, "Unauthorized");
+    let wrong = json!({"apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview"});
+    let resp = raw_node.json("POST", WHOAMI, &wrong).await;
+    assert_status(&resp, 400, "BadRequest");
+    let message = resp.1["message"].as_str().unwrap();
+    assert!(
+        message.contains("(authorization.k8s.io/v1)") && message.contains("is not SelfSubjectReview"),
+        "{message}"
+    );
+    let resp = token.send("POST", WHOAMI, "application/json", b"[1]".to_vec()).await;
+    assert_status(&resp, 400, "BadRequest");
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn self_subject_review_returns_uid_and_extra_in_memory() {
+    let mem = Mem::new();
+    let mut user = UserInfo::authenticated("alice", vec!["devs".into()]);
+    user.uid = "u-1".into();
+    user.extra.insert("scopes".into(), vec!["a".into(), "b".into()]);
+    let resp = mem.json_as(&user, "POST", WHOAMI, &self_subject_review()).await;
+    assert_eq!(
+        reviewed_user(&resp),
+        &json!({"username": "alice", "uid": "u-1", "groups": ["devs", "system:authenticated"],
+            "extra": {"scopes": ["a", "b"]}})
+    );
+    assert_status(
+        &mem.json("PUT", &format!("{WHOAMI}/x"), &self_subject_review()).await,
+        405,
+        "MethodNotAllowed",
+    );
+    assert_status(&mem.json("DELETE", WHOAMI, &json!({})).await, 405, "MethodNotAllowed");
+}
