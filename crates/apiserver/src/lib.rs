@@ -20,13 +20,16 @@
 //! # How it works
 //!
 //! - **Storage** (`store`): objects are JSON in redb keyed `<resource.group>/<ns>/<name>`;
-//!   every write is one write transaction (durable on commit) that bumps a global
-//!   resourceVersion kept in the same file and appends one event. Writes are serialized, so
-//!   events are contiguous in resourceVersion and published in order.
+//!   every write bumps a global resourceVersion kept in the same file and appends one event,
+//!   and is answered once committed (durable). Writes are serialized and group-committed: the
+//!   writes that arrive during a commit go into the next transaction together, one fsync for
+//!   all of them. Events are contiguous in resourceVersion and published in order.
 //! - **Watch** (`watch`): the last N events (default 4096) are kept in memory and in the file,
 //!   so a watch resumes from any resourceVersion still covered, across restarts; older ones get
 //!   an `ERROR` event with `410 Expired`, as upstream. A watch is a stream polled by hyper and
-//!   woken by a `tokio::sync::watch` channel: no task or thread per watch.
+//!   woken by a `tokio::sync::watch` channel: no task or thread per watch. A watch pinned to
+//!   one name (`fieldSelector=metadata.name=…`, what a waiting node sends) is woken only by
+//!   writes to that name.
 //! - **Requests** (`handlers`): authenticate (TLS peer certificate → bootstrap token →
 //!   anonymous), resolve the target (`request`), authorize (`authz`), then the verb; CSR
 //!   writes go through the registry strategy (`strategy`), validation (`validation`) and

@@ -1,4 +1,4 @@
-//! Persistent state: one redb file, one write transaction per API write, a global monotonic
+//! Persistent state: one redb file, group-committed write transactions, a global monotonic
 //! resourceVersion, and a bounded event log (persisted and mirrored in memory) that feeds
 //! watches.
 //!
@@ -9,7 +9,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::path::Path;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde_json::Value;
@@ -88,10 +88,26 @@ struct EventLog {
     floor: u64,
 }
 
+/// The decision of one write, run inside the write transaction.
+type Decide = Box<dyn FnOnce(Option<Value>, u64) -> ApiResult<Mutation> + Send>;
+
+/// What a write returns.
+type WriteResult = ApiResult<(EventOutcome, Value)>;
+
+/// A write waiting for the next commit.
+struct QueuedWrite {
+    key: String,
+    decide: Decide,
+    answer: std::sync::mpsc::SyncSender<WriteResult>,
+}
+
 /// The store. Cheap to share behind an `Arc`.
 pub(crate) struct Store {
     db: Database,
+    /// Held by the writer that commits (the leader of a group commit).
     write_lock: Mutex<()>,
+    /// Writes waiting for the next commit.
+    queue: Mutex<Vec<QueuedWrite>>,
     log: RwLock<EventLog>,
     capacity: usize,
     latest: tokio::sync::watch::Sender<u64>,
@@ -155,6 +171,7 @@ impl Store {
         Ok(Self {
             db,
             write_lock: Mutex::new(()),
+            queue: Mutex::new(Vec::new()),
             log: RwLock::new(EventLog { events, floor }),
             capacity: capacity.max(1),
             latest,
@@ -241,62 +258,138 @@ impl Store {
     }
 
     /// Runs one write: `decide` sees the stored object and the resourceVersion the write will
-    /// get, and returns what to do. Writes are serialized; the event is published before the
-    /// next write starts, so watchers see events in resourceVersion order.
-    /// With `dry_run`, everything runs but nothing is committed or published.
-    pub fn mutate<F>(&self, key: &str, dry_run: bool, decide: F) -> ApiResult<(EventOutcome, Value)>
+    /// get, and returns what to do. It returns once the write is durable (committed, fsync'd) and
+    /// its event published. With `dry_run`, everything runs but nothing is committed or
+    /// published.
+    ///
+    /// Writes are group-committed: while one commit runs, the writes that arrive queue up, and
+    /// the next writer to get the lock applies all of them in one transaction, in arrival order,
+    /// with one fsync; then it publishes their events in resourceVersion order and answers each.
+    /// A storm of N concurrent writes costs a few fsyncs, not N.
+    pub fn mutate<F>(&self, key: &str, dry_run: bool, decide: F) -> WriteResult
+    where
+        F: FnOnce(Option<Value>, u64) -> ApiResult<Mutation> + Send + 'static,
+    {
+        if dry_run {
+            return self.dry_run(key, decide);
+        }
+        let (answer, result) = std::sync::mpsc::sync_channel(1);
+        let write = QueuedWrite { key: key.to_owned(), decide: Box::new(decide), answer };
+        self.queue.lock().unwrap_or_else(PoisonError::into_inner).push(write);
+        let leader = self.write_lock.lock().unwrap_or_else(PoisonError::into_inner);
+        // The previous leader may have committed this write already.
+        if let Ok(done) = result.try_recv() {
+            return done;
+        }
+        let batch = std::mem::take(&mut *self.queue.lock().unwrap_or_else(PoisonError::into_inner));
+        self.commit(batch);
+        drop(leader);
+        result.try_recv().unwrap_or_else(|_| Err(ApiError::internal("the write was lost before its commit")))
+    }
+
+    /// `decide` against the stored object, in a transaction that is then dropped.
+    fn dry_run<F>(&self, key: &str, decide: F) -> WriteResult
     where
         F: FnOnce(Option<Value>, u64) -> ApiResult<Mutation>,
     {
-        let _serial = self.write_lock.lock().map_err(|_| ApiError::internal("store write lock poisoned"))?;
+        let _leader = self.write_lock.lock().unwrap_or_else(PoisonError::into_inner);
         let txn = self.db.begin_write().map_err(|e| internal(storage(e)))?;
-        let (current, rv) = {
-            let objects = txn.open_table(OBJECTS).map_err(|e| internal(storage(e)))?;
-            let current = match objects.get(key).map_err(|e| internal(storage(e)))? {
-                Some(v) => Some(decode_object(key, v.value()).map_err(internal)?),
-                None => None,
-            };
-            let meta = txn.open_table(META).map_err(|e| internal(storage(e)))?;
-            let rv = meta.get(META_RV).map_err(|e| internal(storage(e)))?.map_or(0, |g| g.value());
-            (current, rv)
-        };
+        let (current, rv) = read_for_write(&txn, key).map_err(internal)?;
         let existed = current.is_some();
-        let prev_labels = current.as_ref().and_then(|c| c.pointer("/metadata/labels").cloned());
-        let next_rv = rv + 1;
-        let (kind, object) = match decide(current, next_rv)? {
-            Mutation::Unchanged(v) => {
-                txn.abort().map_err(|e| internal(storage(e)))?;
-                return Ok((EventOutcome::Unchanged, v));
-            }
-            Mutation::Put(v) if existed => (EventType::Modified, v),
-            Mutation::Put(v) => (EventType::Added, v),
-            Mutation::Delete(v) => (EventType::Deleted, v),
+        let (outcome, object) = match decide(current, rv + 1)? {
+            Mutation::Unchanged(v) => (EventOutcome::Unchanged, v),
+            Mutation::Put(v) if existed => (EventOutcome::Updated, v),
+            Mutation::Put(v) => (EventOutcome::Created, v),
+            Mutation::Delete(v) => (EventOutcome::Deleted, v),
         };
-        if dry_run {
-            txn.abort().map_err(|e| internal(storage(e)))?;
-            return Ok((EventOutcome::from(kind), object));
-        }
-        let prev_labels = if kind == EventType::Modified { prev_labels } else { None };
-        let event = Event { rv: next_rv, kind, key: key.to_string(), object, prev_labels };
-        let new_floor = self.write_event(&txn, &event).map_err(internal)?;
-        txn.commit().map_err(|e| internal(storage(e)))?;
+        txn.abort().map_err(|e| internal(storage(e)))?;
+        Ok((outcome, object))
+    }
 
-        let event = Arc::new(event);
+    /// Applies `batch` in one transaction and answers every write in it. A write whose decision
+    /// fails gets its error and changes nothing; if the commit itself fails, every write gets
+    /// that error and no event is published.
+    fn commit(&self, batch: Vec<QueuedWrite>) {
+        if batch.is_empty() {
+            return;
+        }
+        let mut answers = Vec::with_capacity(batch.len());
+        let mut events = Vec::new();
+        let applied = self.apply(batch, &mut answers, &mut events);
+        let committed = applied.and_then(|(txn, floor)| {
+            txn.commit().map_err(|e| internal(storage(e)))?;
+            Ok(floor)
+        });
+        match committed {
+            Ok(floor) => self.publish(events, floor),
+            Err(error) => {
+                for (answer, _) in answers {
+                    let _ = answer.send(Err(error.clone()));
+                }
+                return;
+            }
+        }
+        for (answer, result) in answers {
+            let _ = answer.send(result);
+        }
+    }
+
+    /// Runs every decision of `batch` in one write transaction (each sees the writes before it),
+    /// collecting the answers and events; returns the transaction to commit and the new floor.
+    fn apply(
+        &self,
+        batch: Vec<QueuedWrite>,
+        answers: &mut Vec<(std::sync::mpsc::SyncSender<WriteResult>, WriteResult)>,
+        events: &mut Vec<Arc<Event>>,
+    ) -> ApiResult<(redb::WriteTransaction, Option<u64>)> {
+        let txn = self.db.begin_write().map_err(|e| internal(storage(e)))?;
+        let mut floor = None;
+        for QueuedWrite { key, decide, answer } in batch {
+            let (current, rv) = read_for_write(&txn, &key).map_err(internal)?;
+            let existed = current.is_some();
+            let prev_labels = current.as_ref().and_then(|c| c.pointer("/metadata/labels").cloned());
+            let (kind, object) = match decide(current, rv + 1) {
+                Err(error) => {
+                    answers.push((answer, Err(error)));
+                    continue;
+                }
+                Ok(Mutation::Unchanged(v)) => {
+                    answers.push((answer, Ok((EventOutcome::Unchanged, v))));
+                    continue;
+                }
+                Ok(Mutation::Put(v)) if existed => (EventType::Modified, v),
+                Ok(Mutation::Put(v)) => (EventType::Added, v),
+                Ok(Mutation::Delete(v)) => (EventType::Deleted, v),
+            };
+            let prev_labels = if kind == EventType::Modified { prev_labels } else { None };
+            let event = Event { rv: rv + 1, kind, key, object, prev_labels };
+            floor = Some(self.write_event(&txn, &event).map_err(internal)?);
+            answers.push((answer, Ok((EventOutcome::from(kind), event.object.clone()))));
+            events.push(Arc::new(event));
+        }
+        Ok((txn, floor))
+    }
+
+    /// Makes committed events visible to watchers, in resourceVersion order.
+    fn publish(&self, events: Vec<Arc<Event>>, floor: Option<u64>) {
+        let Some(last) = events.last().map(|e| e.rv) else { return };
         {
-            let mut log = self.log.write().map_err(|_| ApiError::internal("event log lock poisoned"))?;
-            log.events.push_back(event.clone());
+            let mut log = self.log.write().unwrap_or_else(PoisonError::into_inner);
+            log.events.extend(events.iter().cloned());
             while log.events.len() > self.capacity {
                 log.events.pop_front();
             }
-            log.floor = new_floor;
+            if let Some(floor) = floor {
+                log.floor = floor;
+            }
         }
-        self.latest.send_replace(next_rv);
-        if let Ok(named) = self.named.lock()
-            && let Some(watchers) = named.get(object_name(key))
-        {
-            watchers.send_replace(next_rv);
+        self.latest.send_replace(last);
+        let named = self.named.lock().unwrap_or_else(PoisonError::into_inner);
+        for event in &events {
+            if let Some(watchers) = named.get(object_name(&event.key)) {
+                watchers.send_replace(event.rv);
+            }
         }
-        Ok((EventOutcome::from(kind), event.object.clone()))
     }
 
     /// Writes the object change, the rv, the event and trims old events; returns the new floor.
@@ -335,8 +428,14 @@ impl Store {
         Ok(floor)
     }
 
-    /// Every event with rv greater than `after`, oldest first.
-    pub fn events_after(&self, after: u64) -> Result<Vec<Arc<Event>>, Expired> {
+    /// The events with rv greater than `after` (only those of objects named `name`, when given:
+    /// picked under the lock, so a watcher of one name does not copy the whole log), oldest
+    /// first, and the rv of the newest event looked at.
+    pub fn events_after_named(
+        &self,
+        after: u64,
+        name: Option<&str>,
+    ) -> Result<(Vec<Arc<Event>>, u64), Expired> {
         let Ok(log) = self.log.read() else {
             return Err(Expired { requested: after, oldest: self.resource_version() });
         };
@@ -344,7 +443,9 @@ impl Store {
             return Err(Expired { requested: after, oldest: log.floor + 1 });
         }
         let start = log.events.partition_point(|e| e.rv <= after);
-        Ok(log.events.iter().skip(start).cloned().collect())
+        let newest = log.events.back().map_or(after, |e| e.rv.max(after));
+        let wanted = |e: &&Arc<Event>| name.is_none_or(|name| object_name(&e.key) == name);
+        Ok((log.events.iter().skip(start).filter(wanted).cloned().collect(), newest))
     }
 
     /// A receiver that changes whenever a write is published.
@@ -380,6 +481,19 @@ impl Store {
     fn named_channels(&self) -> usize {
         self.named.lock().map_or(0, |named| named.len())
     }
+}
+
+/// The stored object at `key` (if any) and the current resourceVersion, inside a write
+/// transaction (so earlier writes of the same transaction are seen).
+fn read_for_write(txn: &redb::WriteTransaction, key: &str) -> Result<(Option<Value>, u64), Error> {
+    let objects = txn.open_table(OBJECTS).map_err(storage)?;
+    let current = match objects.get(key).map_err(storage)? {
+        Some(v) => Some(decode_object(key, v.value())?),
+        None => None,
+    };
+    let meta = txn.open_table(META).map_err(storage)?;
+    let rv = meta.get(META_RV).map_err(storage)?.map_or(0, |g| g.value());
+    Ok((current, rv))
 }
 
 /// The name part of a storage key (`<resource.group>/<namespace>/<name>`).
@@ -428,9 +542,15 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    impl Store {
+        fn events_after(&self, after: u64) -> Result<Vec<Arc<Event>>, Expired> {
+            self.events_after_named(after, None).map(|(events, _)| events)
+        }
+    }
+
     fn put(store: &Store, key: &str, n: i64) -> u64 {
         let (_, v) = store
-            .mutate(key, false, |_, rv| {
+            .mutate(key, false, move |_, rv| {
                 Ok(Mutation::Put(json!({"metadata": {"resourceVersion": rv.to_string()}, "n": n})))
             })
             .unwrap();
@@ -452,6 +572,41 @@ mod tests {
         let events = s.events_after(1).unwrap();
         assert_eq!(events.iter().map(|e| e.rv).collect::<Vec<_>>(), vec![2, 3]);
         assert_eq!(events[1].kind, EventType::Modified);
+    }
+
+    #[test]
+    fn concurrent_writes_are_group_committed_in_order_and_each_sees_the_ones_before() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(dir.path(), 10_000).unwrap());
+        let increment = |cur: Option<Value>, rv: u64| {
+            let n = cur.map_or(0, |c| c["n"].as_i64().unwrap());
+            Ok(Mutation::Put(json!({"metadata": {"resourceVersion": rv.to_string()}, "n": n + 1})))
+        };
+        let writers: Vec<_> = (0..16)
+            .map(|_| {
+                let store = Arc::clone(&store);
+                std::thread::spawn(move || {
+                    for i in 0..25 {
+                        store.mutate("r//counter", false, increment).unwrap();
+                        if i % 5 == 0 {
+                            let refused =
+                                store.mutate("r//counter", false, |_, _| Err(ApiError::bad_request("no")));
+                            assert_eq!(refused.unwrap_err().code, 400, "a failed decision is its own answer");
+                        }
+                    }
+                })
+            })
+            .collect();
+        for writer in writers {
+            writer.join().unwrap();
+        }
+        assert_eq!(store.get("r//counter").unwrap().unwrap()["n"], 400, "no increment lost");
+        let rvs: Vec<u64> = store.events_after(0).unwrap().iter().map(|e| e.rv).collect();
+        assert_eq!(rvs, (1..=400).collect::<Vec<_>>(), "one event per write, in order");
+        drop(Arc::into_inner(store));
+        let reopened = Store::open(dir.path(), 10_000).unwrap();
+        assert_eq!(reopened.resource_version(), 400);
+        assert_eq!(reopened.get("r//counter").unwrap().unwrap()["n"], 400);
     }
 
     #[test]
@@ -485,10 +640,18 @@ mod tests {
         }
         assert_eq!(s.events_after(1).err(), Some(Expired { requested: 1, oldest: 4 }));
         assert_eq!(s.events_after(3).unwrap().len(), 2);
+        put(&s, "r//y", 5);
+        let rvs = |after, name| {
+            let (events, newest) = s.events_after_named(after, name).unwrap();
+            (events.iter().map(|e| e.rv).collect::<Vec<_>>(), newest)
+        };
+        assert_eq!(rvs(4, Some("x")), (vec![5], 6), "y's event is looked at, not returned");
+        assert_eq!(rvs(4, None), (vec![5, 6], 6));
+        assert_eq!(rvs(6, Some("x")), (vec![], 6));
         drop(s);
         let s = Store::open(dir.path(), 2).unwrap();
-        assert!(s.events_after(2).is_err());
-        assert_eq!(s.events_after(3).unwrap().len(), 2);
+        assert!(s.events_after(3).is_err());
+        assert_eq!(s.events_after(4).unwrap().len(), 2);
     }
 
     #[test]

@@ -104,7 +104,7 @@ impl Watch {
             }
             let rx = self.rx.as_mut()?;
             rx.borrow_and_update();
-            match self.store.events_after(self.cursor) {
+            match self.store.events_after_named(self.cursor, self.name.as_deref()) {
                 Err(expired) => {
                     self.done = true;
                     let status = ApiError::expired(format!(
@@ -113,14 +113,14 @@ impl Watch {
                     ));
                     return Some(line("ERROR", status.to_status()).into());
                 }
-                Ok(events) if !events.is_empty() => {
+                Ok((events, newest)) if newest > self.cursor => {
                     let mut out = Vec::new();
                     for event in &events {
                         if let Some(kind) = self.classify(event) {
                             self.render(kind, &event.object, &mut out);
                         }
                     }
-                    self.cursor = events.last().map_or(self.cursor, |e| e.rv);
+                    self.cursor = newest;
                     if !out.is_empty() {
                         return Some(out.into());
                     }

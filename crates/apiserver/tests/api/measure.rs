@@ -62,18 +62,23 @@ async fn measure_throughput_and_watch_memory() {
     for concurrency in [1, 16] {
         let api = csrs.clone();
         let pems = pems.clone();
-        rate(&format!("CSR create (fsync per write) c{concurrency}"), 400, concurrency, move |i| {
-            let api = api.clone();
-            let mut obj = common::node_csr(Some(&format!("m{concurrency}-{i}")), "n");
-            obj["spec"]["request"] = serde_json::json!(base64::Engine::encode(
-                &base64::engine::general_purpose::STANDARD,
-                &pems[i % 64]
-            ));
-            async move {
-                let obj: Csr = serde_json::from_value(obj).unwrap();
-                api.create(&PostParams::default(), &obj).await.unwrap();
-            }
-        })
+        rate(
+            &format!("CSR create (durable: one fsync per group commit) c{concurrency}"),
+            400,
+            concurrency,
+            move |i| {
+                let api = api.clone();
+                let mut obj = common::node_csr(Some(&format!("m{concurrency}-{i}")), "n");
+                obj["spec"]["request"] = serde_json::json!(base64::Engine::encode(
+                    &base64::engine::general_purpose::STANDARD,
+                    &pems[i % 64]
+                ));
+                async move {
+                    let obj: Csr = serde_json::from_value(obj).unwrap();
+                    api.create(&PostParams::default(), &obj).await.unwrap();
+                }
+            },
+        )
         .await;
     }
     for concurrency in [1, 16] {

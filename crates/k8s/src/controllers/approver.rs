@@ -1,7 +1,7 @@
 //! The approver ("csrapproving", SPEC AP-1…AP-4, plus kubecert's policy).
 
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use k8s_openapi::api::authorization::v1::SubjectAccessReview;
 use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
@@ -18,6 +18,10 @@ use tokio_util::sync::CancellationToken;
 
 use super::backoff::ItemBackoff;
 use super::{ControllerError, SignerMetrics, csr_controller, name_of, run_to_end, with_condition};
+
+/// How often the queue-depth gauge is recomputed from the cache. Counting every cached request
+/// on each reconcile instead made a bootstrap storm of N requests cost N² steps.
+const QUEUE_DEPTH_INTERVAL: Duration = Duration::from_secs(1);
 
 /// What the approver needs for every request.
 struct ApproverContext {
@@ -37,23 +41,35 @@ pub async fn run_approver(
 ) {
     let controller = csr_controller(&client, &shutdown);
     let cache = controller.store();
+    let depth = track_queue_depth(cache.clone(), metrics.clone());
     let context =
         Arc::new(ApproverContext { client, policy, metrics, backoff: ItemBackoff::default(), cache });
-    run_to_end(controller.run(reconcile, error_policy, context), "approver").await;
+    tokio::select! {
+        () = run_to_end(controller.run(reconcile, error_policy, context), "approver") => {}
+        () = depth => {}
+    }
+}
+
+/// Keeps the queue-depth gauge up to date, every [`QUEUE_DEPTH_INTERVAL`]; never returns.
+async fn track_queue_depth(cache: Store<CertificateSigningRequest>, metrics: SignerMetrics) {
+    let mut tick = tokio::time::interval(QUEUE_DEPTH_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        metrics.queue_depth.set(awaiting_work(cache.state().iter().map(Arc::as_ref)));
+    }
 }
 
 async fn reconcile(
     csr: Arc<CertificateSigningRequest>,
     ctx: Arc<ApproverContext>,
 ) -> Result<Action, ControllerError> {
-    let cached = ctx.cache.state();
-    ctx.metrics.queue_depth.set(awaiting_work(cached.iter().map(Arc::as_ref)));
     let name = name_of(&csr);
     let node_addresses = node_addresses(&ctx.client, &csr).await?;
     let request = ApprovalRequest {
         csr: &csr,
         pending_before: match ctx.policy.pending_cap(&csr) {
-            Some(_) => pending_before(&csr, cached.iter().map(Arc::as_ref)),
+            Some(_) => pending_before(&csr, ctx.cache.state().iter().map(Arc::as_ref)),
             None => 0,
         },
         node_addresses: node_addresses.as_deref(),
@@ -169,4 +185,55 @@ async fn node_addresses(
         let addresses = n.status.and_then(|s| s.addresses).unwrap_or_default();
         addresses.into_iter().map(|a| a.address).collect()
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::api::certificates::v1::{
+        CertificateSigningRequestCondition, CertificateSigningRequestStatus,
+    };
+    use kube::runtime::reflector;
+    use kube::runtime::watcher::Event;
+
+    use super::*;
+
+    fn csr(name: &str, conditions: &[&str], issued: bool) -> CertificateSigningRequest {
+        let mut csr = CertificateSigningRequest::default();
+        csr.metadata.name = Some(name.to_owned());
+        csr.status = Some(CertificateSigningRequestStatus {
+            conditions: Some(
+                conditions
+                    .iter()
+                    .map(|c| CertificateSigningRequestCondition {
+                        type_: (*c).to_owned(),
+                        status: "True".into(),
+                        ..Default::default()
+                    })
+                    .collect(),
+            ),
+            certificate: issued.then(|| k8s_openapi::ByteString(b"PEM".to_vec())),
+        });
+        csr
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_queue_depth_follows_the_cache_every_interval() {
+        let (cache, mut writer) = reflector::store::<CertificateSigningRequest>();
+        let metrics = SignerMetrics::default();
+        let tracker = tokio::spawn(track_queue_depth(cache, metrics.clone()));
+        for object in [
+            csr("pending", &[], false),
+            csr("approved", &["Approved"], false),
+            csr("issued", &["Approved"], true),
+            csr("denied", &["Denied"], false),
+        ] {
+            writer.apply_watcher_event(&Event::Apply(object));
+        }
+        tokio::time::sleep(QUEUE_DEPTH_INTERVAL / 2).await;
+        assert_eq!(metrics.queue_depth.get(), 2, "pending, and approved but not issued");
+        writer.apply_watcher_event(&Event::Apply(csr("approved", &["Approved"], true)));
+        tokio::time::sleep(QUEUE_DEPTH_INTERVAL).await;
+        assert_eq!(metrics.queue_depth.get(), 1);
+        tracker.abort();
+    }
 }
