@@ -217,21 +217,7 @@ async fn kubectl_bootstrap_token_secret_then_token_authentication() {
     let addr = server.local_addr();
     let admin = pki.admin();
     let k = Kubectl::new(dir.path(), "admin", &common::kubeconfig_yaml(addr, &pki, Credential::Cert(&admin)));
-    let out = k
-        .ok(&[
-            "-n",
-            "kube-system",
-            "create",
-            "secret",
-            "generic",
-            "bootstrap-token-abcdef",
-            "--type",
-            "bootstrap.kubernetes.io/token",
-            "--from-literal=token-id=abcdef",
-            "--from-literal=token-secret=0123456789abcdef",
-            "--from-literal=usage-bootstrap-authentication=true",
-        ])
-        .await;
+    let out = create_bootstrap_token(&k).await;
     assert_eq!(out.trim(), "secret/bootstrap-token-abcdef created");
     let out = k.ok(&["-n", "kube-system", "get", "secrets"]).await;
     assert!(out.contains("bootstrap-token-abcdef") && out.contains("bootstrap.kubernetes.io/token"), "{out}");
@@ -287,20 +273,7 @@ async fn kubectl_auth_whoami_with_a_certificate_and_a_token() {
         "{out}"
     );
 
-    k.ok(&[
-        "-n",
-        "kube-system",
-        "create",
-        "secret",
-        "generic",
-        "bootstrap-token-abcdef",
-        "--type",
-        "bootstrap.kubernetes.io/token",
-        "--from-literal=token-id=abcdef",
-        "--from-literal=token-secret=0123456789abcdef",
-        "--from-literal=usage-bootstrap-authentication=true",
-    ])
-    .await;
+    create_bootstrap_token(&k).await;
     let node = Kubectl::new(
         dir.path(),
         "bootstrap",
@@ -324,4 +297,22 @@ async fn kubectl_auth_whoami_with_a_certificate_and_a_token() {
         "{resources}"
     );
     server.shutdown().await.unwrap();
+}
+
+/// `kubectl create secret` of bootstrap token `abcdef.0123456789abcdef`; kubectl's output.
+async fn create_bootstrap_token(k: &Kubectl) -> String {
+    k.ok(&[
+        "-n",
+        "kube-system",
+        "create",
+        "secret",
+        "generic",
+        "bootstrap-token-abcdef",
+        "--type",
+        "bootstrap.kubernetes.io/token",
+        "--from-literal=token-id=abcdef",
+        "--from-literal=token-secret=0123456789abcdef",
+        "--from-literal=usage-bootstrap-authentication=true",
+    ])
+    .await
 }

@@ -573,10 +573,10 @@ async fn bootstrap_token_authentication_over_tls() {
     let addr = server.local_addr();
     let admin = pki.admin();
     let raw_admin = common::Raw::new(addr, &pki, common::Credential::Cert(&admin)).await;
-    let secret = json!({"apiVersion": "v1", "kind": "Secret", "type": "bootstrap.kubernetes.io/token",
-        "metadata": {"name": "bootstrap-token-abcdef", "namespace": "kube-system"},
-        "stringData": {"token-id": "abcdef", "token-secret": "0123456789abcdef", "usage-bootstrap-authentication": "true", "auth-extra-groups": "system:bootstrappers:worker"}});
-    assert_eq!(raw_admin.json("POST", "/api/v1/namespaces/kube-system/secrets", &secret).await.0, 201);
+    assert_eq!(
+        raw_admin.json("POST", "/api/v1/namespaces/kube-system/secrets", &bootstrap_token_secret()).await.0,
+        201
+    );
     let expired = json!({"apiVersion": "v1", "kind": "Secret", "type": "bootstrap.kubernetes.io/token",
         "metadata": {"name": "bootstrap-token-expird", "namespace": "kube-system"},
         "stringData": {"token-id": "expird", "token-secret": "0123456789abcdef", "usage-bootstrap-authentication": "true", "expiration": "2001-01-01T00:00:00Z"}});
@@ -867,11 +867,10 @@ async fn self_subject_reviews_return_the_authenticated_user() {
     let addr = server.local_addr();
     let admin = pki.admin();
     let raw_admin = common::Raw::new(addr, &pki, common::Credential::Cert(&admin)).await;
-    let secret = json!({"apiVersion": "v1", "kind": "Secret", "type": "bootstrap.kubernetes.io/token",
-        "metadata": {"name": "bootstrap-token-abcdef", "namespace": "kube-system"},
-        "stringData": {"token-id": "abcdef", "token-secret": "0123456789abcdef",
-            "usage-bootstrap-authentication": "true", "auth-extra-groups": "system:bootstrappers:worker"}});
-    assert_eq!(raw_admin.json("POST", "/api/v1/namespaces/kube-system/secrets", &secret).await.0, 201);
+    assert_eq!(
+        raw_admin.json("POST", "/api/v1/namespaces/kube-system/secrets", &bootstrap_token_secret()).await.0,
+        201
+    );
 
     let token = common::Raw::new(addr, &pki, common::Credential::Token("abcdef.0123456789abcdef")).await;
     let resp = token.json("POST", WHOAMI, &self_subject_review()).await;
@@ -939,4 +938,13 @@ async fn self_subject_review_returns_uid_and_extra_in_memory() {
         "MethodNotAllowed",
     );
     assert_status(&mem.json("DELETE", WHOAMI, &json!({})).await, 405, "MethodNotAllowed");
+}
+
+/// The Secret of bootstrap token `abcdef.0123456789abcdef`, with extra group
+/// `system:bootstrappers:worker`.
+fn bootstrap_token_secret() -> Value {
+    json!({"apiVersion": "v1", "kind": "Secret", "type": "bootstrap.kubernetes.io/token",
+        "metadata": {"name": "bootstrap-token-abcdef", "namespace": "kube-system"},
+        "stringData": {"token-id": "abcdef", "token-secret": "0123456789abcdef",
+            "usage-bootstrap-authentication": "true", "auth-extra-groups": "system:bootstrappers:worker"}})
 }
