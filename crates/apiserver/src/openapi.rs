@@ -9,7 +9,6 @@
 
 use std::collections::HashMap;
 
-use schemars::JsonSchema as _;
 use serde_json::{Map, Value, json};
 
 use crate::discovery::KUBERNETES_VERSION;
@@ -94,6 +93,14 @@ fn paths_for(r: &ResourceType, paths: &mut Map<String, Value>) {
     }
 }
 
+/// Adds `T`'s schema (and those it references) to `generator`; `T`'s schema name.
+fn schema_of<T: schemars::JsonSchema>(
+    generator: &mut schemars::SchemaGenerator,
+) -> std::borrow::Cow<'static, str> {
+    generator.subschema_for::<T>();
+    T::schema_name()
+}
+
 /// The component schemas of the types of `group/version`, with every referenced type.
 fn schemas(group: &str, version: &str) -> Map<String, Value> {
     use k8s_openapi::api::authentication::v1::SelfSubjectReview;
@@ -105,23 +112,17 @@ fn schemas(group: &str, version: &str) -> Map<String, Value> {
     let mut tagged = Vec::new();
     for r in ALL.iter().filter(|r| r.group == group && r.version == version) {
         let name = if *r == &CSR {
-            generator.subschema_for::<CertificateSigningRequest>();
-            CertificateSigningRequest::schema_name()
+            schema_of::<CertificateSigningRequest>(&mut generator)
         } else if *r == &SECRET {
-            generator.subschema_for::<Secret>();
-            Secret::schema_name()
+            schema_of::<Secret>(&mut generator)
         } else if *r == &LEASE {
-            generator.subschema_for::<Lease>();
-            Lease::schema_name()
+            schema_of::<Lease>(&mut generator)
         } else if *r == &SAR {
-            generator.subschema_for::<SubjectAccessReview>();
-            SubjectAccessReview::schema_name()
+            schema_of::<SubjectAccessReview>(&mut generator)
         } else if *r == &SELF_SUBJECT_REVIEW {
-            generator.subschema_for::<SelfSubjectReview>();
-            SelfSubjectReview::schema_name()
+            schema_of::<SelfSubjectReview>(&mut generator)
         } else if *r == &SELF_SAR {
-            generator.subschema_for::<SelfSubjectAccessReview>();
-            SelfSubjectAccessReview::schema_name()
+            schema_of::<SelfSubjectAccessReview>(&mut generator)
         } else {
             continue;
         };

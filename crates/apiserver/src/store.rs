@@ -77,6 +77,19 @@ pub(crate) enum Mutation {
     Unchanged(Value),
 }
 
+impl Mutation {
+    /// The change this makes to an object that `existed` (or not): its event type and object;
+    /// `Err` with the answer when nothing changes.
+    fn into_change(self, existed: bool) -> Result<(EventType, Value), Value> {
+        match self {
+            Mutation::Put(v) if existed => Ok((EventType::Modified, v)),
+            Mutation::Put(v) => Ok((EventType::Added, v)),
+            Mutation::Delete(v) => Ok((EventType::Deleted, v)),
+            Mutation::Unchanged(v) => Err(v),
+        }
+    }
+}
+
 /// The stored key of an object.
 pub(crate) fn object_key(qualified_resource: &str, namespace: &str, name: &str) -> String {
     format!("{qualified_resource}/{namespace}/{name}")
@@ -296,14 +309,12 @@ impl Store {
         let txn = self.db.begin_write().map_err(|e| internal(storage(e)))?;
         let (current, rv) = read_for_write(&txn, key).map_err(internal)?;
         let existed = current.is_some();
-        let (outcome, object) = match decide(current, rv + 1)? {
-            Mutation::Unchanged(v) => (EventOutcome::Unchanged, v),
-            Mutation::Put(v) if existed => (EventOutcome::Updated, v),
-            Mutation::Put(v) => (EventOutcome::Created, v),
-            Mutation::Delete(v) => (EventOutcome::Deleted, v),
+        let answer = match decide(current, rv + 1)?.into_change(existed) {
+            Ok((kind, object)) => (EventOutcome::from(kind), object),
+            Err(unchanged) => (EventOutcome::Unchanged, unchanged),
         };
         txn.abort().map_err(|e| internal(storage(e)))?;
-        Ok((outcome, object))
+        Ok(answer)
     }
 
     /// Applies `batch` in one transaction and answers every write in it. A write whose decision
@@ -321,16 +332,17 @@ impl Store {
             Ok(floor)
         });
         match committed {
-            Ok(floor) => self.publish(events, floor),
+            Ok(floor) => {
+                self.publish(events, floor);
+                for (answer, result) in answers {
+                    let _ = answer.send(result);
+                }
+            }
             Err(error) => {
                 for (answer, _) in answers {
                     let _ = answer.send(Err(error.clone()));
                 }
-                return;
             }
-        }
-        for (answer, result) in answers {
-            let _ = answer.send(result);
         }
     }
 
@@ -348,18 +360,16 @@ impl Store {
             let (current, rv) = read_for_write(&txn, &key).map_err(internal)?;
             let existed = current.is_some();
             let prev_labels = current.as_ref().and_then(|c| c.pointer("/metadata/labels").cloned());
-            let (kind, object) = match decide(current, rv + 1) {
+            let (kind, object) = match decide(current, rv + 1).map(|m| m.into_change(existed)) {
                 Err(error) => {
                     answers.push((answer, Err(error)));
                     continue;
                 }
-                Ok(Mutation::Unchanged(v)) => {
-                    answers.push((answer, Ok((EventOutcome::Unchanged, v))));
+                Ok(Err(unchanged)) => {
+                    answers.push((answer, Ok((EventOutcome::Unchanged, unchanged))));
                     continue;
                 }
-                Ok(Mutation::Put(v)) if existed => (EventType::Modified, v),
-                Ok(Mutation::Put(v)) => (EventType::Added, v),
-                Ok(Mutation::Delete(v)) => (EventType::Deleted, v),
+                Ok(Ok(change)) => change,
             };
             let prev_labels = if kind == EventType::Modified { prev_labels } else { None };
             let event = Event { rv: rv + 1, kind, key, object, prev_labels };

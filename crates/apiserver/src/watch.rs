@@ -22,7 +22,7 @@ use crate::table::{self, IncludeObject};
 struct Watch {
     store: Arc<Store>,
     /// Changes on every write, or only on writes to `name` when the selector pins one.
-    rx: Option<tokio::sync::watch::Receiver<u64>>,
+    rx: tokio::sync::watch::Receiver<u64>,
     name: Option<String>,
     rt: &'static ResourceType,
     prefix: String,
@@ -102,8 +102,7 @@ impl Watch {
                     return Some(out.into());
                 }
             }
-            let rx = self.rx.as_mut()?;
-            rx.borrow_and_update();
+            self.rx.borrow_and_update();
             match self.store.events_after_named(self.cursor, self.name.as_deref()) {
                 Err(expired) => {
                     self.done = true;
@@ -129,9 +128,8 @@ impl Watch {
                 Ok(_) => {}
             }
             let bookmark_at = self.bookmarks.map(|(_, at)| at);
-            let rx = self.rx.as_mut()?;
             tokio::select! {
-                changed = rx.changed() => {
+                changed = self.rx.changed() => {
                     if changed.is_err() {
                         self.done = true;
                     }
@@ -152,7 +150,10 @@ impl Watch {
 
 impl Drop for Watch {
     fn drop(&mut self) {
-        if let (Some(name), Some(rx)) = (self.name.take(), self.rx.take()) {
+        if let Some(name) = self.name.take() {
+            // The receiver must be gone before the store looks whether anyone still listens:
+            // hand it over, leaving a (cheap) receiver of every write in its place.
+            let rx = std::mem::replace(&mut self.rx, self.store.subscribe());
             self.store.unsubscribe_name(&name, rx);
         }
     }
@@ -204,7 +205,7 @@ pub(crate) fn serve(
     };
     let watch = Watch {
         store,
-        rx: Some(rx),
+        rx,
         name,
         rt,
         prefix,
