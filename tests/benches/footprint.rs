@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use kubecert_tests::bench::{BenchArgs, context_switches, proc_status};
-use kubecert_tests::{Process, SignerServe, binary, free_local_addr};
+use kubecert_tests::{Process, SignerServe, free_local_addr, start_node_agent};
 use serde_json::json;
 
 /// Tokio's blocking-pool threads exit after 10 s idle; the agent is measured after they have.
@@ -24,7 +24,7 @@ fn main() -> Result<(), String> {
     let bootstrap = dir.path().join("bootstrap.kubeconfig");
     signer.create_token(&bootstrap);
 
-    let agent = start_agent(dir.path(), &bootstrap)?;
+    let agent = start_agent(dir.path())?;
     let pid = agent.id();
     std::thread::sleep(SETTLE);
     let before = context_switches(pid);
@@ -54,23 +54,9 @@ fn main() -> Result<(), String> {
     }))
 }
 
-/// Starts a node agent and waits until it has bootstrapped (its rotation is scheduled).
-fn start_agent(dir: &Path, bootstrap: &Path) -> Result<Process, String> {
-    let path = |name: &str| dir.join(name).to_string_lossy().into_owned();
-    let metrics = free_local_addr().to_string();
-    let args = [
-        "--bootstrap-kubeconfig",
-        &bootstrap.to_string_lossy(),
-        "--kubeconfig",
-        &path("kubelet.conf"),
-        "--cert-dir",
-        &path("pki"),
-        "--node-name",
-        "bench-idle",
-        "--metrics-addr",
-        &metrics,
-    ];
-    let mut agent = Process::spawn(&binary("node-agent"), &args, &dir.join("agent.log"));
+/// Starts a node agent in `dir` and waits until it has bootstrapped (its rotation is scheduled).
+fn start_agent(dir: &Path) -> Result<Process, String> {
+    let mut agent = start_node_agent(dir, "bench-idle", free_local_addr(), &[], &dir.join("agent.log"));
     let start = Instant::now();
     while !agent.log().contains("next rotation scheduled") {
         if let Some(status) = agent.try_wait() {

@@ -192,6 +192,36 @@ impl SignerServe {
     }
 }
 
+/// Starts `node-agent` for node `node_name` in the node directory `dir`, laid out as the tests
+/// and benchmarks use it: `dir/bootstrap.kubeconfig` (from [`SignerServe::create_token`]),
+/// `dir/kubelet.conf`, the cert dir `dir/pki`; metrics on `metrics`; `extra` flags appended;
+/// output into `log`.
+pub fn start_node_agent(
+    dir: &Path,
+    node_name: &str,
+    metrics: SocketAddr,
+    extra: &[&str],
+    log: &Path,
+) -> Process {
+    let path = |name: &str| dir.join(name).to_string_lossy().into_owned();
+    let (bootstrap, kubeconfig, pki) = (path("bootstrap.kubeconfig"), path("kubelet.conf"), path("pki"));
+    let metrics = metrics.to_string();
+    let mut args = vec![
+        "--bootstrap-kubeconfig",
+        &bootstrap,
+        "--kubeconfig",
+        &kubeconfig,
+        "--cert-dir",
+        &pki,
+        "--node-name",
+        node_name,
+        "--metrics-addr",
+        &metrics,
+    ];
+    args.extend_from_slice(extra);
+    Process::spawn(&binary("node-agent"), &args, log)
+}
+
 /// Runs a command and returns its stdout, failing the test with its stderr when it fails.
 pub fn run_ok(program: &Path, args: &[&str]) -> String {
     let out = Command::new(program)

@@ -12,7 +12,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use kubecert_tests::{Process, SignerServe, binary, free_local_addr, kubectl, run_ok, wait_for};
+use kubecert_tests::{
+    Process, SignerServe, binary, free_local_addr, kubectl, run_ok, start_node_agent, wait_for,
+};
 
 /// Certificates of one minute, not backdated: a rotation every 42–54 s.
 const SHORT_LIVED: [&str; 4] = ["--cluster-signing-duration", "60s", "--backdate", "0s"];
@@ -92,22 +94,8 @@ impl Node {
 
     /// Starts the agent with the bootstrap kubeconfig; `run` numbers the log file.
     fn agent(&self, run: u32, extra: &[&str]) -> Process {
-        let (boot, kubeconfig, pki) = (self.bootstrap_kubeconfig(), self.kubeconfig(), self.pki());
-        let metrics = self.metrics.to_string();
-        let mut args = vec![
-            "--bootstrap-kubeconfig",
-            str(&boot),
-            "--kubeconfig",
-            str(&kubeconfig),
-            "--cert-dir",
-            str(&pki),
-            "--node-name",
-            &self.name,
-            "--metrics-addr",
-            &metrics,
-        ];
-        args.extend_from_slice(extra);
-        Process::spawn(&binary("node-agent"), &args, &self.path(&format!("agent-{run}.log")))
+        let log = self.path(&format!("agent-{run}.log"));
+        start_node_agent(self.dir.path(), &self.name, self.metrics, extra, &log)
     }
 
     /// `node-agent status` of the node's cert dir: (exit code, output).

@@ -1,5 +1,5 @@
-//! What kubecert's two binaries (`signer`, `node-agent`) share at their edges, so that they look
-//! and behave alike to an operator:
+//! What kubecert's binaries (`signer`, `node-agent`, and the `mtls-client` example) share at
+//! their edges, so that they look and behave alike to an operator:
 //!
 //! * [`LogFormat`] (`--log-format text|json`) and [`init_logging`]: logs on stderr, filtered by
 //!   `RUST_LOG` (default `info`), colours only on a terminal;

@@ -72,8 +72,7 @@ async fn main() -> ExitCode {
 
 async fn run(args: Args) -> Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    kubecert_cli::init_logging(kubecert_cli::LogFormat::Text);
 
     let path = &args.bootstrap_kubeconfig;
     let read = || format!("reading bootstrap kubeconfig {}", path.display());
