@@ -239,18 +239,19 @@ mod tests {
             Nested {
                 table: "signer_cas.\"<signer name>\"".into(),
                 intro: "One CA per signer name, instead of `ca_cert` and `ca_key`.".into(),
-                members: docgen::member_docs(include_str!("config.rs"), "pub struct CaFiles"),
+                members: docgen::keys_without_defaults(include_str!("config.rs"), "pub struct CaFiles"),
             },
             Nested {
                 table: "policy.signers.\"<signer name>\"".into(),
                 intro: format!(
                     "The approval policy of each signer name: {}. A signer left out, or a key left out, \
-                     keeps its default (in parentheses below; kubecert-authority's `SignerPolicy`).",
+                     keeps its default (kubecert-authority's `SignerPolicy::default()`).",
                     signers.join(", ")
                 ),
-                members: docgen::member_docs(
+                members: docgen::keys(
                     include_str!("../../../crates/authority/src/config.rs"),
                     "pub struct SignerPolicy",
+                    &kubecert_authority::SignerPolicy::default(),
                 ),
             },
         ];

@@ -14,12 +14,12 @@ pub fn registry(metrics: &SignerMetrics) -> Registry {
 #[cfg(test)]
 mod tests {
     use kubecert_authority::DenyReason;
-    use kubecert_k8s::controllers::{ReasonLabel, SignerLabel};
+    use kubecert_k8s::controllers::{Failure, ReasonLabel, SignerLabel};
 
     use super::*;
     use kubecert_cli::docgen::{self, UNLISTED};
 
-    /// docs/metrics/signer.md: every series, and the deny reasons with their meaning.
+    /// docs/metrics/signer.md: every series, and the deny and failure reasons with their meaning.
     #[test]
     fn generated_docs_metrics() {
         let metrics = SignerMetrics::default();
@@ -28,7 +28,9 @@ mod tests {
             metrics.denials.get_or_create_owned(&ReasonLabel { reason: reason.as_str().to_owned() });
         }
         metrics.issuances.get_or_create_owned(&SignerLabel { signer: UNLISTED.to_owned() });
-        metrics.failures.get_or_create_owned(&ReasonLabel { reason: UNLISTED.to_owned() });
+        for failure in Failure::ALL {
+            metrics.fail(failure);
+        }
         let mut exposition = String::new();
         prometheus_client::encoding::text::encode(&mut exposition, &registry(&metrics)).unwrap();
 
@@ -38,14 +40,22 @@ mod tests {
         );
         let names: Vec<&str> = reasons.iter().map(|(name, _)| name.as_str()).collect();
         assert_eq!(names, DenyReason::ALL.map(DenyReason::as_str), "DenyReason's variants are its reasons");
+        let failures = docgen::member_docs(
+            include_str!("../../../crates/k8s/src/controllers/metrics.rs"),
+            "pub enum Failure",
+        );
+        let names: Vec<&str> = failures.iter().map(|(name, _)| name.as_str()).collect();
+        assert_eq!(names, Failure::ALL.map(Failure::as_str), "Failure's variants are its reasons");
 
         let doc = format!(
             "{}# signer metrics\n\nServed at `/metrics` on `--metrics-addr`.\n\n{}\
              ## Deny reasons\n\nThe `reason` label of `kubecert_signer_denials_total`, also the `reason` of \
-             the `Denied` condition written on the request:\n\n{}",
+             the `Denied` condition written on the request:\n\n{}\
+             ## Failure reasons\n\nThe `reason` label of `kubecert_signer_failures_total`:\n\n{}",
             docgen::header("signer"),
             docgen::metrics(&exposition),
             docgen::members_table("Reason", &reasons),
+            docgen::members_table("Reason", &failures),
         );
         docgen::check_or_bless("signer", "docs/metrics/signer.md", &doc);
     }

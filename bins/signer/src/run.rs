@@ -31,8 +31,8 @@ pub async fn run_controllers(
 ) {
     tokio::join!(
         run_approver(client.clone(), policy, metrics.clone(), shutdown.clone()),
-        run_signer(client.clone(), signer, metrics, shutdown.clone()),
-        run_cleaner(client, cleaner_interval, shutdown),
+        run_signer(client.clone(), signer, metrics.clone(), shutdown.clone()),
+        run_cleaner(client, cleaner_interval, metrics.clone(), shutdown),
     );
 }
 

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use kubecert_csr::{
     SIGNER_KUBE_APISERVER_CLIENT, SIGNER_KUBE_APISERVER_CLIENT_KUBELET, SIGNER_KUBELET_SERVING,
 };
-use serde::{Deserialize, Deserializer};
+use serde::{Deserialize, Deserializer, Serialize};
 
 /// The signer names the policy has rules for.
 pub const POLICY_SIGNERS: [&str; 3] =
@@ -58,7 +58,7 @@ fn signers_with_defaults<'de, D: Deserializer<'de>>(
 }
 
 /// A key type that a policy may allow.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum KeyType {
     /// ECDSA on P-256 (the kubelet's default).
@@ -89,36 +89,39 @@ impl std::fmt::Display for KeyType {
     }
 }
 
-/// The rules for one signer name. Field defaults are in parentheses.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+/// The rules for one signer name. Defaults are those of [`SignerPolicy::default`]; the signer's
+/// configuration reference (docs/configuration/signer.md) lists them, generated from this code.
+///
+/// It serializes to the TOML table it is read from, so a program can show the policy in effect.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SignerPolicy {
-    /// Act on this signer's requests at all (true). When false the approver leaves them alone.
+    /// Act on this signer's requests at all. When false the approver leaves them alone.
     pub enabled: bool,
     /// Approve requests that pass every rule. Unset means the signer's built-in default: on for
     /// `kubernetes.io/kube-apiserver-client-kubelet` (upstream auto-approves node client
     /// certificates after a SubjectAccessReview), off for the others (upstream never
     /// auto-approves them).
     pub auto_approve: Option<bool>,
-    /// Deny policy violations with a `Denied` condition and a machine-readable reason (true).
-    /// When false a violation leaves the request pending, as upstream does.
+    /// Deny policy violations with a `Denied` condition and a machine-readable reason. When
+    /// false a violation leaves the request pending, as upstream does.
     pub deny_violations: bool,
-    /// Larger `spec.request` values are denied without being parsed (65536 bytes).
+    /// Larger `spec.request` values (in bytes) are denied without being parsed.
     pub max_request_bytes: usize,
-    /// More subject alternative names than this are denied (64).
+    /// More subject alternative names than this are denied.
     pub max_subject_alt_names: usize,
     /// Storm control: a request is denied when its requester already has this many older
-    /// requests pending for the same signer (10; 0 = no cap). Does not apply to bootstrap-token
+    /// requests pending for the same signer (0 = no cap). Does not apply to bootstrap-token
     /// users, see the next field.
     pub max_pending_per_requester: u32,
-    /// The same cap for requesters named `system:bootstrap:<token-id>` (0 = no cap, the
-    /// default): one bootstrap token is often shared by a whole fleet joining at once.
+    /// The same cap for requesters named `system:bootstrap:<token-id>` (0 = no cap). No cap by
+    /// default: one bootstrap token is often shared by a whole fleet joining at once.
     pub max_pending_per_bootstrap_token: u32,
-    /// Key types accepted (all four).
+    /// Key types accepted.
     pub allowed_key_types: Vec<KeyType>,
-    /// Smallest RSA modulus accepted, in bits (2048).
+    /// Smallest RSA modulus accepted, in bits.
     pub min_rsa_bits: usize,
-    /// Deny `key encipherment` for keys other than RSA (false). It means nothing for EC and
+    /// Deny `key encipherment` for keys other than RSA. It means nothing for EC and
     /// Ed25519 keys, but kubelets before the key-type-aware usages always asked for it, and
     /// upstream accepts it.
     pub key_encipherment_only_for_rsa: bool,
@@ -130,10 +133,10 @@ pub struct SignerPolicy {
     /// Empty: no IP address is allowed.
     pub allowed_ip_cidrs: Vec<String>,
     /// `kubernetes.io/kubelet-serving` only: approve only when the caller supplied the Node's
-    /// `status.addresses` (false). Whenever the caller supplies them, every SAN must be one of
+    /// `status.addresses`. Whenever the caller supplies them, every SAN must be one of
     /// them, whatever this setting says.
     pub require_node_addresses: bool,
-    /// `kubernetes.io/kubelet-serving` only: at most this many DNS names (no limit).
+    /// `kubernetes.io/kubelet-serving` only: at most this many DNS names (unset: no limit).
     pub max_dns_names: Option<usize>,
     /// `kubernetes.io/kube-apiserver-client` only: organizations (groups) a request may carry.
     /// Empty: none. `system:masters` is refused regardless.

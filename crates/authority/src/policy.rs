@@ -769,6 +769,23 @@ mod tests {
     }
 
     #[test]
+    fn a_signer_policy_serializes_to_the_toml_it_is_read_from() {
+        let mut serving = SignerPolicy {
+            auto_approve: Some(true),
+            allowed_key_types: vec![KeyType::EcdsaP256, KeyType::Rsa],
+            ..SignerPolicy::default()
+        };
+        for policy in [SignerPolicy::default(), serving.clone()] {
+            let text = toml::to_string(&policy).unwrap();
+            assert_eq!(toml::from_str::<SignerPolicy>(&text).unwrap(), policy, "{text}");
+        }
+        serving.max_dns_names = Some(3);
+        let text = toml::to_string(&serving).unwrap();
+        assert!(text.contains("allowed_key_types = [\"ecdsa-p256\", \"rsa\"]"), "{text}");
+        assert!(text.contains("max_dns_names = 3"), "{text}");
+    }
+
+    #[test]
     fn toml_keeps_defaults_for_what_it_does_not_mention() {
         let config: PolicyConfig = toml::from_str(
             r#"

@@ -62,8 +62,9 @@ pub struct Nested {
     pub table: String,
     /// What the table is, before the list of its keys.
     pub intro: String,
-    /// Its keys and their descriptions.
-    pub members: Vec<(String, String)>,
+    /// Its keys, their descriptions and defaults (a `Default` column is shown when any member
+    /// has one).
+    pub members: Vec<Key>,
 }
 
 /// The first lines of a generated file: what it is and how to regenerate it.
@@ -156,6 +157,12 @@ pub fn keys(source: &str, item: &str, defaults: &impl Serialize) -> Vec<Key> {
     keys
 }
 
+/// The keys of the configuration struct `item` in `source` that has no defaults (every key is
+/// required, or its absence means something the description says).
+pub fn keys_without_defaults(source: &str, item: &str) -> Vec<Key> {
+    member_docs(source, item).into_iter().map(|(name, doc)| Key { name, doc, default: None }).collect()
+}
+
 /// Each command (recursively, from `command`) with its description and a table of its flags;
 /// then the table of configuration keys. Panics when a flag of a layered command has no key of
 /// its name, or when a help text's `[default: …]` differs from the key's default.
@@ -208,7 +215,7 @@ pub fn configuration(mut command: Command, layering: &Layering<'_>) -> String {
     out.push('\n');
     for nested in layering.nested {
         let _ = writeln!(out, "### `[{}]`\n\n{}\n", nested.table, text(&nested.intro));
-        out.push_str(&members_table("Key", &nested.members));
+        out.push_str(&nested_table(&nested.members));
     }
     out
 }
@@ -347,6 +354,21 @@ pub fn members_table(heading: &str, members: &[(String, String)]) -> String {
     let mut out = format!("| {heading} | Description |\n|---|---|\n");
     for (name, doc) in members {
         let _ = writeln!(out, "| `{name}` | {} |", cell(doc));
+    }
+    out.push('\n');
+    out
+}
+
+/// The keys of a nested table: name, default (when any key has one) and description.
+fn nested_table(keys: &[Key]) -> String {
+    if keys.iter().all(|key| key.default.is_none()) {
+        let members: Vec<(String, String)> = keys.iter().map(|k| (k.name.clone(), k.doc.clone())).collect();
+        return members_table("Key", &members);
+    }
+    let mut out = String::from("| Key | Default | Description |\n|---|---|---|\n");
+    for key in keys {
+        let default = key.default.as_ref().map_or_else(|| "—".to_owned(), default_cell);
+        let _ = writeln!(out, "| `{}` | {default} | {} |", key.name, cell(&key.doc));
     }
     out.push('\n');
     out

@@ -18,7 +18,8 @@ use kubecert_csr::{
     parse_certificates_pem, usages_for,
 };
 use kubecert_k8s::controllers::{
-    LeaderElection, SignerMetrics, clean_once, run_approver, run_signer, run_when_leader,
+    Failure, LeaderElection, ReasonLabel, SignerMetrics, clean_once, run_approver, run_cleaner, run_signer,
+    run_when_leader,
 };
 use kubecert_k8s::{CsrSource, request};
 use kubecert_rotation::{CertificateRequest, CertificateSource as _};
@@ -216,6 +217,24 @@ async fn the_cleaner_deletes_what_is_done_with() {
     let later = SystemTime::now() + Duration::from_secs(2 * 3600);
     assert_eq!(clean_once(&api, later).await.unwrap(), 1, "approved and issued over an hour ago: deleted");
     assert!(api.list(&ListParams::default()).await.unwrap().items.is_empty());
+}
+
+#[tokio::test]
+async fn a_failed_cleaning_pass_is_counted_and_the_cleaner_keeps_going() {
+    // An API that is down: a loopback port nothing listens on any more.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let config = kube::Config::new(format!("http://127.0.0.1:{port}").parse().unwrap());
+    let client = kube::Client::try_from(config).unwrap();
+    let (metrics, shutdown) = (SignerMetrics::default(), CancellationToken::new());
+    let cleaner =
+        tokio::spawn(run_cleaner(client, Duration::from_millis(50), metrics.clone(), shutdown.clone()));
+    let failures = |failure: Failure| {
+        metrics.failures.get_or_create(&ReasonLabel { reason: failure.as_str().to_owned() }).get()
+    };
+    wait_until(|| failures(Failure::CleanerError) >= 2).await;
+    shutdown.cancel();
+    cleaner.await.unwrap();
+    assert_eq!(failures(Failure::SignerError) + failures(Failure::ApproverError), 0);
 }
 
 #[tokio::test]

@@ -17,7 +17,7 @@ use kubecert_csr::SIGNER_KUBELET_SERVING;
 use tokio_util::sync::CancellationToken;
 
 use super::backoff::ItemBackoff;
-use super::{ControllerError, SignerMetrics, csr_controller, name_of, run_to_end, with_condition};
+use super::{ControllerError, Failure, SignerMetrics, csr_controller, name_of, run_to_end, with_condition};
 
 /// How often the queue-depth gauge is recomputed from the cache. Counting every cached request
 /// on each reconcile instead made a bootstrap storm of N requests cost N² steps.
@@ -138,7 +138,7 @@ fn error_policy(
     match error {
         ControllerError::Retry(why) => tracing::debug!(csr = %name, %why, ?delay, "will look again"),
         other => {
-            ctx.metrics.fail("approver_error");
+            ctx.metrics.fail(Failure::ApproverError);
             tracing::warn!(csr = %name, error = %other, ?delay, "approver step failed; retrying");
         }
     }

@@ -7,11 +7,16 @@ use kube::api::{Api, DeleteParams, ListParams};
 use kubecert_authority::cleanup_reason;
 use tokio_util::sync::CancellationToken;
 
-use super::{ControllerError, name_of};
+use super::{ControllerError, Failure, SignerMetrics, name_of};
 
 /// Deletes what [`cleanup_reason`] says is done with, now and then every `interval` (upstream:
-/// one hour), until `shutdown` is cancelled.
-pub async fn run_cleaner(client: kube::Client, interval: Duration, shutdown: CancellationToken) {
+/// one hour), until `shutdown` is cancelled. A failed pass is logged and counted in `metrics`.
+pub async fn run_cleaner(
+    client: kube::Client,
+    interval: Duration,
+    metrics: SignerMetrics,
+    shutdown: CancellationToken,
+) {
     let api = Api::<CertificateSigningRequest>::all(client);
     let mut ticks = tokio::time::interval(interval);
     loop {
@@ -19,6 +24,7 @@ pub async fn run_cleaner(client: kube::Client, interval: Duration, shutdown: Can
             () = shutdown.cancelled() => return,
             _ = ticks.tick() => {
                 if let Err(e) = clean_once(&api, SystemTime::now()).await {
+                    metrics.fail(Failure::CleanerError);
                     tracing::warn!(error = %e, "cleaning certificate signing requests");
                 }
             }

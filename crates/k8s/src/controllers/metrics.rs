@@ -10,8 +10,44 @@ use prometheus_client::registry::{Registry, Unit};
 /// A label set with one `reason` label.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabel {
-    /// A machine-readable reason (a deny reason, or a failure kind).
+    /// A machine-readable reason (a deny reason, or a [`Failure`]).
     pub reason: String,
+}
+
+/// What went wrong, as the `reason` label of the failures counter: a request the signer refused
+/// at signing time, or a controller step that errored and will be retried. Variant names are
+/// the label values (the generated metrics reference lists them with these doc comments).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Failure {
+    /// The approver could not read or write a request (an API error); it retries with backoff.
+    ApproverError,
+    /// The signer refused an approved request at signing time (its CSR, usages or signer name
+    /// fail the issuance checks) and wrote a `Failed` condition on it, with this same reason.
+    SignerValidationFailure,
+    /// The signer could not sign or store a certificate (an API error); it retries with backoff.
+    SignerError,
+    /// A cleaning pass could not list or delete requests; the next pass tries again.
+    CleanerError,
+}
+
+impl Failure {
+    /// Every failure, in declaration order.
+    pub const ALL: [Failure; 4] = [
+        Failure::ApproverError,
+        Failure::SignerValidationFailure,
+        Failure::SignerError,
+        Failure::CleanerError,
+    ];
+
+    /// The label value: the variant's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Failure::ApproverError => "ApproverError",
+            Failure::SignerValidationFailure => "SignerValidationFailure",
+            Failure::SignerError => "SignerError",
+            Failure::CleanerError => "CleanerError",
+        }
+    }
 }
 
 /// A label set with one `signer` label.
@@ -81,8 +117,9 @@ impl SignerMetrics {
         registry.register("leader", "1 while this replica is the leader", self.leader.clone());
     }
 
-    pub(crate) fn fail(&self, reason: &str) {
-        self.failures.get_or_create(&ReasonLabel { reason: reason.to_owned() }).inc();
+    /// Counts one `failure`.
+    pub fn fail(&self, failure: Failure) {
+        self.failures.get_or_create(&ReasonLabel { reason: failure.as_str().to_owned() }).inc();
     }
 }
 
@@ -98,12 +135,14 @@ mod tests {
         metrics.approvals.inc();
         metrics.denials.get_or_create(&ReasonLabel { reason: "SANNotAllowed".into() }).inc();
         metrics.approve_to_issue_seconds.observe(0.2);
+        metrics.fail(Failure::CleanerError);
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
         for expected in [
             "kubecert_signer_approvals_total 1",
             "kubecert_signer_denials_total{reason=\"SANNotAllowed\"} 1",
             "kubecert_signer_approve_to_issue_seconds_count 1",
+            "kubecert_signer_failures_total{reason=\"CleanerError\"} 1",
             "kubecert_signer_leader 0",
         ] {
             assert!(text.contains(expected), "{expected} missing from\n{text}");

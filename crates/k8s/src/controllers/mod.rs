@@ -20,7 +20,7 @@ mod signer;
 pub use approver::run_approver;
 pub use cleaner::{clean_once, run_cleaner};
 pub use leader::{LeaderElection, LeaderElectionError, run_when_leader};
-pub use metrics::{ReasonLabel, SignerLabel, SignerMetrics};
+pub use metrics::{Failure, ReasonLabel, SignerLabel, SignerMetrics};
 pub use signer::run_signer;
 
 use futures::{Stream, StreamExt as _};

@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::backoff::ItemBackoff;
 use super::metrics::SignerLabel;
-use super::{ControllerError, SignerMetrics, csr_controller, name_of, run_to_end, with_condition};
+use super::{ControllerError, Failure, SignerMetrics, csr_controller, name_of, run_to_end, with_condition};
 
 /// What the signer needs for every request.
 struct SignerContext {
@@ -83,7 +83,7 @@ async fn reconcile(
             tracing::info!(csr = %name, serial = %cert.serial_hex, subject = ?cert.subject.common_name, "issued");
         }
         SignOutcome::Rejected(failure) => {
-            ctx.metrics.fail("signer_validation_failure");
+            ctx.metrics.fail(Failure::SignerValidationFailure);
             tracing::warn!(csr = %name, reason = %failure.message(), "failed: signer validation");
         }
     }
@@ -98,7 +98,7 @@ fn error_policy(
 ) -> Action {
     let name = name_of(&csr);
     let delay = ctx.backoff.next_delay(&name);
-    ctx.metrics.fail("signer_error");
+    ctx.metrics.fail(Failure::SignerError);
     tracing::warn!(csr = %name, %error, ?delay, "signing step failed; retrying");
     Action::requeue(delay)
 }
