@@ -239,7 +239,7 @@ fn initial_stored_certificate(store: &CertificateStore, live: &LiveIdentity) -> 
         Ok(Some(pair)) => InitialCertificate::Current(pair.leaf().clone()),
         Ok(None) => InitialCertificate::None,
         Err(e) => {
-            warn!(error = %format!("{e:#}"), "the stored serving certificate cannot be used; requesting a new one");
+            warn!(error = %kubecert_cli::error_chain(&*e), "the stored serving certificate cannot be used; requesting a new one");
             InitialCertificate::None
         }
     }

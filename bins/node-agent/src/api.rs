@@ -72,7 +72,7 @@ impl BootstrapCredentials {
     /// error's whole chain as its message.
     pub fn connect(&self) -> impl Future<Output = Result<kube::Client, BoxError>> + Send + use<> {
         let credentials = self.clone();
-        async move { credentials.client().await.map_err(|e| format!("{e:#}").into()) }
+        async move { credentials.client().await.map_err(|e| kubecert_cli::error_chain(&*e).into()) }
     }
 }
 

@@ -159,6 +159,9 @@ async fn request_until_issued(
         }
         failures += 1;
         let delay = retry_delay(failures, jitter());
+        // The whole chain: kube's own message stops at "client error (Connect)"; the cause
+        // (connection refused, unknown issuer, …) is what an operator needs.
+        let error = kubecert_cli::error_chain(&error);
         if Instant::now() + delay >= deadline {
             bail!("no client certificate within {} s; last error: {error}", BOOTSTRAP_WAIT_TIMEOUT.as_secs());
         }

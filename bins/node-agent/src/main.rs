@@ -42,7 +42,7 @@ fn main() -> ExitCode {
     let config = match config::load(&cli) {
         Ok(config) => config,
         Err(e) => {
-            eprintln!("node-agent: {e:#}");
+            eprintln!("node-agent: {}", kubecert_cli::error_chain(&*e));
             return ExitCode::FAILURE;
         }
     };
@@ -66,8 +66,8 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!("{e:#}");
-            eprintln!("node-agent: {e:#}");
+            tracing::error!("{}", kubecert_cli::error_chain(&*e));
+            eprintln!("node-agent: {}", kubecert_cli::error_chain(&*e));
             ExitCode::FAILURE
         }
     }

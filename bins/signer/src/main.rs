@@ -64,7 +64,7 @@ async fn run(cli: Cli) -> Result<()> {
         let stop = shutdown.clone();
         tokio::spawn(async move {
             if let Err(e) = run::serve_metrics(addr, registry, stop.clone()).await {
-                tracing::error!(error = %format!("{e:#}"), "metrics endpoint");
+                tracing::error!(error = %kubecert_cli::error_chain(&*e), "metrics endpoint");
                 stop.cancel();
             }
         });
@@ -90,7 +90,7 @@ fn main() -> ExitCode {
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("signer: {e:#}");
+            eprintln!("signer: {}", kubecert_cli::error_chain(&*e));
             ExitCode::FAILURE
         }
     }

@@ -85,7 +85,7 @@ pub fn reloading_signer(
                     tracing::info!("CA files changed; signing with the new CA");
                 }
                 Err(e) => {
-                    tracing::warn!(error = %format!("{e:#}"), "re-reading CA files; keeping the current CA")
+                    tracing::warn!(error = %kubecert_cli::error_chain(&*e), "re-reading CA files; keeping the current CA")
                 }
             }
         }

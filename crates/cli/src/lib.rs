@@ -5,6 +5,7 @@
 //!   `RUST_LOG` (default `info`), colours only on a terminal;
 //! * [`cancel_on_signals`]: SIGTERM and SIGINT cancel a token that the whole process shuts down
 //!   on;
+//! * [`error_chain`]: an error and its causes on one line, each said once;
 //! * with the `docgen` feature, for the binaries' tests: [`docgen`], which renders the
 //!   configuration and metrics references under `docs/` from the code and checks the files.
 //!
@@ -30,6 +31,24 @@ pub enum Error {
         /// Why.
         source: std::io::Error,
     },
+}
+
+/// `error` and its causes, joined by `: `, as anyhow's `{:#}` does, except that a cause whose
+/// text already ends the line is left out. The library errors here (and kube's, serde's…) often
+/// write their source into their own message *and* return it from `source()`; `{:#}` then says
+/// it twice ("cannot parse kubeconfig k: line 1: bad: line 1: bad").
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut line = error.to_string();
+    let mut cause = error.source();
+    while let Some(error) = cause {
+        let text = error.to_string();
+        if !line.ends_with(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+        cause = error.source();
+    }
+    line
 }
 
 /// How log lines look.
@@ -80,6 +99,50 @@ pub fn cancel_on_signals(shutdown: CancellationToken) -> Result<(), Error> {
 
 #[cfg(test)]
 mod tests {
+    /// An error that says its cause in its own message, or not.
+    #[derive(Debug)]
+    struct Layer {
+        text: &'static str,
+        cause: Option<Box<Layer>>,
+        repeats_cause: bool,
+    }
+
+    impl std::fmt::Display for Layer {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            match (&self.cause, self.repeats_cause) {
+                (Some(cause), true) => write!(f, "{}: {cause}", self.text),
+                _ => f.write_str(self.text),
+            }
+        }
+    }
+
+    impl std::error::Error for Layer {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            self.cause.as_deref().map(|c| c as &(dyn std::error::Error + 'static))
+        }
+    }
+
+    #[test]
+    fn error_chain_says_each_cause_once() {
+        let layer = |text, cause: Option<Layer>, repeats_cause| Layer {
+            text,
+            cause: cause.map(Box::new),
+            repeats_cause,
+        };
+        // context (anyhow-like, does not repeat) → store error (repeats) → YAML error → I/O error.
+        let io = layer("unexpected end of file", None, false);
+        let yaml = layer("line 1 column 10: unclosed bracket", Some(io), false);
+        let store = layer("cannot parse kubeconfig bk", Some(yaml), true);
+        let context = layer("reading bootstrap kubeconfig bk", Some(store), false);
+        assert_eq!(
+            super::error_chain(&context),
+            "reading bootstrap kubeconfig bk: cannot parse kubeconfig bk: line 1 column 10: unclosed \
+             bracket: unexpected end of file"
+        );
+        let alone = layer("no such file", None, false);
+        assert_eq!(super::error_chain(&alone), "no such file");
+    }
+
     use super::*;
 
     #[test]

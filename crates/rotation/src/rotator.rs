@@ -461,9 +461,23 @@ impl Core {
         // Full warnings for failures 1, 2, 4, 8, …: a long outage is visible without a line
         // every 32 s. The overdue warning covers the outage as a whole.
         const MESSAGE: &str = "certificate rotation attempt failed";
+        // The innermost cause (connection refused, unknown issuer, …) unless the message already
+        // ends with it: request errors often stop at "client error (Connect)" on their own.
+        let message = error.to_string();
+        let cause = std::iter::successors(std::error::Error::source(&error), |e| e.source())
+            .last()
+            .map(ToString::to_string)
+            .filter(|cause| !message.ends_with(cause.as_str()));
         macro_rules! report {
             ($level:ident) => {
-                $level!(%error, kind = error.kind(), failures, ?retry_in, "{MESSAGE}")
+                $level!(
+                    error = %message,
+                    cause = cause.as_deref().map(tracing::field::display),
+                    kind = error.kind(),
+                    failures,
+                    ?retry_in,
+                    "{MESSAGE}"
+                )
             };
         }
         if failures.is_power_of_two() {

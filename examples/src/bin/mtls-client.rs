@@ -64,7 +64,7 @@ async fn main() -> ExitCode {
     match run(Args::parse()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("mtls-client: {e:#}");
+            eprintln!("mtls-client: {}", kubecert_cli::error_chain(&*e));
             ExitCode::FAILURE
         }
     }

@@ -397,6 +397,46 @@ async fn rotates_at_the_computed_deadline_with_a_new_key_each_time() {
     h.stop().await;
 }
 
+/// An error whose message stops short of its cause, as kube's "client error (Connect)" does.
+#[derive(Debug)]
+struct Shallow(std::io::Error);
+
+impl std::fmt::Display for Shallow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("client error (Connect)")
+    }
+}
+
+impl std::error::Error for Shallow {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.0)
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failure_is_logged_with_its_innermost_cause_once() {
+    let refused = || std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "connection refused");
+    let h = Setup::new(InitialCertificate::None, fixed_template(client()))
+        .start(move |_, _| Reply::Fail(Error::request(Shallow(refused()))));
+    h.advance_to(1.0).await;
+    assert_eq!(
+        h.logged(
+            &[Level::WARN],
+            "error=certificate request: client error (Connect) cause=connection refused "
+        ),
+        1
+    );
+    h.stop().await;
+
+    // A cause the message already ends with is not repeated.
+    let h = Setup::new(InitialCertificate::None, fixed_template(client()))
+        .start(move |_, _| Reply::Fail(Error::request(refused())));
+    h.advance_to(1.0).await;
+    assert_eq!(h.logged(&[Level::WARN], "error=certificate request: connection refused kind="), 1);
+    assert_eq!(h.logged(&[Level::WARN], "cause="), 0);
+    h.stop().await;
+}
+
 #[tokio::test(start_paused = true)]
 async fn backoff_is_2_4_8_16_seconds_with_jitter_then_every_32_seconds() {
     // The first draw is the deadline's (unused: nothing is held); then one per failure.
