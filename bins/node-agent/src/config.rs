@@ -249,12 +249,7 @@ mod tests {
         let keys = docgen::keys(include_str!("config.rs"), "pub struct AgentConfig", &AgentConfig::default());
         let layering =
             Layering { commands: &["node-agent"], env_prefix: ENV_PREFIX, keys: &keys, nested: &[] };
-        let doc = format!(
-            "{}# node-agent configuration\n\n{}",
-            docgen::header("node-agent"),
-            docgen::configuration(Cli::command(), &layering),
-        );
-        docgen::check_or_bless("node-agent", "docs/configuration/node-agent.md", &doc);
+        docgen::check_configuration("node-agent", Cli::command(), &layering);
     }
 
     #[test]

@@ -261,12 +261,7 @@ mod tests {
             keys: &keys,
             nested: &nested,
         };
-        let doc = format!(
-            "{}# signer configuration\n\n{}",
-            docgen::header("signer"),
-            docgen::configuration(Cli::command(), &layering),
-        );
-        docgen::check_or_bless("signer", "docs/configuration/signer.md", &doc);
+        docgen::check_configuration("signer", Cli::command(), &layering);
     }
 
     #[test]

@@ -157,6 +157,13 @@ pub fn keys(source: &str, item: &str, defaults: &impl Serialize) -> Vec<Key> {
     keys
 }
 
+/// Checks (or blesses) `docs/configuration/<package>.md`: its header and title, then
+/// [`configuration`] of `command`.
+pub fn check_configuration(package: &str, command: Command, layering: &Layering<'_>) {
+    let doc = format!("{}# {package} configuration\n\n{}", header(package), configuration(command, layering));
+    check_or_bless(package, &format!("docs/configuration/{package}.md"), &doc);
+}
+
 /// The keys of the configuration struct `item` in `source` that has no defaults (every key is
 /// required, or its absence means something the description says).
 pub fn keys_without_defaults(source: &str, item: &str) -> Vec<Key> {

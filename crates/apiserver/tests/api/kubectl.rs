@@ -67,6 +67,25 @@ impl Kubectl {
     }
 }
 
+/// A server (data under the tempdir) and kubectl as its admin; `None` when kubectl is not on
+/// PATH (see [`kubectl_available`]).
+async fn start_with_admin_kubectl()
+-> Option<(Pki, tempfile::TempDir, kubecert_apiserver::RunningServer, Kubectl)> {
+    if !kubectl_available() {
+        return None;
+    }
+    let pki = Pki::new();
+    let dir = tempfile::tempdir().unwrap();
+    let server = common::start(&pki, &dir.path().join("data")).await;
+    let admin = pki.admin();
+    let k = Kubectl::new(
+        dir.path(),
+        "admin",
+        &common::kubeconfig_yaml(server.local_addr(), &pki, Credential::Cert(&admin)),
+    );
+    Some((pki, dir, server, k))
+}
+
 fn csr_yaml(name: &str, node: &str) -> String {
     let req = common::node_csr(Some(name), node);
     let request = req["spec"]["request"].as_str().unwrap();
@@ -81,18 +100,7 @@ fn columns(line: &str) -> Vec<&str> {
 
 #[tokio::test]
 async fn kubectl_get_create_approve_deny_watch_delete() {
-    if !kubectl_available() {
-        return;
-    }
-    let pki = Pki::new();
-    let dir = tempfile::tempdir().unwrap();
-    let server = common::start(&pki, &dir.path().join("data")).await;
-    let admin = pki.admin();
-    let k = Kubectl::new(
-        dir.path(),
-        "admin",
-        &common::kubeconfig_yaml(server.local_addr(), &pki, Credential::Cert(&admin)),
-    );
+    let Some((_pki, dir, server, k)) = start_with_admin_kubectl().await else { return };
 
     // create -f with default flags (validation strict through OpenAPI v3).
     for (name, node) in [("csr-one", "n1"), ("csr-two", "n2")] {
@@ -208,15 +216,8 @@ async fn kubectl_get_create_approve_deny_watch_delete() {
 
 #[tokio::test]
 async fn kubectl_bootstrap_token_secret_then_token_authentication() {
-    if !kubectl_available() {
-        return;
-    }
-    let pki = Pki::new();
-    let dir = tempfile::tempdir().unwrap();
-    let server = common::start(&pki, &dir.path().join("data")).await;
+    let Some((pki, dir, server, k)) = start_with_admin_kubectl().await else { return };
     let addr = server.local_addr();
-    let admin = pki.admin();
-    let k = Kubectl::new(dir.path(), "admin", &common::kubeconfig_yaml(addr, &pki, Credential::Cert(&admin)));
     let out = create_bootstrap_token(&k).await;
     assert_eq!(out.trim(), "secret/bootstrap-token-abcdef created");
     let out = k.ok(&["-n", "kube-system", "get", "secrets"]).await;
@@ -254,15 +255,8 @@ async fn kubectl_bootstrap_token_secret_then_token_authentication() {
 
 #[tokio::test]
 async fn kubectl_auth_whoami_with_a_certificate_and_a_token() {
-    if !kubectl_available() {
-        return;
-    }
-    let pki = Pki::new();
-    let dir = tempfile::tempdir().unwrap();
-    let server = common::start(&pki, &dir.path().join("data")).await;
+    let Some((pki, dir, server, k)) = start_with_admin_kubectl().await else { return };
     let addr = server.local_addr();
-    let admin = pki.admin();
-    let k = Kubectl::new(dir.path(), "admin", &common::kubeconfig_yaml(addr, &pki, Credential::Cert(&admin)));
     let out = k.ok(&["auth", "whoami"]).await;
     let rows: Vec<Vec<&str>> = out.lines().map(columns).collect();
     assert_eq!(rows[0], ["ATTRIBUTE", "VALUE"], "{out}");

@@ -565,18 +565,26 @@ fn stream_text(body: Value) -> String {
     }
 }
 
-#[tokio::test]
-async fn bootstrap_token_authentication_over_tls() {
+/// A server (in a tempdir, returned to keep it) that stores the bootstrap token
+/// `abcdef.0123456789abcdef`, and an admin client of it.
+async fn server_with_bootstrap_token()
+-> (common::Pki, tempfile::TempDir, kubecert_apiserver::RunningServer, common::Raw) {
     let pki = common::Pki::new();
     let dir = tempfile::tempdir().unwrap();
     let server = common::start(&pki, dir.path()).await;
-    let addr = server.local_addr();
     let admin = pki.admin();
-    let raw_admin = common::Raw::new(addr, &pki, common::Credential::Cert(&admin)).await;
+    let raw_admin = common::Raw::new(server.local_addr(), &pki, common::Credential::Cert(&admin)).await;
     assert_eq!(
         raw_admin.json("POST", "/api/v1/namespaces/kube-system/secrets", &bootstrap_token_secret()).await.0,
         201
     );
+    (pki, dir, server, raw_admin)
+}
+
+#[tokio::test]
+async fn bootstrap_token_authentication_over_tls() {
+    let (pki, _dir, server, raw_admin) = server_with_bootstrap_token().await;
+    let addr = server.local_addr();
     let expired = json!({"apiVersion": "v1", "kind": "Secret", "type": "bootstrap.kubernetes.io/token",
         "metadata": {"name": "bootstrap-token-expird", "namespace": "kube-system"},
         "stringData": {"token-id": "expird", "token-secret": "0123456789abcdef", "usage-bootstrap-authentication": "true", "expiration": "2001-01-01T00:00:00Z"}});
@@ -861,16 +869,8 @@ fn reviewed_user(resp: &(u16, Value)) -> &Value {
 
 #[tokio::test]
 async fn self_subject_reviews_return_the_authenticated_user() {
-    let pki = common::Pki::new();
-    let dir = tempfile::tempdir().unwrap();
-    let server = common::start(&pki, dir.path()).await;
+    let (pki, _dir, server, raw_admin) = server_with_bootstrap_token().await;
     let addr = server.local_addr();
-    let admin = pki.admin();
-    let raw_admin = common::Raw::new(addr, &pki, common::Credential::Cert(&admin)).await;
-    assert_eq!(
-        raw_admin.json("POST", "/api/v1/namespaces/kube-system/secrets", &bootstrap_token_secret()).await.0,
-        201
-    );
 
     let token = common::Raw::new(addr, &pki, common::Credential::Token("abcdef.0123456789abcdef")).await;
     let resp = token.json("POST", WHOAMI, &self_subject_review()).await;
