@@ -366,16 +366,22 @@ pub fn members_table(heading: &str, members: &[(String, String)]) -> String {
     out
 }
 
-/// The keys of a nested table: name, default (when any key has one) and description.
+/// The keys of a nested table: name, default (a column only when some key has one) and
+/// description.
 fn nested_table(keys: &[Key]) -> String {
-    if keys.iter().all(|key| key.default.is_none()) {
-        let members: Vec<(String, String)> = keys.iter().map(|k| (k.name.clone(), k.doc.clone())).collect();
-        return members_table("Key", &members);
-    }
-    let mut out = String::from("| Key | Default | Description |\n|---|---|---|\n");
+    let with_defaults = keys.iter().any(|key| key.default.is_some());
+    let mut out = String::from(if with_defaults {
+        "| Key | Default | Description |\n|---|---|---|\n"
+    } else {
+        "| Key | Description |\n|---|---|\n"
+    });
     for key in keys {
-        let default = key.default.as_ref().map_or_else(|| "—".to_owned(), default_cell);
-        let _ = writeln!(out, "| `{}` | {default} | {} |", key.name, cell(&key.doc));
+        let default = match &key.default {
+            _ if !with_defaults => String::new(),
+            Some(value) => format!(" {} |", default_cell(value)),
+            None => " — |".to_owned(),
+        };
+        let _ = writeln!(out, "| `{}` |{default} {} |", key.name, cell(&key.doc));
     }
     out.push('\n');
     out
