@@ -8,6 +8,7 @@
 //! by `cargo xtask bench`) use the same helpers plus [`bench`].
 
 pub mod bench;
+pub mod kubernetes;
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -114,6 +115,12 @@ impl Process {
         let _ = self.child.wait();
     }
 
+    /// Leaves the process running when this handle goes away, and returns its id.
+    pub fn detach(self) -> u32 {
+        let process = std::mem::ManuallyDrop::new(self);
+        process.child.id()
+    }
+
     /// Whether it has exited (and its status).
     pub fn try_wait(&mut self) -> Option<std::process::ExitStatus> {
         self.child.try_wait().ok().flatten()
@@ -123,6 +130,35 @@ impl Process {
 impl Drop for Process {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// A test's directory under the system temp dir, removed when dropped, except when the test
+/// failed or `KUBECERT_E2E_KEEP=1`: then its logs are left for reading.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    /// A new directory whose name starts with `tag`.
+    pub fn new(tag: &str) -> Self {
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        let dir = std::env::temp_dir().join(format!("{tag}-{}-{}", std::process::id(), nanos.as_nanos()));
+        std::fs::create_dir_all(&dir).expect("create temp dir");
+        Self(dir)
+    }
+
+    /// Its path.
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if std::thread::panicking() || std::env::var("KUBECERT_E2E_KEEP").as_deref() == Ok("1") {
+            eprintln!("test files kept in {}", self.0.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
     }
 }
 

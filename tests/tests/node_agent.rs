@@ -13,7 +13,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use kubecert_tests::{
-    Process, SignerServe, binary, free_local_addr, kubectl, run_ok, start_node_agent, wait_for,
+    Process, SignerServe, TempDir, binary, free_local_addr, kubectl, run_ok, start_node_agent, wait_for,
 };
 
 /// Certificates of one minute, not backdated: a rotation every 42–54 s.
@@ -24,33 +24,6 @@ const MANUAL_CLIENT_APPROVAL: &str = "[policy.signers.\"kubernetes.io/kube-apise
 /// Serving certificates are approved when they name 127.0.0.0/8 and *.allowed.example only.
 const SERVING_POLICY: &str = "[policy.signers.\"kubernetes.io/kubelet-serving\"]\nauto_approve = true\n\
                               allowed_ip_cidrs = [\"127.0.0.0/8\"]\nallowed_dns_suffixes = [\"allowed.example\"]\n";
-
-/// A directory removed when dropped (the `tests` package has no tempfile dependency), except
-/// when the test failed or `KUBECERT_E2E_KEEP=1`: then its logs are left for reading.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> Self {
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-        let dir = std::env::temp_dir().join(format!("{tag}-{}-{}", std::process::id(), nanos.as_nanos()));
-        std::fs::create_dir_all(&dir).expect("create temp dir");
-        Self(dir)
-    }
-
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        if std::thread::panicking() || std::env::var("KUBECERT_E2E_KEEP").as_deref() == Ok("1") {
-            eprintln!("test files kept in {}", self.0.display());
-        } else {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-}
 
 /// One test's files: the signer's data dir, the bootstrap kubeconfig, the node's files.
 struct Node {

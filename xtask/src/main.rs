@@ -5,8 +5,11 @@
 //!   agent's footprint and reload latencies, reported with baselines measured in the same run
 //!   (see `bench.rs`).
 //! - `cargo xtask e2e [--nodes N] [--rotations R]`: the whole system, with faults (see `e2e.rs`).
+//! - `cargo xtask cluster up|down`: the real kube-apiserver (and kube-controller-manager) on
+//!   loopback, built from the pinned Go module in `tests/kubernetes/` (see `cluster.rs`).
 
 mod bench;
+mod cluster;
 mod e2e;
 
 use std::path::{Path, PathBuf};
@@ -45,8 +48,9 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("bench") => bench::Options::parse(&args[1..]).and_then(|options| bench::run(&options)),
         Some("e2e") => e2e::Options::parse(&args[1..]).and_then(|options| e2e::run(&options)),
+        Some("cluster") => cluster::Options::parse(&args[1..]).and_then(|options| cluster::run(&options)),
         _ => {
-            eprintln!("usage: cargo xtask <e2e|bench> [options]");
+            eprintln!("usage: cargo xtask <e2e|bench|cluster> [options]");
             return ExitCode::from(2);
         }
     };

@@ -1,0 +1,365 @@
+//! kubecert against the real Kubernetes, both ways (the Go programs of `tests/kubernetes/`, built
+//! once per machine; see `kubecert_tests::kubernetes`):
+//!
+//! - a. kubecert's `node-agent` against the real kube-apiserver and kube-controller-manager;
+//! - b. kubecert's `signer controller` (two leader-elected replicas) against the real
+//!   kube-apiserver, serving the kubelet's own certificate code and kubecert node agents;
+//! - c. the kubelet's own certificate code against `signer serve`.
+//!
+//! Everything listens on 127.0.0.1. Without Go these tests print a notice and check nothing,
+//! unless `KUBECERT_REQUIRE_KUBERNETES=1` (CI) makes that a failure.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use kubecert_csr::parse_certificates_pem;
+use kubecert_tests::kubernetes::{BOOTSTRAP_GROUP, Cluster, ClusterOptions, go_or_skip, program};
+use kubecert_tests::{Process, SignerServe, TempDir, binary, free_local_addr, kubectl, run_ok, start_node_agent};
+
+/// Serving certificates are approved by kubecert's signer when they name 127.0.0.0/8 and any
+/// valid DNS name (the kubelet's code asks for the node's host name).
+const SERVING_POLICY: &str = "[policy.signers.\"kubernetes.io/kubelet-serving\"]\nauto_approve = true\n\
+                              allowed_ip_cidrs = [\"127.0.0.0/8\"]\nallowed_dns_suffixes = [\".\"]\n";
+
+/// Nodes of the kubelet's own code in scenarios b and c.
+const KUBELETS: usize = 20;
+
+fn s(path: &Path) -> &str {
+    path.to_str().expect("UTF-8 path")
+}
+
+/// Polls `ready` every 250 ms until it holds; fails with `context()` after `limit`.
+fn poll(what: &str, limit: Duration, mut ready: impl FnMut() -> bool, context: impl Fn() -> String) {
+    let start = Instant::now();
+    while !ready() {
+        assert!(start.elapsed() < limit, "{what}: not within {limit:?}\n{}", context());
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// `signer token create` against `kubeconfig` (the real cluster's or `signer serve`'s admin),
+/// with kubeadm's node-token group, writing `bootstrap`.
+fn bootstrap_token(kubeconfig: &Path, bootstrap: &Path) {
+    run_ok(
+        &binary("signer"),
+        &["token", "create", "--kubeconfig", s(kubeconfig), "--groups", BOOTSTRAP_GROUP, "--write-bootstrap-kubeconfig", s(bootstrap)],
+    );
+}
+
+/// A certificate as a node used it: serial and public key.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct Seen {
+    serial: String,
+    key: Vec<u8>,
+}
+
+/// The certificate of a kubelet-layout `*-current.pem` (certificate and key in one file).
+fn current(pki: &Path, kind: &str) -> Option<Seen> {
+    let pem = std::fs::read(pki.join(format!("kubelet-{kind}-current.pem"))).ok()?;
+    let cert = parse_certificates_pem(&pem).ok()?.into_iter().next()?;
+    Some(Seen { serial: cert.serial_hex, key: cert.public_key.spki_der })
+}
+
+/// `openssl verify -CAfile ca` of every `kubelet-*.pem` under `root` (the stores keep each
+/// issued certificate in a file of its own); returns how many were verified.
+fn openssl_verify_all(ca: &Path, root: &Path) -> usize {
+    let mut files = vec![];
+    let mut dirs = vec![root.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).expect("read dir").flatten() {
+            let path = entry.path();
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if name.starts_with("kubelet-") && name.ends_with(".pem") && !name.ends_with("-current.pem") {
+                files.push(path);
+            }
+        }
+    }
+    for file in &files {
+        let out = Command::new("openssl").args(["verify", "-CAfile", s(ca), s(file)]).output().expect("run openssl");
+        assert!(
+            out.status.success(),
+            "openssl verify {}: {}{}",
+            file.display(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    files.len()
+}
+
+/// What `kubelet-certs` printed: per node and certificate kind, the certificates in the order
+/// the kubelet's managers started using them.
+fn kubelet_events(log: &str) -> BTreeMap<(String, String), Vec<Seen>> {
+    let mut seen: BTreeMap<(String, String), Vec<Seen>> = BTreeMap::new();
+    for line in log.lines().filter(|l| l.starts_with('{')) {
+        let Ok(event) = serde_json::from_str::<serde_json::Value>(line) else { continue };
+        let kind = event["event"].as_str().unwrap_or_default();
+        if let Some(kind) = kind.strip_suffix("-certificate") {
+            let node = event["node"].as_str().unwrap_or_default().to_owned();
+            let serial = event["serial"].as_str().unwrap_or_default().to_owned();
+            let key = event["publicKeySha256"].as_str().unwrap_or_default().as_bytes().to_vec();
+            seen.entry((node, kind.to_owned())).or_default().push(Seen { serial, key });
+        }
+    }
+    seen
+}
+
+/// Every node has a client and a serving certificate and has rotated its client certificate
+/// `rotations` times, each time with a new key.
+fn kubelets_done(log: &str, prefix: &str, rotations: usize) -> bool {
+    let events = kubelet_events(log);
+    (1..=KUBELETS).all(|i| {
+        let node = format!("{prefix}{i}");
+        let client = events.get(&(node.clone(), "client".into())).map_or(0, |certs| distinct_keys(certs));
+        let serving = events.get(&(node, "serving".into())).map_or(0, Vec::len);
+        client > rotations && serving > 0
+    })
+}
+
+fn distinct_keys(certs: &[Seen]) -> usize {
+    certs.iter().map(|c| &c.key).collect::<BTreeSet<_>>().len()
+}
+
+/// The current certificates of a kubecert node agent's cert dir, as they change.
+struct AgentWatch {
+    pki: PathBuf,
+    client: Vec<Seen>,
+}
+
+impl AgentWatch {
+    fn new(node_dir: &Path) -> Self {
+        Self { pki: node_dir.join("pki"), client: vec![] }
+    }
+
+    fn observe(&mut self) {
+        if let Some(now) = current(&self.pki, "client")
+            && self.client.last() != Some(&now)
+        {
+            self.client.push(now);
+        }
+    }
+}
+
+/// a. kubecert `node-agent` against the real kube-apiserver and kube-controller-manager (its CSR
+/// controllers, 60-second certificates backdated five minutes as KCM does): bootstrap, two
+/// rotations with new keys, a serving certificate approved with kubectl, and the agent's
+/// kubeconfig authenticates as `system:node:NAME`.
+#[test]
+fn node_agent_against_kube_apiserver_and_kube_controller_manager() {
+    if !go_or_skip() {
+        return;
+    }
+    let Some(kubectl) = kubectl() else { return };
+    let dir = TempDir::new("k8s-node-agent");
+    let options = ClusterOptions { controller_manager: true, signing_duration: Duration::from_secs(60) };
+    let cluster = Cluster::start(&dir.path().join("cluster"), &options);
+    let node = dir.path().join("node");
+    std::fs::create_dir_all(&node).expect("node dir");
+    bootstrap_token(&cluster.admin_kubeconfig(), &node.join("bootstrap.kubeconfig"));
+    let name = "kc-node-a";
+    let agent = start_node_agent(
+        &node,
+        name,
+        free_local_addr(),
+        &["--rotate-server-certificates", "--node-ip", "127.0.0.1"],
+        &dir.path().join("agent.log"),
+    );
+
+    let mut watch = AgentWatch::new(&node);
+    poll(
+        "bootstrap and two client rotations against KCM",
+        Duration::from_secs(300),
+        || {
+            watch.observe();
+            distinct_keys(&watch.client) >= 3
+        },
+        || agent.log(),
+    );
+    let serials: BTreeSet<_> = watch.client.iter().map(|c| &c.serial).collect();
+    assert_eq!(serials.len(), watch.client.len(), "every rotation brought a new serial");
+
+    // The serving CSR waits for a person, as upstream: approve it with kubectl.
+    let serving_csr = || {
+        cluster
+            .kubectl(&["get", "csr", "-o", "jsonpath={range .items[?(@.spec.signerName==\"kubernetes.io/kubelet-serving\")]}{.metadata.name}{\"\\n\"}{end}"])
+            .lines()
+            .next()
+            .map(str::to_owned)
+    };
+    poll("a kubelet-serving CSR from the agent", Duration::from_secs(60), || serving_csr().is_some(), || agent.log());
+    let csr = serving_csr().expect("serving CSR");
+    cluster.kubectl(&["certificate", "approve", &csr]);
+    poll(
+        "the serving certificate signed by KCM",
+        Duration::from_secs(60),
+        || current(&node.join("pki"), "server").is_some(),
+        || agent.log(),
+    );
+
+    let whoami = run_ok(
+        &kubectl,
+        &["--kubeconfig", s(&node.join("kubelet.conf")), "auth", "whoami", "-o", "jsonpath={.status.userInfo.username}"],
+    );
+    assert_eq!(whoami, format!("system:node:{name}"));
+    assert!(openssl_verify_all(&cluster.ca_cert(), &node) >= 4, "client and serving certificates on disk");
+    drop(agent);
+}
+
+/// The leader's identity as the Lease names it.
+fn lease_holder(cluster: &Cluster) -> String {
+    cluster.kubectl(&["get", "lease", "kubecert-signer", "-n", "kube-system", "-o", "jsonpath={.spec.holderIdentity}"])
+}
+
+/// b. kubecert `signer controller`, two replicas with leader election, against the real
+/// kube-apiserver without KCM's CSR controllers: 20 nodes of the kubelet's own certificate code and
+/// two kubecert node agents bootstrap and rotate; the leader is killed mid-run; no CSR is signed
+/// twice (kube-apiserver's audit log); every certificate verifies with openssl; a denied CSR is
+/// seen as denied by client-go.
+#[test]
+fn signer_controller_against_kube_apiserver_serves_the_kubelets_code_and_node_agents() {
+    if !go_or_skip() {
+        return;
+    }
+    let Some(_) = kubectl() else { return };
+    let dir = TempDir::new("k8s-signer");
+    let cluster = Cluster::start(&dir.path().join("cluster"), &ClusterOptions::default());
+    cluster.kubectl(&["apply", "-f", s(&kubecert_tests::workspace_root().join("deploy/signer/rbac.yaml"))]);
+    // The Deployment's identity: the service account that deploy/signer/rbac.yaml binds.
+    let signer_kubeconfig = cluster.client_kubeconfig(
+        "kubecert-signer",
+        "system:serviceaccount:kube-system:kubecert-signer",
+        &["system:serviceaccounts", "system:serviceaccounts:kube-system"],
+    );
+    let config = dir.path().join("signer.toml");
+    std::fs::write(&config, format!("lease_duration = \"6s\"\n{SERVING_POLICY}")).expect("write signer.toml");
+    let replica = |i: usize| {
+        Process::spawn(
+            &binary("signer"),
+            &[
+                "controller",
+                "--kubeconfig",
+                s(&signer_kubeconfig),
+                "--ca-cert",
+                s(&cluster.ca_cert()),
+                "--ca-key",
+                s(&cluster.ca_key()),
+                "--leader-elect",
+                "--config",
+                s(&config),
+                "--cluster-signing-duration",
+                "60s",
+                "--backdate",
+                "0s",
+            ],
+            &dir.path().join(format!("signer-{i}.log")),
+        )
+    };
+    let mut replicas = vec![replica(1), replica(2)];
+
+    let bootstrap = dir.path().join("bootstrap.kubeconfig");
+    bootstrap_token(&cluster.admin_kubeconfig(), &bootstrap);
+    let kubelets = Process::spawn(
+        &program("kubelet-certs"),
+        &["nodes", "-count", &KUBELETS.to_string(), "-prefix", "kubelet-", "-dir", s(&dir.path().join("kubelets")), "-bootstrap-kubeconfig", s(&bootstrap), "-serving"],
+        &dir.path().join("kubelet-certs.log"),
+    );
+    let agents: Vec<(PathBuf, Process)> = (1..=2)
+        .map(|i| {
+            let node = dir.path().join(format!("kc-node-{i}"));
+            std::fs::create_dir_all(&node).expect("node dir");
+            std::fs::copy(&bootstrap, node.join("bootstrap.kubeconfig")).expect("copy bootstrap kubeconfig");
+            let agent = start_node_agent(
+                &node,
+                &format!("kc-node-{i}"),
+                free_local_addr(),
+                &["--rotate-server-certificates", "--node-ip", "127.0.0.1"],
+                &dir.path().join(format!("agent-{i}.log")),
+            );
+            (node, agent)
+        })
+        .collect();
+    let context = || format!("{}\n{}\n{}", kubelets.log(), replicas[0].log(), replicas[1].log());
+
+    poll("every kubelet bootstrapped with both certificates", Duration::from_secs(120), || kubelets_done(&kubelets.log(), "kubelet-", 0), context);
+    let mut watches: Vec<AgentWatch> = agents.iter().map(|(node, _)| AgentWatch::new(node)).collect();
+    poll("both node agents bootstrapped", Duration::from_secs(60), || {
+        watches.iter_mut().all(|w| {
+            w.observe();
+            !w.client.is_empty()
+        })
+    }, context);
+
+    // Kill the leader; the other replica takes over and everyone keeps rotating.
+    let holder = lease_holder(&cluster);
+    let leader = replicas
+        .iter()
+        .position(|r| r.log().contains(&holder))
+        .unwrap_or_else(|| panic!("no replica logged the Lease holder {holder:?}:\n{}", context()));
+    replicas[leader].kill();
+    let killed_at = Instant::now();
+    poll("every kubelet rotated its client certificate after the kill", Duration::from_secs(180), || kubelets_done(&kubelets.log(), "kubelet-", 1), || replicas[1 - leader].log());
+    poll("both node agents rotated", Duration::from_secs(120), || {
+        watches.iter_mut().all(|w| {
+            w.observe();
+            distinct_keys(&w.client) >= 2
+        })
+    }, || replicas[1 - leader].log());
+    assert_ne!(lease_holder(&cluster), holder, "the surviving replica holds the Lease");
+    eprintln!("leader killed; all rotated {:.0?} later", killed_at.elapsed());
+
+    // A serving request from a bootstrap token is no node's: denied, and client-go says so.
+    let out = Command::new(program("kubelet-certs"))
+        .args(["request", "-kubeconfig", s(&bootstrap), "-signer", "kubernetes.io/kubelet-serving", "-cn", "system:node:intruder", "-org", "system:nodes", "-dns", "intruder", "-usages", "digital signature,server auth", "-timeout", "60s"])
+        .output()
+        .expect("run kubelet-certs request");
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(3), "denied: {printed}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(printed.contains("is denied"), "{printed}");
+
+    // No CSR signed twice: at most one successful status update each, across both replicas.
+    let audit = std::fs::read_to_string(cluster.dir.join("audit.log")).expect("read the audit log");
+    let mut signed: BTreeMap<String, usize> = BTreeMap::new();
+    for event in audit.lines().filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()) {
+        let ok = event["responseStatus"]["code"].as_i64() == Some(200);
+        if ok && event["verb"] == "update" && event["objectRef"]["subresource"] == "status" {
+            *signed.entry(event["objectRef"]["name"].as_str().unwrap_or_default().to_owned()).or_default() += 1;
+        }
+    }
+    let twice: Vec<_> = signed.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "CSRs whose status was written more than once: {twice:?}");
+    assert!(signed.len() >= KUBELETS * 3, "status writes seen in the audit log: {}", signed.len());
+
+    let verified = openssl_verify_all(&cluster.ca_cert(), dir.path());
+    assert!(verified >= KUBELETS * 3 + 4, "certificates verified with openssl: {verified}");
+    drop((kubelets, agents));
+}
+
+/// c. the kubelet's own certificate code against `signer serve`, unchanged: 20 nodes bootstrap,
+/// get serving certificates and rotate their client certificates with new keys.
+#[test]
+fn the_kubelets_certificate_code_against_signer_serve() {
+    if !go_or_skip() {
+        return;
+    }
+    let dir = TempDir::new("k8s-kubelets-serve");
+    let config = dir.path().join("signer.toml");
+    std::fs::write(&config, SERVING_POLICY).expect("write signer.toml");
+    let signer = SignerServe::start(
+        &dir.path().join("signer"),
+        &["--cluster-signing-duration", "60s", "--backdate", "0s", "--config", s(&config)],
+    );
+    let bootstrap = dir.path().join("bootstrap.kubeconfig");
+    bootstrap_token(&signer.admin_kubeconfig(), &bootstrap);
+    let kubelets = Process::spawn(
+        &program("kubelet-certs"),
+        &["nodes", "-count", &KUBELETS.to_string(), "-prefix", "kubelet-", "-dir", s(&dir.path().join("kubelets")), "-bootstrap-kubeconfig", s(&bootstrap), "-serving"],
+        &dir.path().join("kubelet-certs.log"),
+    );
+    poll("every kubelet rotated its client certificate", Duration::from_secs(180), || kubelets_done(&kubelets.log(), "kubelet-", 1), || format!("{}\n{}", kubelets.log(), signer.process.log()));
+    let verified = openssl_verify_all(&signer.ca_cert(), dir.path());
+    assert!(verified >= KUBELETS * 3, "certificates verified with openssl: {verified}");
+}
