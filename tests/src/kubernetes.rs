@@ -121,7 +121,8 @@ pub fn binaries() -> Result<PathBuf, String> {
     let root = target_dir().join("kubernetes");
     let bin = root.join("bin");
     fs::create_dir_all(&bin).map_err(|e| format!("creating {}: {e}", bin.display()))?;
-    let lock = fs::File::create(root.join("build.lock")).map_err(|e| format!("creating the build lock: {e}"))?;
+    let lock =
+        fs::File::create(root.join("build.lock")).map_err(|e| format!("creating the build lock: {e}"))?;
     lock.lock().map_err(|e| format!("locking {}: {e}", root.join("build.lock").display()))?;
     let stamp = root.join("build.stamp");
     let inputs = build_inputs()?;
@@ -142,7 +143,11 @@ pub fn binaries() -> Result<PathBuf, String> {
         .output()
         .map_err(|e| format!("running go build: {e}"))?;
     if !out.status.success() {
-        return Err(format!("go build in {} failed:\n{}", module_dir().display(), String::from_utf8_lossy(&out.stderr)));
+        return Err(format!(
+            "go build in {} failed:\n{}",
+            module_dir().display(),
+            String::from_utf8_lossy(&out.stderr)
+        ));
     }
     eprintln!("built in {:.0?}", started.elapsed());
     fs::write(&stamp, inputs).map_err(|e| format!("writing {}: {e}", stamp.display()))?;
@@ -195,13 +200,20 @@ fn ca() -> (Pair, Issuer<'static, KeyPair>) {
     let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA parameters");
     params.distinguished_name.push(DnType::CommonName, "kubernetes");
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    params.key_usages =
+        vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
     let cert = params.self_signed(&key).expect("self-sign the CA").pem();
     let issuer_key = KeyPair::from_pem(&key.serialize_pem()).expect("reload the CA key");
     (Pair { cert, key }, Issuer::new(params, issuer_key))
 }
 
-fn leaf(issuer: &Issuer<'_, KeyPair>, cn: &str, orgs: &[&str], sans: Vec<SanType>, usage: ExtendedKeyUsagePurpose) -> Pair {
+fn leaf(
+    issuer: &Issuer<'_, KeyPair>,
+    cn: &str,
+    orgs: &[&str],
+    sans: Vec<SanType>,
+    usage: ExtendedKeyUsagePurpose,
+) -> Pair {
     let key = KeyPair::generate().expect("generate a key");
     let mut params = CertificateParams::new(Vec::<String>::new()).expect("leaf parameters");
     params.distinguished_name.push(DnType::CommonName, cn);
@@ -445,7 +457,8 @@ impl Cluster {
     /// organizations `orgs`, signed by the cluster CA.
     pub fn client_kubeconfig(&self, name: &str, cn: &str, orgs: &[&str]) -> PathBuf {
         let ca_pem = fs::read_to_string(self.ca_cert()).expect("read ca.crt");
-        let ca_key = KeyPair::from_pem(&fs::read_to_string(self.ca_key()).expect("read ca.key")).expect("CA key");
+        let ca_key =
+            KeyPair::from_pem(&fs::read_to_string(self.ca_key()).expect("read ca.key")).expect("CA key");
         let issuer = Issuer::from_ca_cert_pem(&ca_pem, ca_key).expect("load the CA");
         let pair = leaf(&issuer, cn, orgs, vec![], ExtendedKeyUsagePurpose::ClientAuth);
         let (crt, key) = (self.dir.join(format!("pki/{name}.crt")), self.dir.join(format!("pki/{name}.key")));

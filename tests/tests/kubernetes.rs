@@ -16,7 +16,9 @@ use std::time::{Duration, Instant};
 
 use kubecert_csr::parse_certificates_pem;
 use kubecert_tests::kubernetes::{BOOTSTRAP_GROUP, Cluster, ClusterOptions, go_or_skip, program};
-use kubecert_tests::{Process, SignerServe, TempDir, binary, free_local_addr, kubectl, run_ok, start_node_agent};
+use kubecert_tests::{
+    Process, SignerServe, TempDir, binary, free_local_addr, kubectl, run_ok, start_node_agent,
+};
 
 /// Serving certificates are approved by kubecert's signer when they name 127.0.0.0/8 and any
 /// valid DNS name (the kubelet's code asks for the node's host name).
@@ -44,7 +46,16 @@ fn poll(what: &str, limit: Duration, mut ready: impl FnMut() -> bool, context: i
 fn bootstrap_token(kubeconfig: &Path, bootstrap: &Path) {
     run_ok(
         &binary("signer"),
-        &["token", "create", "--kubeconfig", s(kubeconfig), "--groups", BOOTSTRAP_GROUP, "--write-bootstrap-kubeconfig", s(bootstrap)],
+        &[
+            "token",
+            "create",
+            "--kubeconfig",
+            s(kubeconfig),
+            "--groups",
+            BOOTSTRAP_GROUP,
+            "--write-bootstrap-kubeconfig",
+            s(bootstrap),
+        ],
     );
 }
 
@@ -73,13 +84,19 @@ fn openssl_verify_all(ca: &Path, root: &Path) -> usize {
             let name = entry.file_name().to_string_lossy().into_owned();
             if path.is_dir() {
                 dirs.push(path);
-            } else if name.starts_with("kubelet-") && name.ends_with(".pem") && !name.ends_with("-current.pem") {
+            } else if name.starts_with("kubelet-")
+                && name.ends_with(".pem")
+                && !name.ends_with("-current.pem")
+            {
                 files.push(path);
             }
         }
     }
     for file in &files {
-        let out = Command::new("openssl").args(["verify", "-CAfile", s(ca), s(file)]).output().expect("run openssl");
+        let out = Command::new("openssl")
+            .args(["verify", "-CAfile", s(ca), s(file)])
+            .output()
+            .expect("run openssl");
         assert!(
             out.status.success(),
             "openssl verify {}: {}{}",
@@ -108,16 +125,18 @@ fn kubelet_events(log: &str) -> BTreeMap<(String, String), Vec<Seen>> {
     seen
 }
 
-/// Every node has a client and a serving certificate and has rotated its client certificate
+/// How many of the kubelets have a serving certificate and a client certificate rotated
 /// `rotations` times, each time with a new key.
-fn kubelets_done(log: &str, prefix: &str, rotations: usize) -> bool {
+fn kubelets_done(log: &str, rotations: usize) -> usize {
     let events = kubelet_events(log);
-    (1..=KUBELETS).all(|i| {
-        let node = format!("{prefix}{i}");
-        let client = events.get(&(node.clone(), "client".into())).map_or(0, |certs| distinct_keys(certs));
-        let serving = events.get(&(node, "serving".into())).map_or(0, Vec::len);
-        client > rotations && serving > 0
-    })
+    (1..=KUBELETS)
+        .filter(|i| {
+            let node = format!("kubelet-{i}");
+            let client = events.get(&(node.clone(), "client".into())).map_or(0, |certs| distinct_keys(certs));
+            let serving = events.get(&(node, "serving".into())).map_or(0, Vec::len);
+            client > rotations && serving > 0
+        })
+        .count()
 }
 
 fn distinct_keys(certs: &[Seen]) -> usize {
@@ -190,7 +209,12 @@ fn node_agent_against_kube_apiserver_and_kube_controller_manager() {
             .next()
             .map(str::to_owned)
     };
-    poll("a kubelet-serving CSR from the agent", Duration::from_secs(60), || serving_csr().is_some(), || agent.log());
+    poll(
+        "a kubelet-serving CSR from the agent",
+        Duration::from_secs(60),
+        || serving_csr().is_some(),
+        || agent.log(),
+    );
     let csr = serving_csr().expect("serving CSR");
     cluster.kubectl(&["certificate", "approve", &csr]);
     poll(
@@ -202,7 +226,14 @@ fn node_agent_against_kube_apiserver_and_kube_controller_manager() {
 
     let whoami = run_ok(
         &kubectl,
-        &["--kubeconfig", s(&node.join("kubelet.conf")), "auth", "whoami", "-o", "jsonpath={.status.userInfo.username}"],
+        &[
+            "--kubeconfig",
+            s(&node.join("kubelet.conf")),
+            "auth",
+            "whoami",
+            "-o",
+            "jsonpath={.status.userInfo.username}",
+        ],
     );
     assert_eq!(whoami, format!("system:node:{name}"));
     assert!(openssl_verify_all(&cluster.ca_cert(), &node) >= 4, "client and serving certificates on disk");
@@ -211,7 +242,15 @@ fn node_agent_against_kube_apiserver_and_kube_controller_manager() {
 
 /// The leader's identity as the Lease names it.
 fn lease_holder(cluster: &Cluster) -> String {
-    cluster.kubectl(&["get", "lease", "kubecert-signer", "-n", "kube-system", "-o", "jsonpath={.spec.holderIdentity}"])
+    cluster.kubectl(&[
+        "get",
+        "lease",
+        "kubecert-signer",
+        "-n",
+        "kube-system",
+        "-o",
+        "jsonpath={.spec.holderIdentity}",
+    ])
 }
 
 /// b. kubecert `signer controller`, two replicas with leader election, against the real
@@ -264,7 +303,18 @@ fn signer_controller_against_kube_apiserver_serves_the_kubelets_code_and_node_ag
     bootstrap_token(&cluster.admin_kubeconfig(), &bootstrap);
     let kubelets = Process::spawn(
         &program("kubelet-certs"),
-        &["nodes", "-count", &KUBELETS.to_string(), "-prefix", "kubelet-", "-dir", s(&dir.path().join("kubelets")), "-bootstrap-kubeconfig", s(&bootstrap), "-serving"],
+        &[
+            "nodes",
+            "-count",
+            &KUBELETS.to_string(),
+            "-prefix",
+            "kubelet-",
+            "-dir",
+            s(&dir.path().join("kubelets")),
+            "-bootstrap-kubeconfig",
+            s(&bootstrap),
+            "-serving",
+        ],
         &dir.path().join("kubelet-certs.log"),
     );
     let agents: Vec<(PathBuf, Process)> = (1..=2)
@@ -284,16 +334,33 @@ fn signer_controller_against_kube_apiserver_serves_the_kubelets_code_and_node_ag
         .collect();
     let context = || format!("{}\n{}\n{}", kubelets.log(), replicas[0].log(), replicas[1].log());
 
-    poll("every kubelet bootstrapped with both certificates", Duration::from_secs(120), || kubelets_done(&kubelets.log(), "kubelet-", 0), context);
+    poll(
+        "every kubelet bootstrapped with both certificates",
+        Duration::from_secs(120),
+        || kubelets_done(&kubelets.log(), 0) == KUBELETS,
+        context,
+    );
     let mut watches: Vec<AgentWatch> = agents.iter().map(|(node, _)| AgentWatch::new(node)).collect();
-    poll("both node agents bootstrapped", Duration::from_secs(60), || {
-        watches.iter_mut().all(|w| {
-            w.observe();
-            !w.client.is_empty()
-        })
-    }, context);
+    poll(
+        "both node agents bootstrapped",
+        Duration::from_secs(60),
+        || {
+            watches.iter_mut().all(|w| {
+                w.observe();
+                !w.client.is_empty()
+            })
+        },
+        context,
+    );
 
-    // Kill the leader; the other replica takes over and everyone keeps rotating.
+    // Kill the leader in the middle of the rotations (a few kubelets have rotated, the others'
+    // requests are on their way); the other replica takes over and everyone rotates.
+    poll(
+        "the first kubelets rotated",
+        Duration::from_secs(120),
+        || kubelets_done(&kubelets.log(), 1) >= 3,
+        context,
+    );
     let holder = lease_holder(&cluster);
     let leader = replicas
         .iter()
@@ -301,19 +368,50 @@ fn signer_controller_against_kube_apiserver_serves_the_kubelets_code_and_node_ag
         .unwrap_or_else(|| panic!("no replica logged the Lease holder {holder:?}:\n{}", context()));
     replicas[leader].kill();
     let killed_at = Instant::now();
-    poll("every kubelet rotated its client certificate after the kill", Duration::from_secs(180), || kubelets_done(&kubelets.log(), "kubelet-", 1), || replicas[1 - leader].log());
-    poll("both node agents rotated", Duration::from_secs(120), || {
-        watches.iter_mut().all(|w| {
-            w.observe();
-            distinct_keys(&w.client) >= 2
-        })
-    }, || replicas[1 - leader].log());
+    let rotated_before_kill = kubelets_done(&kubelets.log(), 1);
+    poll(
+        "every kubelet rotated its client certificate",
+        Duration::from_secs(180),
+        || kubelets_done(&kubelets.log(), 1) == KUBELETS,
+        || replicas[1 - leader].log(),
+    );
+    assert!(rotated_before_kill < KUBELETS, "the leader was killed before every kubelet had rotated");
+    poll(
+        "both node agents rotated",
+        Duration::from_secs(120),
+        || {
+            watches.iter_mut().all(|w| {
+                w.observe();
+                distinct_keys(&w.client) >= 2
+            })
+        },
+        || replicas[1 - leader].log(),
+    );
     assert_ne!(lease_holder(&cluster), holder, "the surviving replica holds the Lease");
-    eprintln!("leader killed; all rotated {:.0?} later", killed_at.elapsed());
+    eprintln!(
+        "leader killed after {rotated_before_kill} of {KUBELETS} kubelets rotated; all rotated {:.0?} later",
+        killed_at.elapsed()
+    );
 
     // A serving request from a bootstrap token is no node's: denied, and client-go says so.
     let out = Command::new(program("kubelet-certs"))
-        .args(["request", "-kubeconfig", s(&bootstrap), "-signer", "kubernetes.io/kubelet-serving", "-cn", "system:node:intruder", "-org", "system:nodes", "-dns", "intruder", "-usages", "digital signature,server auth", "-timeout", "60s"])
+        .args([
+            "request",
+            "-kubeconfig",
+            s(&bootstrap),
+            "-signer",
+            "kubernetes.io/kubelet-serving",
+            "-cn",
+            "system:node:intruder",
+            "-org",
+            "system:nodes",
+            "-dns",
+            "intruder",
+            "-usages",
+            "digital signature,server auth",
+            "-timeout",
+            "60s",
+        ])
         .output()
         .expect("run kubelet-certs request");
     let printed = String::from_utf8_lossy(&out.stdout);
@@ -326,7 +424,8 @@ fn signer_controller_against_kube_apiserver_serves_the_kubelets_code_and_node_ag
     for event in audit.lines().filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()) {
         let ok = event["responseStatus"]["code"].as_i64() == Some(200);
         if ok && event["verb"] == "update" && event["objectRef"]["subresource"] == "status" {
-            *signed.entry(event["objectRef"]["name"].as_str().unwrap_or_default().to_owned()).or_default() += 1;
+            *signed.entry(event["objectRef"]["name"].as_str().unwrap_or_default().to_owned()).or_default() +=
+                1;
         }
     }
     let twice: Vec<_> = signed.iter().filter(|(_, n)| **n > 1).collect();
@@ -356,10 +455,26 @@ fn the_kubelets_certificate_code_against_signer_serve() {
     bootstrap_token(&signer.admin_kubeconfig(), &bootstrap);
     let kubelets = Process::spawn(
         &program("kubelet-certs"),
-        &["nodes", "-count", &KUBELETS.to_string(), "-prefix", "kubelet-", "-dir", s(&dir.path().join("kubelets")), "-bootstrap-kubeconfig", s(&bootstrap), "-serving"],
+        &[
+            "nodes",
+            "-count",
+            &KUBELETS.to_string(),
+            "-prefix",
+            "kubelet-",
+            "-dir",
+            s(&dir.path().join("kubelets")),
+            "-bootstrap-kubeconfig",
+            s(&bootstrap),
+            "-serving",
+        ],
         &dir.path().join("kubelet-certs.log"),
     );
-    poll("every kubelet rotated its client certificate", Duration::from_secs(180), || kubelets_done(&kubelets.log(), "kubelet-", 1), || format!("{}\n{}", kubelets.log(), signer.process.log()));
+    poll(
+        "every kubelet rotated its client certificate",
+        Duration::from_secs(180),
+        || kubelets_done(&kubelets.log(), 1) == KUBELETS,
+        || format!("{}\n{}", kubelets.log(), signer.process.log()),
+    );
     let verified = openssl_verify_all(&signer.ca_cert(), dir.path());
     assert!(verified >= KUBELETS * 3, "certificates verified with openssl: {verified}");
 }

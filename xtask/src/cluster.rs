@@ -31,16 +31,20 @@ impl Options {
             Some("down") => false,
             _ => bail!("{USAGE}"),
         };
-        let mut options = Self { up, dir: target_dir().join("kubernetes/cluster"), cluster: ClusterOptions::default() };
+        let mut options =
+            Self { up, dir: target_dir().join("kubernetes/cluster"), cluster: ClusterOptions::default() };
         let mut rest = args[1..].iter();
         while let Some(arg) = rest.next() {
-            let mut value = |name: &str| rest.next().with_context(|| format!("{name} needs a value\n{USAGE}"));
+            let mut value =
+                |name: &str| rest.next().with_context(|| format!("{name} needs a value\n{USAGE}"));
             match arg.as_str() {
                 "--dir" => options.dir = PathBuf::from(value("--dir")?),
                 "--controller-manager" if up => options.cluster.controller_manager = true,
                 "--signing-duration" if up => {
                     let v = value("--signing-duration")?;
-                    let seconds: u64 = v.parse().with_context(|| format!("--signing-duration: {v:?} is not a number of seconds"))?;
+                    let seconds: u64 = v
+                        .parse()
+                        .with_context(|| format!("--signing-duration: {v:?} is not a number of seconds"))?;
                     options.cluster.signing_duration = Duration::from_secs(seconds);
                 }
                 other => bail!("cargo xtask cluster: unknown argument {other:?}\n{USAGE}"),
@@ -78,10 +82,15 @@ pub fn run(options: &Options) -> Result<()> {
         return Ok(());
     }
     if !running.is_empty() {
-        bail!("a cluster is already running in {} (processes {}): cargo xtask cluster down first", options.dir.display(), running.join(" "));
+        bail!(
+            "a cluster is already running in {} (processes {}): cargo xtask cluster down first",
+            options.dir.display(),
+            running.join(" ")
+        );
     }
     if options.dir.exists() {
-        std::fs::remove_dir_all(&options.dir).with_context(|| format!("removing the old {}", options.dir.display()))?;
+        std::fs::remove_dir_all(&options.dir)
+            .with_context(|| format!("removing the old {}", options.dir.display()))?;
     }
     kubecert_tests::kubernetes::binaries().map_err(anyhow::Error::msg)?;
     // Cluster::start is the tests' code and fails by panicking; its message is the error (without
@@ -90,7 +99,8 @@ pub fn run(options: &Options) -> Result<()> {
     std::panic::set_hook(Box::new(|_| {}));
     let started = std::panic::catch_unwind(|| Cluster::start(&options.dir, &options.cluster));
     std::panic::set_hook(hook);
-    let cluster = started.map_err(|panic| anyhow::anyhow!("starting the cluster failed: {}", panic_message(&*panic)))?;
+    let cluster = started
+        .map_err(|panic| anyhow::anyhow!("starting the cluster failed: {}", panic_message(&*panic)))?;
     let (api, admin) = (cluster.api, cluster.admin_kubeconfig());
     let ids: Vec<String> = cluster.detach().iter().map(u32::to_string).collect();
     std::fs::write(&pids, ids.join(" ")).with_context(|| format!("writing {}", pids.display()))?;
@@ -102,9 +112,17 @@ pub fn run(options: &Options) -> Result<()> {
 }
 
 fn dir_flag(options: &Options) -> String {
-    if options.dir == target_dir().join("kubernetes/cluster") { String::new() } else { format!(" --dir {}", options.dir.display()) }
+    if options.dir == target_dir().join("kubernetes/cluster") {
+        String::new()
+    } else {
+        format!(" --dir {}", options.dir.display())
+    }
 }
 
 fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
-    panic.downcast_ref::<String>().map(String::as_str).or_else(|| panic.downcast_ref::<&str>().copied()).unwrap_or("(no message)")
+    panic
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| panic.downcast_ref::<&str>().copied())
+        .unwrap_or("(no message)")
 }
