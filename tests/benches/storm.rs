@@ -1,11 +1,14 @@
 //! `cargo xtask bench` section 2, the bootstrap storm: N simulated node agents bootstrap at
-//! once against `signer serve` running in another process. Each does what a node agent does
+//! once against `signer serve` running in another process, or (`--target`, the side-by-side
+//! section of `cargo xtask bench --cluster`) against the real kube-apiserver with
+//! kube-controller-manager's CSR controllers (`kcm`) or with kubecert's `signer controller`
+//! (`controller`). Each does what a node agent does
 //! when it first starts, over real TLS and HTTP: authenticate with the bootstrap token, create
 //! its `node-csr-…` request, list and watch it until it is approved and issued, and check the
 //! certificate it gets. Keys and requests are made before the clock starts, so the client's
 //! own cryptography does not count against the server.
 //!
-//! `cargo bench -p kubecert-tests --bench storm -- [--storm 5000] [--json PATH]`
+//! `cargo bench -p kubecert-tests --bench storm -- [--storm 5000] [--target serve|kcm|controller] [--json PATH]`
 
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime};
@@ -15,8 +18,9 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client};
 use kubecert_csr::{KeyAlgorithm, PrivateKey, node_bootstrap_csr, parse_certificates_pem};
 use kubecert_k8s::request::{request_certificate, wait_for_certificate};
-use kubecert_tests::SignerServe;
 use kubecert_tests::bench::{BenchArgs, cpu_time, millis, percentile, proc_status};
+use kubecert_tests::kubernetes::{Cluster, ClusterOptions};
+use kubecert_tests::{Process, SignerServe};
 use serde_json::json;
 use tokio::task::JoinSet;
 
@@ -29,12 +33,13 @@ fn main() -> Result<(), String> {
     if agents == 0 {
         return Err("--storm must be at least 1".into());
     }
+    let target: String = args.get("target", "serve".to_owned())?;
     let _ = rustls::crypto::ring::default_provider().install_default();
     let dir = tempfile::tempdir().map_err(|e| format!("creating a temporary directory: {e}"))?;
-    let signer = SignerServe::start(&dir.path().join("signer"), &[]);
+    let server = Server::start(&target, dir.path())?;
     let bootstrap = dir.path().join("bootstrap.kubeconfig");
-    signer.create_token(&bootstrap);
-    let server = signer.process.id();
+    server.create_token(&bootstrap);
+    let pids = server.process_ids();
 
     let requests = (0..agents)
         .map(|i| {
@@ -46,18 +51,26 @@ fn main() -> Result<(), String> {
         .enable_all()
         .build()
         .map_err(|e| format!("starting the tokio runtime: {e}"))?;
-    let cpu_before = cpu_time(server).unwrap_or_default();
+    let cpu = || pids.iter().map(|pid| cpu_time(*pid).unwrap_or_default()).sum::<Duration>();
+    let cpu_before = cpu();
     let storm = runtime.block_on(storm(&bootstrap, requests))?;
-    let server_cpu = cpu_time(server).unwrap_or_default().saturating_sub(cpu_before);
-    let peak_rss = proc_status(server, "VmHWM").ok_or("signer serve exited during the storm")?;
+    let server_cpu = cpu().saturating_sub(cpu_before);
+    // The sum of each process's own peak: an upper bound of their peak together.
+    let peak_rss = pids
+        .iter()
+        .map(|pid| {
+            proc_status(*pid, "VmHWM").ok_or_else(|| format!("server process {pid} exited during the storm"))
+        })
+        .sum::<Result<u64, String>>()?;
 
     let Storm { mut latencies, total, failures } = storm;
     let issued = latencies.len();
     let (p50, p99) = (percentile(&mut latencies, 0.5), percentile(&mut latencies, 0.99));
     let rate = issued as f64 / total.as_secs_f64();
     println!(
-        "storm: {issued}/{agents} issued in {:.1} s ({rate:.0} CSRs/s), latency p50 {:.0} ms p99 {:.0} ms, \
+        "storm ({}): {issued}/{agents} issued in {:.1} s ({rate:.0} CSRs/s), latency p50 {:.0} ms p99 {:.0} ms, \
          server peak RSS {} MiB, server CPU {:.1} s",
+        server.describe(),
         total.as_secs_f64(),
         millis(p50),
         millis(p99),
@@ -65,6 +78,8 @@ fn main() -> Result<(), String> {
         server_cpu.as_secs_f64()
     );
     args.write_report(&json!({
+        "target": target,
+        "server": server.describe(),
         "agents": agents,
         "issued": issued,
         "failed": failures.len(),
@@ -74,13 +89,67 @@ fn main() -> Result<(), String> {
         "latency_ms_p99": millis(p99),
         "server_peak_rss_kib": peak_rss,
         "server_cpu_seconds": server_cpu.as_secs_f64(),
-        "note": "signer serve (release) in its own process on the same 2 cores as the agents; each \
-                 agent has its own TLS connection, token auth, create + list/watch until issued; \
-                 latency from the agent's start to its certificate",
+        "note": "the server (signer serve in release, or etcd + kube-apiserver + the signing \
+                 controller) in their own processes on the same 2 cores as the agents; each agent has \
+                 its own TLS connection, token auth, create + list/watch until issued; latency from \
+                 the agent's start to its certificate; server CPU and peak RSS summed over the \
+                 server's processes",
     }))?;
     match failures.first() {
         Some(first) => Err(format!("{} of {agents} agents failed; the first: {first}", failures.len())),
         None => Ok(()),
+    }
+}
+
+/// What the agents storm.
+enum Server {
+    /// `signer serve`.
+    Serve(SignerServe),
+    /// etcd + kube-apiserver, with kube-controller-manager's CSR controllers inside, or with
+    /// kubecert's `signer controller` beside it.
+    Cluster(Cluster, Option<Process>),
+}
+
+impl Server {
+    fn start(target: &str, dir: &Path) -> Result<Self, String> {
+        let cluster = |controller_manager| {
+            let options = ClusterOptions { controller_manager, ..ClusterOptions::default() };
+            Cluster::start(&dir.join("cluster"), &options)
+        };
+        Ok(match target {
+            "serve" => Self::Serve(SignerServe::start(&dir.join("signer"), &[])),
+            "kcm" => Self::Cluster(cluster(true), None),
+            "controller" => {
+                let cluster = cluster(false);
+                let signer = cluster.signer_controller(&[], &dir.join("signer-controller.log"));
+                Self::Cluster(cluster, Some(signer))
+            }
+            other => return Err(format!("--target: {other:?} is not serve, kcm or controller")),
+        })
+    }
+
+    fn describe(&self) -> &'static str {
+        match self {
+            Self::Serve(_) => "signer serve",
+            Self::Cluster(_, None) => "kube-apiserver + kube-controller-manager",
+            Self::Cluster(_, Some(_)) => "kube-apiserver + signer controller",
+        }
+    }
+
+    fn create_token(&self, bootstrap: &Path) {
+        match self {
+            Self::Serve(signer) => signer.create_token(bootstrap),
+            Self::Cluster(cluster, _) => cluster.create_token(bootstrap),
+        };
+    }
+
+    fn process_ids(&self) -> Vec<u32> {
+        match self {
+            Self::Serve(signer) => vec![signer.process.id()],
+            Self::Cluster(cluster, signer) => {
+                cluster.process_ids().into_iter().chain(signer.as_ref().map(Process::id)).collect()
+            }
+        }
     }
 }
 

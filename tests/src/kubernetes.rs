@@ -22,7 +22,7 @@ use rcgen::{
     KeyUsagePurpose, SanType,
 };
 
-use crate::{Process, free_local_addr, run_ok, workspace_root};
+use crate::{Process, binary, create_bootstrap_token, free_local_addr, run_ok, workspace_root};
 
 /// The Go programs of `tests/kubernetes/`.
 pub const PROGRAMS: [&str; 4] = ["kube-apiserver", "kube-controller-manager", "etcd", "kubelet-certs"];
@@ -467,6 +467,37 @@ impl Cluster {
         let path = self.dir.join(format!("{name}.kubeconfig"));
         kubeconfig(&path, self.api, &self.ca_cert(), cn, &crt, &key);
         path
+    }
+
+    /// `signer token create` against this cluster with kubeadm's node-token group
+    /// ([`BOOTSTRAP_GROUP`]), writing the bootstrap kubeconfig `bootstrap`; returns the token.
+    pub fn create_token(&self, bootstrap: &Path) -> String {
+        create_bootstrap_token(&self.admin_kubeconfig(), bootstrap, &["--groups", BOOTSTRAP_GROUP])
+    }
+
+    /// Starts kubecert's `signer controller` against this cluster as `deploy/signer/` runs it:
+    /// the RBAC of `deploy/signer/rbac.yaml` applied, the identity of its service account (a
+    /// client certificate with that user name), the cluster CA; `extra` flags appended, output
+    /// into `log`.
+    pub fn signer_controller(&self, extra: &[&str], log: &Path) -> Process {
+        let rbac = workspace_root().join("deploy/signer/rbac.yaml");
+        self.kubectl(&["apply", "-f", &rbac.to_string_lossy()]);
+        let kubeconfig = self.client_kubeconfig(
+            "kubecert-signer",
+            "system:serviceaccount:kube-system:kubecert-signer",
+            &["system:serviceaccounts", "system:serviceaccounts:kube-system"],
+        );
+        let s = |p: PathBuf| p.to_string_lossy().into_owned();
+        let (kubeconfig, ca_cert, ca_key) = (s(kubeconfig), s(self.ca_cert()), s(self.ca_key()));
+        let mut args =
+            vec!["controller", "--kubeconfig", &kubeconfig, "--ca-cert", &ca_cert, "--ca-key", &ca_key];
+        args.extend_from_slice(extra);
+        Process::spawn(&binary("signer"), &args, log)
+    }
+
+    /// The ids of the cluster's processes (etcd, kube-apiserver, kube-controller-manager).
+    pub fn process_ids(&self) -> Vec<u32> {
+        self.processes.iter().map(Process::id).collect()
     }
 
     /// Leaves the processes running (for `cargo xtask cluster up`) and returns their ids.

@@ -216,16 +216,23 @@ impl SignerServe {
     /// Runs `signer token create --kubeconfig admin.kubeconfig --write-bootstrap-kubeconfig
     /// <path>` and returns the token.
     pub fn create_token(&self, bootstrap_kubeconfig: &Path) -> String {
-        let out = Command::new(binary("signer"))
-            .args(["token", "create", "--kubeconfig"])
-            .arg(self.admin_kubeconfig())
-            .arg("--write-bootstrap-kubeconfig")
-            .arg(bootstrap_kubeconfig)
-            .output()
-            .expect("run signer token create");
-        assert!(out.status.success(), "token create: {}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8(out.stdout).expect("UTF-8").trim().to_owned()
+        create_bootstrap_token(&self.admin_kubeconfig(), bootstrap_kubeconfig, &[])
     }
+}
+
+/// Runs `signer token create --kubeconfig <admin> --write-bootstrap-kubeconfig <bootstrap>
+/// <extra…>` against any API (`signer serve` or a real kube-apiserver) and returns the token.
+pub fn create_bootstrap_token(admin: &Path, bootstrap_kubeconfig: &Path, extra: &[&str]) -> String {
+    let out = Command::new(binary("signer"))
+        .args(["token", "create", "--kubeconfig"])
+        .arg(admin)
+        .arg("--write-bootstrap-kubeconfig")
+        .arg(bootstrap_kubeconfig)
+        .args(extra)
+        .output()
+        .expect("run signer token create");
+    assert!(out.status.success(), "token create: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).expect("UTF-8").trim().to_owned()
 }
 
 /// Starts `node-agent` for node `node_name` in the node directory `dir`, laid out as the tests

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use kubecert_csr::parse_certificates_pem;
 use kubecert_tests::kubernetes::{BOOTSTRAP_GROUP, Cluster, ClusterOptions, go_or_skip, program};
 use kubecert_tests::{
-    Process, SignerServe, TempDir, binary, free_local_addr, kubectl, run_ok, start_node_agent,
+    Process, SignerServe, TempDir, create_bootstrap_token, free_local_addr, kubectl, run_ok, start_node_agent,
 };
 
 /// Serving certificates are approved by kubecert's signer when they name 127.0.0.0/8 and any
@@ -39,24 +39,6 @@ fn poll(what: &str, limit: Duration, mut ready: impl FnMut() -> bool, context: i
         assert!(start.elapsed() < limit, "{what}: not within {limit:?}\n{}", context());
         std::thread::sleep(Duration::from_millis(250));
     }
-}
-
-/// `signer token create` against `kubeconfig` (the real cluster's or `signer serve`'s admin),
-/// with kubeadm's node-token group, writing `bootstrap`.
-fn bootstrap_token(kubeconfig: &Path, bootstrap: &Path) {
-    run_ok(
-        &binary("signer"),
-        &[
-            "token",
-            "create",
-            "--kubeconfig",
-            s(kubeconfig),
-            "--groups",
-            BOOTSTRAP_GROUP,
-            "--write-bootstrap-kubeconfig",
-            s(bootstrap),
-        ],
-    );
 }
 
 /// A certificate as a node used it: serial and public key.
@@ -178,7 +160,7 @@ fn node_agent_against_kube_apiserver_and_kube_controller_manager() {
     let cluster = Cluster::start(&dir.path().join("cluster"), &options);
     let node = dir.path().join("node");
     std::fs::create_dir_all(&node).expect("node dir");
-    bootstrap_token(&cluster.admin_kubeconfig(), &node.join("bootstrap.kubeconfig"));
+    cluster.create_token(&node.join("bootstrap.kubeconfig"));
     let name = "kc-node-a";
     let agent = start_node_agent(
         &node,
@@ -266,41 +248,24 @@ fn signer_controller_against_kube_apiserver_serves_the_kubelets_code_and_node_ag
     let Some(_) = kubectl() else { return };
     let dir = TempDir::new("k8s-signer");
     let cluster = Cluster::start(&dir.path().join("cluster"), &ClusterOptions::default());
-    cluster.kubectl(&["apply", "-f", s(&kubecert_tests::workspace_root().join("deploy/signer/rbac.yaml"))]);
-    // The Deployment's identity: the service account that deploy/signer/rbac.yaml binds.
-    let signer_kubeconfig = cluster.client_kubeconfig(
-        "kubecert-signer",
-        "system:serviceaccount:kube-system:kubecert-signer",
-        &["system:serviceaccounts", "system:serviceaccounts:kube-system"],
-    );
     let config = dir.path().join("signer.toml");
     std::fs::write(&config, format!("lease_duration = \"6s\"\n{SERVING_POLICY}")).expect("write signer.toml");
     let replica = |i: usize| {
-        Process::spawn(
-            &binary("signer"),
-            &[
-                "controller",
-                "--kubeconfig",
-                s(&signer_kubeconfig),
-                "--ca-cert",
-                s(&cluster.ca_cert()),
-                "--ca-key",
-                s(&cluster.ca_key()),
-                "--leader-elect",
-                "--config",
-                s(&config),
-                "--cluster-signing-duration",
-                "60s",
-                "--backdate",
-                "0s",
-            ],
-            &dir.path().join(format!("signer-{i}.log")),
-        )
+        let flags = [
+            "--leader-elect",
+            "--config",
+            s(&config),
+            "--cluster-signing-duration",
+            "60s",
+            "--backdate",
+            "0s",
+        ];
+        cluster.signer_controller(&flags, &dir.path().join(format!("signer-{i}.log")))
     };
     let mut replicas = vec![replica(1), replica(2)];
 
     let bootstrap = dir.path().join("bootstrap.kubeconfig");
-    bootstrap_token(&cluster.admin_kubeconfig(), &bootstrap);
+    cluster.create_token(&bootstrap);
     let kubelets = Process::spawn(
         &program("kubelet-certs"),
         &[
@@ -452,7 +417,7 @@ fn the_kubelets_certificate_code_against_signer_serve() {
         &["--cluster-signing-duration", "60s", "--backdate", "0s", "--config", s(&config)],
     );
     let bootstrap = dir.path().join("bootstrap.kubeconfig");
-    bootstrap_token(&signer.admin_kubeconfig(), &bootstrap);
+    create_bootstrap_token(&signer.admin_kubeconfig(), &bootstrap, &["--groups", BOOTSTRAP_GROUP]);
     let kubelets = Process::spawn(
         &program("kubelet-certs"),
         &[

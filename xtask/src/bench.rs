@@ -9,6 +9,11 @@
 //! 3. footprint (`tests/benches/footprint.rs`): an idle node agent's memory and wakeups;
 //! 4. reload (`crates/reload/benches/reload.rs`): identity swap and file switch latencies.
 //!
+//! With `--cluster [N]` a fifth section runs the storm side by side (N agents, default 1,000)
+//! against `signer serve`, the real kube-apiserver with kubecert's `signer controller`, and the
+//! real kube-apiserver with kube-controller-manager's CSR controllers (built from the pinned Go
+//! module, see `kubecert_tests::kubernetes`), with the upstream pair as the baseline.
+//!
 //! Each section writes its own JSON; the report (`target/bench/report.json` by default) holds
 //! them all under their section names, and a summary table ends the run. Every figure that has a
 //! baseline measured in the same run is shown with it and the ratio: machines are shared and
@@ -22,15 +27,29 @@ use serde_json::{Value, json};
 
 use crate::{cargo, workspace_root};
 
-/// `--storm`, `--json`.
+/// `--storm`, `--cluster`, `--json`.
 pub struct Options {
     storm: usize,
+    /// Agents of the side-by-side storm, when asked for.
+    cluster: Option<usize>,
     json: PathBuf,
 }
 
+/// Agents of the side-by-side storm unless `--cluster N` says otherwise.
+const CLUSTER_STORM: usize = 1000;
+
+/// The side-by-side storm's targets (`--target` of the storm bench) and their names; the last is
+/// the baseline.
+const SIDE_BY_SIDE: [(&str, &str); 3] = [
+    ("serve", "signer serve"),
+    ("controller", "kube-apiserver + signer controller"),
+    ("kcm", "kube-apiserver + kube-controller-manager"),
+];
+
 impl Options {
     pub fn parse(args: &[String]) -> Result<Self> {
-        let mut options = Self { storm: 5000, json: workspace_root().join("target/bench/report.json") };
+        let mut options =
+            Self { storm: 5000, cluster: None, json: workspace_root().join("target/bench/report.json") };
         let mut rest = args.iter();
         while let Some(arg) = rest.next() {
             match arg.as_str() {
@@ -39,14 +58,23 @@ impl Options {
                     let v = rest.next().context("--storm needs a number")?;
                     options.storm = v.parse().with_context(|| format!("--storm: {v:?} is not a number"))?;
                 }
+                "--cluster" => {
+                    options.cluster = Some(match rest.as_slice().first().filter(|v| !v.starts_with("--")) {
+                        Some(v) => {
+                            rest.next();
+                            v.parse().with_context(|| format!("--cluster: {v:?} is not a number"))?
+                        }
+                        None => CLUSTER_STORM,
+                    });
+                }
                 other => bail!(
                     "cargo xtask bench: unknown argument {other:?} \
-                     (usage: cargo xtask bench [--storm N] [--json PATH])"
+                     (usage: cargo xtask bench [--storm N] [--cluster [N]] [--json PATH])"
                 ),
             }
         }
-        if options.storm == 0 {
-            bail!("--storm must be at least 1");
+        if options.storm == 0 || options.cluster == Some(0) {
+            bail!("--storm and --cluster must be at least 1");
         }
         Ok(options)
     }
@@ -80,13 +108,23 @@ pub fn run(options: &Options) -> Result<()> {
     println!("\n[4/4] reload");
     let reload = section(exe("reload")?, &[], &dir.join("reload.json"))?;
 
+    let side_by_side = match options.cluster {
+        Some(agents) => {
+            kubecert_tests::kubernetes::binaries().map_err(anyhow::Error::msg)?;
+            side_by_side(exe("storm")?, agents, &dir)?
+        }
+        None => Value::Null,
+    };
+
     let report = json!({
         "sign_path": sign_path,
         "storm": storm,
         "agent_footprint": footprint,
         "reload": reload,
+        "storm_side_by_side": side_by_side,
     });
     print_summary(&report);
+    print_side_by_side(&report["storm_side_by_side"]);
     std::fs::write(&options.json, serde_json::to_string_pretty(&report)?)
         .with_context(|| format!("writing {}", options.json.display()))?;
     println!("report: {}", options.json.display());
@@ -134,6 +172,50 @@ fn section(exe: &Path, args: &[&str], out: &Path) -> Result<Value> {
     }
     let text = std::fs::read_to_string(out).with_context(|| format!("reading {}", out.display()))?;
     serde_json::from_str(&text).with_context(|| format!("parsing {}", out.display()))
+}
+
+/// The storm of `agents` against each of [`SIDE_BY_SIDE`], one after the other.
+fn side_by_side(storm: &Path, agents: usize, dir: &Path) -> Result<Value> {
+    let mut runs = serde_json::Map::new();
+    for (i, (target, name)) in SIDE_BY_SIDE.iter().enumerate() {
+        println!(
+            "\n[5/5 {}/{}] storm side by side: {agents} agents against {name}",
+            i + 1,
+            SIDE_BY_SIDE.len()
+        );
+        let args = ["--storm", &agents.to_string(), "--target", target];
+        runs.insert((*target).to_owned(), section(storm, &args, &dir.join(format!("storm-{target}.json")))?);
+    }
+    Ok(Value::Object(runs))
+}
+
+/// The side-by-side table: each target's figures and its rate against the upstream pair's.
+fn print_side_by_side(runs: &Value) {
+    if runs.is_null() {
+        return;
+    }
+    let (baseline_target, baseline_name) = SIDE_BY_SIDE[SIDE_BY_SIDE.len() - 1];
+    let baseline = runs[baseline_target]["csrs_per_second"].as_f64().unwrap_or(f64::NAN);
+    println!(
+        "\nstorm side by side ({} agents; ratio: CSRs/s against {baseline_name})",
+        runs[baseline_target]["agents"]
+    );
+    println!(
+        "{:<42} {:>8} {:>10} {:>17} {:>10} {:>10} {:>7}",
+        "server", "CSRs/s", "all (s)", "p50 / p99 (ms)", "CPU (s)", "RSS (MiB)", "ratio"
+    );
+    for (target, name) in SIDE_BY_SIDE {
+        let f = |key: &str| runs[target][key].as_f64().unwrap_or(f64::NAN);
+        println!(
+            "{name:<42} {:>8.0} {:>10.1} {:>17} {:>10.1} {:>10.0} {:>7.2}",
+            f("csrs_per_second"),
+            f("seconds_until_all_issued"),
+            format!("{:.0} / {:.0}", f("latency_ms_p50"), f("latency_ms_p99")),
+            f("server_cpu_seconds"),
+            f("server_peak_rss_kib") / 1024.0,
+            f("csrs_per_second") / baseline
+        );
+    }
 }
 
 /// Section 1 through criterion, whose estimates land in `<target>/criterion`.

@@ -1,9 +1,10 @@
 //! `cargo xtask`: project automation (matklad's xtask convention; the alias is in
 //! `.cargo/config.toml`).
 //!
-//! - `cargo xtask bench [--storm N] [--json PATH]`: the sign path, the bootstrap storm, the
-//!   agent's footprint and reload latencies, reported with baselines measured in the same run
-//!   (see `bench.rs`).
+//! - `cargo xtask bench [--storm N] [--cluster [N]] [--json PATH]`: the sign path, the bootstrap
+//!   storm, the agent's footprint and reload latencies, reported with baselines measured in the
+//!   same run, and with `--cluster` the storm side by side with the real Kubernetes (see
+//!   `bench.rs`).
 //! - `cargo xtask e2e [--nodes N] [--rotations R]`: the whole system, with faults (see `e2e.rs`).
 //! - `cargo xtask cluster up|down`: the real kube-apiserver (and kube-controller-manager) on
 //!   loopback, built from the pinned Go module in `tests/kubernetes/` (see `cluster.rs`).
