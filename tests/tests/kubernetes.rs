@@ -262,7 +262,7 @@ fn signer_controller_against_kube_apiserver_serves_the_kubelets_code_and_node_ag
         ];
         cluster.signer_controller(&flags, &dir.path().join(format!("signer-{i}.log")))
     };
-    let mut replicas = vec![replica(1), replica(2)];
+    let mut replicas = [replica(1), replica(2)];
 
     let bootstrap = dir.path().join("bootstrap.kubeconfig");
     cluster.create_token(&bootstrap);

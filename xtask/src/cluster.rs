@@ -1,6 +1,6 @@
-//! `cargo xtask cluster up|down`: the real Kubernetes on loopback for trying kubecert by hand.
+//! `cargo xtask cluster up|down|build`: the real Kubernetes on loopback for trying kubecert by hand.
 //!
-//! `up` builds etcd, kube-apiserver, kube-controller-manager and `kubelet-certs` from the pinned
+//! `build` only builds the Go programs (CI does it as a step of its own); `up` builds etcd, kube-apiserver, kube-controller-manager and `kubelet-certs` from the pinned
 //! Go module in `tests/kubernetes/` (once per machine), then starts etcd and kube-apiserver
 //! configured as a kubeadm cluster is for node certificates (and, with `--controller-manager`,
 //! kube-controller-manager with only its CSR controllers), leaves them running and prints the
@@ -15,30 +15,41 @@ use anyhow::{Context as _, Result, bail};
 use kubecert_tests::kubernetes::{Cluster, ClusterOptions, target_dir};
 
 const USAGE: &str = "usage: cargo xtask cluster up [--dir DIR] [--controller-manager] [--signing-duration SECONDS]\n       \
-                     cargo xtask cluster down [--dir DIR]";
+                     cargo xtask cluster down [--dir DIR]\n       \
+                     cargo xtask cluster build";
+
+/// What to do.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Action {
+    Up,
+    Down,
+    Build,
+}
 
 /// What to do, and where.
 pub struct Options {
-    up: bool,
+    action: Action,
     dir: PathBuf,
     cluster: ClusterOptions,
 }
 
 impl Options {
     pub fn parse(args: &[String]) -> Result<Self> {
-        let up = match args.first().map(String::as_str) {
-            Some("up") => true,
-            Some("down") => false,
+        let action = match args.first().map(String::as_str) {
+            Some("up") => Action::Up,
+            Some("down") => Action::Down,
+            Some("build") => Action::Build,
             _ => bail!("{USAGE}"),
         };
+        let up = action == Action::Up;
         let mut options =
-            Self { up, dir: target_dir().join("kubernetes/cluster"), cluster: ClusterOptions::default() };
+            Self { action, dir: target_dir().join("kubernetes/cluster"), cluster: ClusterOptions::default() };
         let mut rest = args[1..].iter();
         while let Some(arg) = rest.next() {
             let mut value =
                 |name: &str| rest.next().with_context(|| format!("{name} needs a value\n{USAGE}"));
             match arg.as_str() {
-                "--dir" => options.dir = PathBuf::from(value("--dir")?),
+                "--dir" if action != Action::Build => options.dir = PathBuf::from(value("--dir")?),
                 "--controller-manager" if up => options.cluster.controller_manager = true,
                 "--signing-duration" if up => {
                     let v = value("--signing-duration")?;
@@ -64,11 +75,16 @@ fn alive(pid: &str) -> bool {
 }
 
 pub fn run(options: &Options) -> Result<()> {
+    if options.action == Action::Build {
+        let bin = kubecert_tests::kubernetes::binaries().map_err(anyhow::Error::msg)?;
+        println!("{}: up to date", bin.display());
+        return Ok(());
+    }
     let pids = pids_file(options);
     let running: Vec<String> = std::fs::read_to_string(&pids)
         .map(|text| text.split_whitespace().filter(|pid| alive(pid)).map(str::to_owned).collect())
         .unwrap_or_default();
-    if !options.up {
+    if options.action == Action::Down {
         if running.is_empty() {
             println!("no cluster is running in {}", options.dir.display());
         } else {
