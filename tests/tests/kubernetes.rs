@@ -107,6 +107,26 @@ fn kubelet_events(log: &str) -> BTreeMap<(String, String), Vec<Seen>> {
     seen
 }
 
+/// Starts [`KUBELETS`] nodes of the kubelet's own certificate code (`kubelet-1` …) with client
+/// and serving certificates, in `dir/kubelets`, output into `dir/kubelet-certs.log`.
+fn start_kubelets(dir: &Path, bootstrap: &Path) -> Process {
+    let count = KUBELETS.to_string();
+    let nodes = dir.join("kubelets");
+    let args = [
+        "nodes",
+        "-count",
+        &count,
+        "-prefix",
+        "kubelet-",
+        "-dir",
+        s(&nodes),
+        "-bootstrap-kubeconfig",
+        s(bootstrap),
+        "-serving",
+    ];
+    Process::spawn(&program("kubelet-certs"), &args, &dir.join("kubelet-certs.log"))
+}
+
 /// How many of the kubelets have a serving certificate and a client certificate rotated
 /// `rotations` times, each time with a new key.
 fn kubelets_done(log: &str, rotations: usize) -> usize {
@@ -266,22 +286,7 @@ fn signer_controller_against_kube_apiserver_serves_the_kubelets_code_and_node_ag
 
     let bootstrap = dir.path().join("bootstrap.kubeconfig");
     cluster.create_token(&bootstrap);
-    let kubelets = Process::spawn(
-        &program("kubelet-certs"),
-        &[
-            "nodes",
-            "-count",
-            &KUBELETS.to_string(),
-            "-prefix",
-            "kubelet-",
-            "-dir",
-            s(&dir.path().join("kubelets")),
-            "-bootstrap-kubeconfig",
-            s(&bootstrap),
-            "-serving",
-        ],
-        &dir.path().join("kubelet-certs.log"),
-    );
+    let kubelets = start_kubelets(dir.path(), &bootstrap);
     let agents: Vec<(PathBuf, Process)> = (1..=2)
         .map(|i| {
             let node = dir.path().join(format!("kc-node-{i}"));
@@ -418,22 +423,7 @@ fn the_kubelets_certificate_code_against_signer_serve() {
     );
     let bootstrap = dir.path().join("bootstrap.kubeconfig");
     create_bootstrap_token(&signer.admin_kubeconfig(), &bootstrap, &["--groups", BOOTSTRAP_GROUP]);
-    let kubelets = Process::spawn(
-        &program("kubelet-certs"),
-        &[
-            "nodes",
-            "-count",
-            &KUBELETS.to_string(),
-            "-prefix",
-            "kubelet-",
-            "-dir",
-            s(&dir.path().join("kubelets")),
-            "-bootstrap-kubeconfig",
-            s(&bootstrap),
-            "-serving",
-        ],
-        &dir.path().join("kubelet-certs.log"),
-    );
+    let kubelets = start_kubelets(dir.path(), &bootstrap);
     poll(
         "every kubelet rotated its client certificate",
         Duration::from_secs(180),

@@ -127,19 +127,32 @@ func runContext(d time.Duration) (context.Context, context.CancelFunc) {
 	return ctx, func() { cancel(); stop() }
 }
 
+// nodeFlags are the flags `nodes` and `node` share.
+type nodeFlags struct {
+	dir           string
+	bootstrapPath string
+	serving       bool
+	runFor        time.Duration
+}
+
+func (f *nodeFlags) register(fs *flag.FlagSet, dirUsage string) {
+	fs.StringVar(&f.dir, "dir", "", dirUsage)
+	fs.StringVar(&f.bootstrapPath, "bootstrap-kubeconfig", "", "bootstrap kubeconfig")
+	fs.BoolVar(&f.serving, "serving", false, "also request and rotate serving certificates")
+	fs.DurationVar(&f.runFor, "for", 0, "stop after this long (0: until SIGTERM)")
+}
+
 func runNodes(args []string) error {
 	fs := flag.NewFlagSet("nodes", flag.ExitOnError)
 	count := fs.Int("count", 1, "number of simulated nodes")
 	prefix := fs.String("prefix", "kubelet-", "node name prefix; nodes are PREFIX1 … PREFIXN")
-	dir := fs.String("dir", "", "directory holding one directory per node")
-	bootstrapPath := fs.String("bootstrap-kubeconfig", "", "bootstrap kubeconfig shared by all nodes")
-	serving := fs.Bool("serving", false, "also request and rotate serving certificates")
-	runFor := fs.Duration("for", 0, "stop after this long (0: until SIGTERM)")
+	var common nodeFlags
+	common.register(fs, "directory holding one directory per node")
 	_ = fs.Parse(args)
-	if *dir == "" || *bootstrapPath == "" || *count < 1 {
+	if common.dir == "" || common.bootstrapPath == "" || *count < 1 {
 		return fmt.Errorf("-dir, -bootstrap-kubeconfig and a -count of at least 1 are required")
 	}
-	ctx, cancel := runContext(*runFor)
+	ctx, cancel := runContext(common.runFor)
 	defer cancel()
 
 	self, err := os.Executable()
@@ -149,8 +162,8 @@ func runNodes(args []string) error {
 	children := make([]*exec.Cmd, 0, *count)
 	for i := 1; i <= *count; i++ {
 		name := fmt.Sprintf("%s%d", *prefix, i)
-		childArgs := []string{"node", "-name", name, "-dir", filepath.Join(*dir, name),
-			"-bootstrap-kubeconfig", *bootstrapPath, fmt.Sprintf("-serving=%t", *serving)}
+		childArgs := []string{"node", "-name", name, "-dir", filepath.Join(common.dir, name),
+			"-bootstrap-kubeconfig", common.bootstrapPath, fmt.Sprintf("-serving=%t", common.serving)}
 		cmd := exec.Command(self, childArgs...)
 		cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
 		if err := cmd.Start(); err != nil {
@@ -180,26 +193,24 @@ func runNodes(args []string) error {
 func runNode(args []string) error {
 	fs := flag.NewFlagSet("node", flag.ExitOnError)
 	name := fs.String("name", "", "node name")
-	dir := fs.String("dir", "", "node directory: kubelet.conf and pki/ (the kubelet's cert dir) go here")
-	bootstrapPath := fs.String("bootstrap-kubeconfig", "", "bootstrap kubeconfig")
-	serving := fs.Bool("serving", false, "also request and rotate a serving certificate")
-	runFor := fs.Duration("for", 0, "stop after this long (0: until SIGTERM)")
+	var common nodeFlags
+	common.register(fs, "node directory: kubelet.conf and pki/ (the kubelet's cert dir) go here")
 	_ = fs.Parse(args)
-	if *name == "" || *dir == "" || *bootstrapPath == "" {
+	if *name == "" || common.dir == "" || common.bootstrapPath == "" {
 		return fmt.Errorf("-name, -dir and -bootstrap-kubeconfig are required")
 	}
-	ctx, cancel := runContext(*runFor)
+	ctx, cancel := runContext(common.runFor)
 	defer cancel()
 	logger := klog.Background().WithValues("node", *name)
 	nodeName := types.NodeName(*name)
-	kubeconfig := filepath.Join(*dir, "kubelet.conf")
-	certDir := filepath.Join(*dir, "pki")
+	kubeconfig := filepath.Join(common.dir, "kubelet.conf")
+	certDir := filepath.Join(common.dir, "pki")
 	if err := os.MkdirAll(certDir, 0o700); err != nil {
 		return err
 	}
 
 	// cmd/kubelet/app.buildKubeletClientConfig with RotateCertificates on.
-	certConfig, clientConfig, err := bootstrap.LoadClientConfig(logger, kubeconfig, *bootstrapPath, certDir)
+	certConfig, clientConfig, err := bootstrap.LoadClientConfig(logger, kubeconfig, common.bootstrapPath, certDir)
 	if err != nil {
 		return err
 	}
@@ -224,7 +235,7 @@ func runNode(args []string) error {
 	defer clientManager.Stop()
 	managers := map[string]certificate.Manager{"client-certificate": clientManager}
 
-	if *serving {
+	if common.serving {
 		kubeClient, err := clientset.NewForConfig(transportConfig)
 		if err != nil {
 			return err
