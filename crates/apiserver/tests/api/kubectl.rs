@@ -239,12 +239,16 @@ async fn one_version(cluster: &Cluster, program: &Path) {
     assert_eq!(row(&out, &one).last(), Some(&"Approved"), "{out}");
     assert_eq!(row(&out, &two).last(), Some(&"Denied"), "{out}");
 
-    // explain: the type and a field, from OpenAPI v2 before 1.29 and v3 after.
+    // explain: the type and a field (printed from OpenAPI v3; before 1.29 kubectl reads v2 first),
+    // and with the printer that reads nothing but OpenAPI v2, which every version has.
     for (path, field) in [("csr", "spec"), ("csr.spec", "signerName")] {
         let out = k.ok(&["explain", path]).await;
         assert!(out.lines().any(|l| columns(l) == ["KIND:", "CertificateSigningRequest"]), "{out}");
         assert!(out.contains(field), "{out}");
     }
+    let out = k.ok(&["explain", "csr.spec", "--output=plaintext-openapiv2"]).await;
+    assert!(out.lines().any(|l| columns(l) == ["RESOURCE:", "spec", "<Object>"]), "{out}");
+    assert!(out.lines().any(|l| columns(l) == ["signerName", "<string>", "-required-"]), "{out}");
 
     // delete csr
     let out = k.ok(&["delete", "csr", &one]).await;
