@@ -177,7 +177,7 @@ impl<'a> Reader<'a> {
                 let len = usize::try_from(self.varint()?).map_err(|_| malformed("length"))?;
                 Wire::Len(self.take(len)?)
             }
-            5 => {
+            FIXED32 => {
                 self.take(4)?;
                 Wire::Skip
             }
@@ -335,6 +335,8 @@ pub(crate) const VARINT: u64 = 0;
 pub(crate) const FIXED64: u64 = 1;
 /// Wire type of strings, bytes and messages.
 pub(crate) const LEN: u64 = 2;
+/// Wire type of `float` and other 32-bit fields (skipped when decoding, never written).
+const FIXED32: u64 = 5;
 
 /// Appends `v` as a varint.
 pub(crate) fn put_varint(out: &mut Vec<u8>, mut v: u64) {
