@@ -111,9 +111,14 @@ impl Cluster {
         }
     }
 
+    /// `kubectl` itself.
+    fn default_kubectl(&self) -> &Path {
+        self.kubectls.last().expect("at least kubectl")
+    }
+
     /// `kubectl` itself as the admin.
     fn admin(&self) -> Kubectl {
-        self.kubectl(self.kubectls.last().expect("at least kubectl"), "admin", Credential::Cert(&self.admin))
+        self.kubectl(self.default_kubectl(), "admin", Credential::Cert(&self.admin))
     }
 
     /// A file with a node client CSR named `name` for `node`.
@@ -322,11 +327,8 @@ async fn kubectl_auth_whoami_with_a_certificate_and_a_token() {
     );
 
     create_bootstrap_token(&k).await;
-    let node = cluster.kubectl(
-        cluster.kubectls.last().expect("at least kubectl"),
-        "bootstrap",
-        Credential::Token("abcdef.0123456789abcdef"),
-    );
+    let node =
+        cluster.kubectl(cluster.default_kubectl(), "bootstrap", Credential::Token("abcdef.0123456789abcdef"));
     let review: serde_json::Value =
         serde_json::from_str(&node.ok(&["auth", "whoami", "-o", "json"]).await).unwrap();
     assert_eq!(review["apiVersion"], "authentication.k8s.io/v1", "{review}");
