@@ -116,7 +116,7 @@ async fn serve(state: AppState, req: Request) -> ApiResult<Response> {
             if method != Method::GET && method != Method::HEAD {
                 return Err(ApiError::path_not_found());
             }
-            non_resource(&path, &query)
+            non_resource(&path, &query, req.headers())
         }
         _ if user.is_anonymous() => Err(ApiError::unauthorized()),
         Target::UnknownResource => Err(ApiError::path_not_found()),
@@ -131,13 +131,14 @@ async fn serve(state: AppState, req: Request) -> ApiResult<Response> {
     }
 }
 
-fn non_resource(path: &str, query: &HashMap<String, String>) -> ApiResult<Response> {
+fn non_resource(path: &str, query: &HashMap<String, String>, headers: &HeaderMap) -> ApiResult<Response> {
     let ok_text = |text: &'static str| {
         Ok((StatusCode::OK, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response())
     };
     match path.trim_end_matches('/') {
         "/healthz" | "/livez" | "/readyz" => ok_text("ok"),
         "/version" => Ok(json_response(StatusCode::OK, &discovery::version())),
+        "/openapi/v2" => openapi::v2(headers),
         _ => {
             if let Some(doc) = discovery::document(path) {
                 return Ok(json_response(StatusCode::OK, &doc));

@@ -3,15 +3,15 @@
 //! Owns: CertificateSigningRequests (`certificates.k8s.io/v1`, with `/approval` and
 //! `/status`), bootstrap-token Secrets in `kube-system`, Leases (`coordination.k8s.io/v1`),
 //! SubjectAccessReviews answered by a built-in authorizer equal to upstream's default RBAC
-//! for these resources, SelfSubjectReviews (`kubectl auth whoami`), discovery, OpenAPI v3
-//! documents, Table output, watches with resourceVersion resume, and upstream-shaped
-//! `Status` errors — over HTTPS (rustls, ring) with client-certificate and bootstrap-token
-//! authentication, or in memory as a tower service with a fixed identity. State lives in one
-//! redb file.
+//! for these resources, SelfSubjectReviews (`kubectl auth whoami`), discovery, OpenAPI v2
+//! (JSON and protobuf) and v3 documents, Table output, watches with resourceVersion resume,
+//! and upstream-shaped `Status` errors — over HTTPS (rustls, ring) with client-certificate
+//! and bootstrap-token authentication, or in memory as a tower service with a fixed identity.
+//! State lives in one redb file.
 //!
 //! Does not own: approving or signing (the signer's controllers do that through this API),
-//! keys and CSR parsing (`kubecert-csr`), protobuf responses (protobuf request bodies of
-//! CSRs, Secrets and Leases are decoded), the full server-side-apply model (apply merges and
+//! keys and CSR parsing (`kubecert-csr`), protobuf responses of objects (protobuf request
+//! bodies of CSRs, Secrets and Leases are decoded), the full server-side-apply model (apply merges and
 //! tracks field ownership per manager with conflicts, lists are atomic; updates do not take
 //! ownership), Events, finalizers and graceful deletion.
 //!
@@ -34,14 +34,16 @@
 //!   anonymous), resolve the target (`request`), authorize (`authz`), then the verb; CSR
 //!   writes go through the registry strategy (`strategy`), validation (`validation`) and
 //!   admission (`admission`) in that order, as in kube-apiserver.
-//! - **Clients**: JSON everywhere, Table output when asked (`table`), protobuf request bodies
-//!   decoded (`protobuf`), `fieldValidation`, `dryRun`, merge/JSON/strategic/apply patches.
+//! - **Clients**: JSON everywhere but the OpenAPI v2 protobuf (`gnostic`), Table output when
+//!   asked (`table`), protobuf request bodies decoded (`protobuf`), `fieldValidation`,
+//!   `dryRun`, merge/JSON/strategic/apply patches.
 
 mod admission;
 mod apply;
 mod auth;
 mod authz;
 mod discovery;
+mod gnostic;
 mod handlers;
 mod objects;
 mod openapi;

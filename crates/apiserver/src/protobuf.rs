@@ -5,6 +5,9 @@
 //! The envelope is `k8s\0` + `runtime.Unknown{typeMeta, raw}`; `raw` is decoded with small
 //! field tables taken from the upstream `generated.proto` files. Unknown fields are skipped, as
 //! a protobuf decoder does.
+//!
+//! The wire-format writers at the end ([`put_varint`], [`put_tag`], [`put_len`]) serve the one
+//! protobuf response, the OpenAPI v2 document (`gnostic`).
 
 use base64::Engine as _;
 use serde_json::{Map, Value, json};
@@ -165,16 +168,16 @@ impl<'a> Reader<'a> {
         }
         let tag = self.varint()?;
         let wire = match tag & 7 {
-            0 => Wire::Varint(self.varint()?),
-            1 => {
+            VARINT => Wire::Varint(self.varint()?),
+            FIXED64 => {
                 self.take(8)?;
                 Wire::Skip
             }
-            2 => {
+            LEN => {
                 let len = usize::try_from(self.varint()?).map_err(|_| malformed("length"))?;
                 Wire::Len(self.take(len)?)
             }
-            5 => {
+            FIXED32 => {
                 self.take(4)?;
                 Wire::Skip
             }
@@ -326,62 +329,74 @@ pub(crate) fn decode(rt: &ResourceType, body: &[u8]) -> ApiResult<Value> {
     Ok(obj)
 }
 
+/// Wire type of varint fields.
+pub(crate) const VARINT: u64 = 0;
+/// Wire type of `double` and other 64-bit fields.
+pub(crate) const FIXED64: u64 = 1;
+/// Wire type of strings, bytes and messages.
+pub(crate) const LEN: u64 = 2;
+/// Wire type of `float` and other 32-bit fields (skipped when decoding, never written).
+const FIXED32: u64 = 5;
+
+/// Appends `v` as a varint.
+pub(crate) fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v & 0x7f) as u8 | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+/// Appends the key of field `n` with wire type `wire`.
+pub(crate) fn put_tag(out: &mut Vec<u8>, n: u64, wire: u64) {
+    put_varint(out, n << 3 | wire);
+}
+
+/// Appends field `n` with a length-delimited payload (a string, bytes or a message).
+pub(crate) fn put_len(out: &mut Vec<u8>, n: u64, payload: &[u8]) {
+    put_tag(out, n, LEN);
+    put_varint(out, payload.len() as u64);
+    out.extend_from_slice(payload);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn varint(mut v: u64, out: &mut Vec<u8>) {
-        loop {
-            let b = (v & 0x7f) as u8;
-            v >>= 7;
-            if v == 0 {
-                out.push(b);
-                return;
-            }
-            out.push(b | 0x80);
-        }
-    }
-
-    fn len_field(n: u64, payload: &[u8], out: &mut Vec<u8>) {
-        varint(n << 3 | 2, out);
-        varint(payload.len() as u64, out);
-        out.extend_from_slice(payload);
-    }
-
     #[test]
     fn decodes_a_csr() {
         let mut meta = Vec::new();
-        len_field(1, b"csr-1", &mut meta);
+        put_len(&mut meta, 1, b"csr-1");
         let mut labels = Vec::new();
-        len_field(1, b"k", &mut labels);
-        len_field(2, b"v", &mut labels);
-        len_field(11, &labels, &mut meta);
+        put_len(&mut labels, 1, b"k");
+        put_len(&mut labels, 2, b"v");
+        put_len(&mut meta, 11, &labels);
         let mut spec = Vec::new();
-        len_field(1, b"PEM", &mut spec);
-        len_field(5, b"client auth", &mut spec);
-        len_field(5, b"digital signature", &mut spec);
-        len_field(7, b"example.com/x", &mut spec);
-        varint(8 << 3, &mut spec);
-        varint(3600, &mut spec);
+        put_len(&mut spec, 1, b"PEM");
+        put_len(&mut spec, 5, b"client auth");
+        put_len(&mut spec, 5, b"digital signature");
+        put_len(&mut spec, 7, b"example.com/x");
+        put_tag(&mut spec, 8, VARINT);
+        put_varint(&mut spec, 3600);
         let mut cond = Vec::new();
-        len_field(1, b"Approved", &mut cond);
-        len_field(6, b"True", &mut cond);
+        put_len(&mut cond, 1, b"Approved");
+        put_len(&mut cond, 6, b"True");
         let mut ts = Vec::new();
-        varint(1 << 3, &mut ts);
-        varint(1_700_000_000, &mut ts);
-        len_field(4, &ts, &mut cond);
+        put_tag(&mut ts, 1, VARINT);
+        put_varint(&mut ts, 1_700_000_000);
+        put_len(&mut cond, 4, &ts);
         let mut status = Vec::new();
-        len_field(1, &cond, &mut status);
+        put_len(&mut status, 1, &cond);
         let mut raw = Vec::new();
-        len_field(1, &meta, &mut raw);
-        len_field(2, &spec, &mut raw);
-        len_field(3, &status, &mut raw);
+        put_len(&mut raw, 1, &meta);
+        put_len(&mut raw, 2, &spec);
+        put_len(&mut raw, 3, &status);
         let mut tm = Vec::new();
-        len_field(1, b"certificates.k8s.io/v1", &mut tm);
-        len_field(2, b"CertificateSigningRequest", &mut tm);
+        put_len(&mut tm, 1, b"certificates.k8s.io/v1");
+        put_len(&mut tm, 2, b"CertificateSigningRequest");
         let mut body = MAGIC.to_vec();
-        len_field(1, &tm, &mut body);
-        len_field(2, &raw, &mut body);
+        put_len(&mut body, 1, &tm);
+        put_len(&mut body, 2, &raw);
         let v = decode(&CSR, &body).unwrap();
         assert_eq!(v["kind"], "CertificateSigningRequest");
         assert_eq!(v["metadata"]["name"], "csr-1");

@@ -1,46 +1,54 @@
-//! The real `kubectl` against the server (issue 3 "done when" #2). Without kubectl on PATH the
-//! tests print a notice and pass, unless `KUBECERT_REQUIRE_KUBECTL=1`, when they fail.
+//! The real `kubectl` against the server (issue 3 "done when" #2), in every version on the
+//! machine (issue 16: kubectl before 1.29 reads OpenAPI v2). Without kubectl on PATH the tests
+//! print a notice and pass, unless `KUBECERT_REQUIRE_KUBECTL=1`, when they fail.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 
-use crate::common::{self, Credential, Pki};
+use crate::common::{self, ClientCert, Credential, Pki};
 
-fn kubectl_available() -> bool {
-    let found = std::process::Command::new("kubectl")
-        .args(["version", "--client"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !found {
+/// Every kubectl on the machine, oldest first: the `kubectl.1.<minor>` files next to the
+/// resolved `kubectl` on PATH (symlinks followed; the machine image carries 1.27 … 1.33
+/// there), then `kubectl` itself. Empty, with a notice, when PATH has no kubectl; a failure
+/// instead under `KUBECERT_REQUIRE_KUBECTL=1`.
+fn kubectls() -> Vec<PathBuf> {
+    let on_path = std::env::var_os("PATH")
+        .and_then(|paths| std::env::split_paths(&paths).map(|dir| dir.join("kubectl")).find(|p| p.is_file()));
+    let Some(kubectl) = on_path else {
         assert!(
             std::env::var("KUBECERT_REQUIRE_KUBECTL").as_deref() != Ok("1"),
             "kubectl is required (KUBECERT_REQUIRE_KUBECTL=1) but not on PATH"
         );
         eprintln!("NOTICE: kubectl not on PATH; skipping kubectl conformance test");
-    }
-    found
+        return Vec::new();
+    };
+    let resolved = std::fs::canonicalize(&kubectl).expect("kubectl resolves");
+    let dir = resolved.parent().expect("kubectl is in a directory");
+    let mut versioned: Vec<(u32, PathBuf)> = std::fs::read_dir(dir)
+        .expect("kubectl's directory is readable")
+        .filter_map(|entry| {
+            let path = entry.ok()?.path();
+            let minor = path.file_name()?.to_str()?.strip_prefix("kubectl.1.")?.parse().ok()?;
+            Some((minor, path))
+        })
+        .collect();
+    versioned.sort();
+    versioned.into_iter().map(|(_, path)| path).chain([kubectl]).collect()
 }
 
 struct Kubectl {
+    program: PathBuf,
     kubeconfig: PathBuf,
     cache: PathBuf,
 }
 
 impl Kubectl {
-    fn new(dir: &Path, name: &str, yaml: &str) -> Self {
-        let kubeconfig = dir.join(format!("{name}.kubeconfig"));
-        std::fs::write(&kubeconfig, yaml).unwrap();
-        Self { kubeconfig, cache: dir.join(format!("{name}-cache")) }
-    }
-
     fn command(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new("kubectl");
+        let mut cmd = Command::new(&self.program);
         cmd.arg("--kubeconfig").arg(&self.kubeconfig).arg("--cache-dir").arg(&self.cache).args(args);
         cmd.env("HOME", self.cache.parent().unwrap_or(Path::new("/tmp")));
         cmd.stdin(Stdio::null()).kill_on_drop(true);
@@ -62,70 +70,140 @@ impl Kubectl {
 
     async fn ok(&self, args: &[&str]) -> String {
         let (ok, out, err) = self.run(args).await;
-        assert!(ok, "kubectl {args:?} failed:\n{out}\n{err}");
+        assert!(ok, "{} {args:?} failed:\n{out}\n{err}", self.program.display());
         out
     }
 }
 
-/// A server (data under the tempdir) and kubectl as its admin; `None` when kubectl is not on
-/// PATH (see [`kubectl_available`]).
-async fn start_with_admin_kubectl()
--> Option<(Pki, tempfile::TempDir, kubecert_apiserver::RunningServer, Kubectl)> {
-    if !kubectl_available() {
-        return None;
-    }
-    let pki = Pki::new();
-    let dir = tempfile::tempdir().unwrap();
-    let server = common::start(&pki, &dir.path().join("data")).await;
-    let admin = pki.admin();
-    let k = Kubectl::new(
-        dir.path(),
-        "admin",
-        &common::kubeconfig_yaml(server.local_addr(), &pki, Credential::Cert(&admin)),
-    );
-    Some((pki, dir, server, k))
+/// A server (data under the tempdir), its admin credential and the kubectls to drive it with.
+struct Cluster {
+    pki: Pki,
+    dir: tempfile::TempDir,
+    server: kubecert_apiserver::RunningServer,
+    admin: ClientCert,
+    /// See [`kubectls`]; the last is `kubectl` itself.
+    kubectls: Vec<PathBuf>,
 }
 
-fn csr_yaml(name: &str, node: &str) -> String {
-    let req = common::node_csr(Some(name), node);
-    let request = req["spec"]["request"].as_str().unwrap();
-    format!(
-        "apiVersion: certificates.k8s.io/v1\nkind: CertificateSigningRequest\nmetadata:\n  name: {name}\nspec:\n  request: {request}\n  signerName: kubernetes.io/kube-apiserver-client-kubelet\n  expirationSeconds: 86400\n  usages:\n  - digital signature\n  - client auth\n"
-    )
+impl Cluster {
+    /// `None` when there is no kubectl (see [`kubectls`]).
+    async fn start() -> Option<Self> {
+        let kubectls = kubectls();
+        if kubectls.is_empty() {
+            return None;
+        }
+        let pki = Pki::new();
+        let dir = tempfile::tempdir().unwrap();
+        let server = common::start(&pki, &dir.path().join("data")).await;
+        let admin = pki.admin();
+        Some(Self { pki, dir, server, admin, kubectls })
+    }
+
+    /// `program` with its own kubeconfig and cache, `name`d, authenticating with `cred`.
+    fn kubectl(&self, program: &Path, name: &str, cred: Credential<'_>) -> Kubectl {
+        let kubeconfig = self.dir.path().join(format!("{name}.kubeconfig"));
+        std::fs::write(&kubeconfig, common::kubeconfig_yaml(self.server.local_addr(), &self.pki, cred))
+            .unwrap();
+        Kubectl {
+            program: program.to_path_buf(),
+            kubeconfig,
+            cache: self.dir.path().join(format!("{name}-cache")),
+        }
+    }
+
+    /// `kubectl` itself.
+    fn default_kubectl(&self) -> &Path {
+        self.kubectls.last().expect("at least kubectl")
+    }
+
+    /// `kubectl` itself as the admin.
+    fn admin(&self) -> Kubectl {
+        self.kubectl(self.default_kubectl(), "admin", Credential::Cert(&self.admin))
+    }
+
+    /// A file with a node client CSR named `name` for `node`.
+    fn csr_file(&self, name: &str, node: &str) -> PathBuf {
+        let req = common::node_csr(Some(name), node);
+        let request = req["spec"]["request"].as_str().unwrap();
+        let file = self.dir.path().join(format!("{name}.yaml"));
+        std::fs::write(
+            &file,
+            format!(
+                "apiVersion: certificates.k8s.io/v1\nkind: CertificateSigningRequest\nmetadata:\n  name: {name}\nspec:\n  request: {request}\n  signerName: kubernetes.io/kube-apiserver-client-kubelet\n  expirationSeconds: 86400\n  usages:\n  - digital signature\n  - client auth\n"
+            ),
+        )
+        .unwrap();
+        file
+    }
 }
 
 fn columns(line: &str) -> Vec<&str> {
     line.split_whitespace().collect()
 }
 
-#[tokio::test]
-async fn kubectl_get_create_approve_deny_watch_delete() {
-    let Some((_pki, dir, server, k)) = start_with_admin_kubectl().await else { return };
+/// The line of `kubectl get` output whose first column is `name`.
+fn row<'a>(out: &'a str, name: &str) -> Vec<&'a str> {
+    out.lines()
+        .map(columns)
+        .find(|c| c.first() == Some(&name))
+        .unwrap_or_else(|| panic!("no {name} in\n{out}"))
+}
 
-    // create -f with default flags (validation strict through OpenAPI v3).
-    for (name, node) in [("csr-one", "n1"), ("csr-two", "n2")] {
-        let file = dir.path().join(format!("{name}.yaml"));
-        std::fs::write(&file, csr_yaml(name, node)).unwrap();
-        let out = k.ok(&["create", "-f", file.to_str().unwrap()]).await;
+/// Every kubectl version against one server, one after the other: create -f, apply -f, get,
+/// get -w, approve, deny, explain, delete, and a bootstrap token's create, can-i and refusals.
+#[tokio::test]
+async fn kubectl_of_every_version_creates_applies_explains_approves_denies_watches_deletes() {
+    let Some(cluster) = Cluster::start().await else { return };
+    let out = create_bootstrap_token(&cluster.admin()).await;
+    assert_eq!(out.trim(), "secret/bootstrap-token-abcdef created");
+    for program in &cluster.kubectls {
+        let started = Instant::now();
+        one_version(&cluster, program).await;
+        eprintln!("{}: {:.1?}", program.display(), started.elapsed());
+    }
+    cluster.server.shutdown().await.unwrap();
+}
+
+async fn one_version(cluster: &Cluster, program: &Path) {
+    let label = program.file_name().unwrap().to_str().unwrap().replace('.', "-");
+    let k = cluster.kubectl(program, &format!("{label}-admin"), Credential::Cert(&cluster.admin));
+    let node =
+        cluster.kubectl(program, &format!("{label}-node"), Credential::Token("abcdef.0123456789abcdef"));
+    let (one, two, from_node) = (format!("{label}-one"), format!("{label}-two"), format!("{label}-node"));
+
+    // create -f with default flags (validation strict, schemas through OpenAPI v2 before 1.29).
+    for (name, by) in [(&one, &k), (&two, &k), (&from_node, &node)] {
+        let file = cluster.csr_file(name, "n1");
+        let out = by.ok(&["create", "-f", file.to_str().unwrap()]).await;
         assert_eq!(out.trim(), format!("certificatesigningrequest.certificates.k8s.io/{name} created"));
     }
+    // The bootstrap token authenticated the node's CSR; its RBAC allows creating, not deleting.
+    let user = k.ok(&["get", "csr", &from_node, "-o", "jsonpath={.spec.username}"]).await;
+    assert_eq!(user, "system:bootstrap:abcdef");
+    assert_eq!(node.ok(&["auth", "can-i", "create", "certificatesigningrequests"]).await.trim(), "yes");
+    let (ok, out, _) = node.run(&["auth", "can-i", "delete", "csr"]).await;
+    assert!(!ok && out.trim() == "no", "{out}");
+    let (ok, _, err) = node.run(&["delete", "csr", &from_node]).await;
+    assert!(!ok && err.contains("forbidden"), "{err}");
+    let bad = cluster.kubectl(program, &format!("{label}-bad"), Credential::Token("abcdef.0123456789abcdee"));
+    let (ok, _, err) = bad.run(&["get", "csr"]).await;
+    assert!(!ok && err.contains("must be logged in"), "{err}");
+
     // apply -f of an existing object is accepted too.
-    let out = k.ok(&["apply", "-f", dir.path().join("csr-one.yaml").to_str().unwrap()]).await;
-    assert!(out.contains("certificatesigningrequest.certificates.k8s.io/csr-one"), "{out}");
+    let out = k.ok(&["apply", "-f", cluster.dir.path().join(format!("{one}.yaml")).to_str().unwrap()]).await;
+    assert!(out.contains(&format!("certificatesigningrequest.certificates.k8s.io/{one}")), "{out}");
 
     // get csr: upstream columns and values (KC-1, KC-2).
     let out = k.ok(&["get", "csr"]).await;
-    let lines: Vec<&str> = out.lines().collect();
     assert_eq!(
-        columns(lines[0]),
+        columns(out.lines().next().unwrap_or_default()),
         ["NAME", "AGE", "SIGNERNAME", "REQUESTOR", "REQUESTEDDURATION", "CONDITION"],
         "{out}"
     );
-    let row = columns(lines[1]);
-    assert_eq!(row[0], "csr-one");
-    assert!(row[1].ends_with('s'), "{out}");
+    let one_row = row(&out, &one);
+    assert!(one_row[1].ends_with('s'), "{out}");
     assert_eq!(
-        &row[2..],
+        &one_row[2..],
         ["kubernetes.io/kube-apiserver-client-kubelet", "kubernetes-admin", "24h", "Pending"],
         "{out}"
     );
@@ -136,22 +214,22 @@ async fn kubectl_get_create_approve_deny_watch_delete() {
     let mut watch_lines = BufReader::new(watch.stdout.take().unwrap()).lines();
 
     // certificate approve / deny (KC-5…KC-7); a second approve sends nothing.
-    let out = k.ok(&["certificate", "approve", "csr-one"]).await;
-    assert_eq!(out.trim(), "certificatesigningrequest.certificates.k8s.io/csr-one approved");
-    let rv = k.ok(&["get", "csr", "csr-one", "-o", "jsonpath={.metadata.resourceVersion}"]).await;
-    let out = k.ok(&["certificate", "approve", "csr-one"]).await;
-    assert_eq!(out.trim(), "certificatesigningrequest.certificates.k8s.io/csr-one approved");
-    assert_eq!(k.ok(&["get", "csr", "csr-one", "-o", "jsonpath={.metadata.resourceVersion}"]).await, rv);
-    let out = k.ok(&["certificate", "deny", "csr-two"]).await;
-    assert_eq!(out.trim(), "certificatesigningrequest.certificates.k8s.io/csr-two denied");
-    let (ok, _, err) = k.run(&["certificate", "deny", "csr-one"]).await;
+    let out = k.ok(&["certificate", "approve", &one]).await;
+    assert_eq!(out.trim(), format!("certificatesigningrequest.certificates.k8s.io/{one} approved"));
+    let rv = k.ok(&["get", "csr", &one, "-o", "jsonpath={.metadata.resourceVersion}"]).await;
+    let out = k.ok(&["certificate", "approve", &one]).await;
+    assert_eq!(out.trim(), format!("certificatesigningrequest.certificates.k8s.io/{one} approved"));
+    assert_eq!(k.ok(&["get", "csr", &one, "-o", "jsonpath={.metadata.resourceVersion}"]).await, rv);
+    let out = k.ok(&["certificate", "deny", &two]).await;
+    assert_eq!(out.trim(), format!("certificatesigningrequest.certificates.k8s.io/{two} denied"));
+    let (ok, _, err) = k.run(&["certificate", "deny", &one]).await;
     assert!(!ok && err.contains("is already Approved"), "{err}");
 
     let saw = tokio::time::timeout(Duration::from_secs(30), async {
         let mut seen = Vec::new();
         while let Ok(Some(line)) = watch_lines.next_line().await {
             seen.push(line.clone());
-            if line.contains("csr-two") && line.contains("Denied") {
+            if line.contains(&two) && line.contains("Denied") {
                 break;
             }
         }
@@ -159,18 +237,42 @@ async fn kubectl_get_create_approve_deny_watch_delete() {
     })
     .await
     .expect("kubectl get -w printed the changes");
-    assert!(saw.iter().any(|l| l.contains("csr-one") && l.contains("Approved")), "{saw:?}");
+    assert!(saw.iter().any(|l| l.contains(&one) && l.contains("Approved")), "{saw:?}");
     let _ = watch.kill().await;
 
     let out = k.ok(&["get", "csr"]).await;
-    assert!(
-        out.lines().any(|l| columns(l).first() == Some(&"csr-one") && l.trim_end().ends_with("Approved")),
-        "{out}"
-    );
-    assert!(
-        out.lines().any(|l| columns(l).first() == Some(&"csr-two") && l.trim_end().ends_with("Denied")),
-        "{out}"
-    );
+    assert_eq!(row(&out, &one).last(), Some(&"Approved"), "{out}");
+    assert_eq!(row(&out, &two).last(), Some(&"Denied"), "{out}");
+
+    // explain: the type and a field (printed from OpenAPI v3; before 1.29 kubectl reads v2 first),
+    // and with the printer that reads nothing but OpenAPI v2, which every version has.
+    for (path, field) in [("csr", "spec"), ("csr.spec", "signerName")] {
+        let out = k.ok(&["explain", path]).await;
+        assert!(out.lines().any(|l| columns(l) == ["KIND:", "CertificateSigningRequest"]), "{out}");
+        assert!(out.contains(field), "{out}");
+    }
+    let out = k.ok(&["explain", "csr.spec", "--output=plaintext-openapiv2"]).await;
+    assert!(out.lines().any(|l| columns(l) == ["RESOURCE:", "spec", "<Object>"]), "{out}");
+    assert!(out.lines().any(|l| columns(l) == ["signerName", "<string>", "-required-"]), "{out}");
+
+    // delete csr
+    let out = k.ok(&["delete", "csr", &one]).await;
+    assert_eq!(out.trim(), format!("certificatesigningrequest.certificates.k8s.io \"{one}\" deleted"));
+    let (ok, _, err) = k.run(&["get", "csr", &one]).await;
+    assert!(!ok && (err.contains("NotFound") || err.contains("not found")), "{err}");
+    let (ok, out, err) = k.run(&["certificate", "approve", "nothing-here"]).await;
+    assert!(!ok, "{out}{err}");
+}
+
+/// What reads differently across kubectl versions, with `kubectl` itself: api-resources,
+/// version, raw discovery, describe, yaml output and Secrets.
+#[tokio::test]
+async fn kubectl_discovery_describe_and_secrets() {
+    let Some(cluster) = Cluster::start().await else { return };
+    let k = cluster.admin();
+    let file = cluster.csr_file("csr-one", "n1");
+    k.ok(&["create", "-f", file.to_str().unwrap()]).await;
+    k.ok(&["certificate", "approve", "csr-one"]).await;
 
     let resources = k.ok(&["api-resources"]).await;
     assert!(
@@ -191,72 +293,29 @@ async fn kubectl_get_create_approve_deny_watch_delete() {
     assert_eq!(raw["kind"], "APIResourceList");
     assert_eq!(raw["resources"][0]["name"], "certificatesigningrequests");
 
-    // describe (also lists events, which this server does not serve), explain (OpenAPI
-    // schemas) and yaml output.
+    // describe (also lists events, which this server does not serve) and yaml output.
     let out = k.ok(&["describe", "csr", "csr-one"]).await;
     assert!(
         out.contains("Requesting User:     kubernetes-admin")
             && out.contains("Status:              Approved"),
         "{out}"
     );
-    let out = k.ok(&["explain", "csr.spec"]).await;
-    assert!(out.contains("KIND:       CertificateSigningRequest") && out.contains("signerName"), "{out}");
     let yaml = k.ok(&["get", "csr", "csr-one", "-o", "yaml"]).await;
     assert!(yaml.contains("signerName: kubernetes.io/kube-apiserver-client-kubelet"), "{yaml}");
 
-    // delete csr
-    let out = k.ok(&["delete", "csr", "csr-one"]).await;
-    assert_eq!(out.trim(), "certificatesigningrequest.certificates.k8s.io \"csr-one\" deleted");
-    let (ok, _, err) = k.run(&["get", "csr", "csr-one"]).await;
-    assert!(!ok && err.contains("NotFound") || err.contains("not found"), "{err}");
-    let (ok, out, err) = k.run(&["certificate", "approve", "nothing-here"]).await;
-    assert!(!ok, "{out}{err}");
-    server.shutdown().await.unwrap();
-}
-
-#[tokio::test]
-async fn kubectl_bootstrap_token_secret_then_token_authentication() {
-    let Some((pki, dir, server, k)) = start_with_admin_kubectl().await else { return };
-    let addr = server.local_addr();
-    let out = create_bootstrap_token(&k).await;
-    assert_eq!(out.trim(), "secret/bootstrap-token-abcdef created");
+    create_bootstrap_token(&k).await;
     let out = k.ok(&["-n", "kube-system", "get", "secrets"]).await;
     assert!(out.contains("bootstrap-token-abcdef") && out.contains("bootstrap.kubernetes.io/token"), "{out}");
     let (ok, _, err) =
         k.run(&["-n", "default", "create", "secret", "generic", "x", "--from-literal=a=b"]).await;
     assert!(!ok && err.contains("forbidden"), "{err}");
-
-    let node = Kubectl::new(
-        dir.path(),
-        "bootstrap",
-        &common::kubeconfig_yaml(addr, &pki, Credential::Token("abcdef.0123456789abcdef")),
-    );
-    let file = dir.path().join("node.yaml");
-    std::fs::write(&file, csr_yaml("node-csr-abc", "n1")).unwrap();
-    let out = node.ok(&["create", "-f", file.to_str().unwrap()]).await;
-    assert_eq!(out.trim(), "certificatesigningrequest.certificates.k8s.io/node-csr-abc created");
-    let user = k.ok(&["get", "csr", "node-csr-abc", "-o", "jsonpath={.spec.username}"]).await;
-    assert_eq!(user, "system:bootstrap:abcdef");
-    // SelfSubjectAccessReviews answer `auth can-i` with the built-in RBAC.
-    assert_eq!(node.ok(&["auth", "can-i", "create", "certificatesigningrequests"]).await.trim(), "yes");
-    let (ok, out, _) = node.run(&["auth", "can-i", "delete", "csr"]).await;
-    assert!(!ok && out.trim() == "no", "{out}");
-    let (ok, _, err) = node.run(&["delete", "csr", "node-csr-abc"]).await;
-    assert!(!ok && err.contains("forbidden"), "{err}");
-    let bad = Kubectl::new(
-        dir.path(),
-        "bad",
-        &common::kubeconfig_yaml(addr, &pki, Credential::Token("abcdef.0123456789abcdee")),
-    );
-    let (ok, _, err) = bad.run(&["get", "csr"]).await;
-    assert!(!ok && err.contains("must be logged in"), "{err}");
-    server.shutdown().await.unwrap();
+    cluster.server.shutdown().await.unwrap();
 }
 
 #[tokio::test]
 async fn kubectl_auth_whoami_with_a_certificate_and_a_token() {
-    let Some((pki, dir, server, k)) = start_with_admin_kubectl().await else { return };
-    let addr = server.local_addr();
+    let Some(cluster) = Cluster::start().await else { return };
+    let k = cluster.admin();
     let out = k.ok(&["auth", "whoami"]).await;
     let rows: Vec<Vec<&str>> = out.lines().map(columns).collect();
     assert_eq!(rows[0], ["ATTRIBUTE", "VALUE"], "{out}");
@@ -268,11 +327,8 @@ async fn kubectl_auth_whoami_with_a_certificate_and_a_token() {
     );
 
     create_bootstrap_token(&k).await;
-    let node = Kubectl::new(
-        dir.path(),
-        "bootstrap",
-        &common::kubeconfig_yaml(addr, &pki, Credential::Token("abcdef.0123456789abcdef")),
-    );
+    let node =
+        cluster.kubectl(cluster.default_kubectl(), "bootstrap", Credential::Token("abcdef.0123456789abcdef"));
     let review: serde_json::Value =
         serde_json::from_str(&node.ok(&["auth", "whoami", "-o", "json"]).await).unwrap();
     assert_eq!(review["apiVersion"], "authentication.k8s.io/v1", "{review}");
@@ -290,7 +346,7 @@ async fn kubectl_auth_whoami_with_a_certificate_and_a_token() {
             == ["selfsubjectreviews", "authentication.k8s.io/v1", "false", "SelfSubjectReview"]),
         "{resources}"
     );
-    server.shutdown().await.unwrap();
+    cluster.server.shutdown().await.unwrap();
 }
 
 /// `kubectl create secret` of bootstrap token `abcdef.0123456789abcdef`; kubectl's output.
