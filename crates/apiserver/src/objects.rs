@@ -142,7 +142,14 @@ pub(crate) fn same_content(a: &Value, b: &Value) -> bool {
 }
 
 /// `{"kind": "<Kind>List", ...}`.
-pub(crate) fn list_object(rt: &ResourceType, items: Vec<Value>, meta: Value) -> Value {
+pub(crate) fn list_object(rt: &ResourceType, mut items: Vec<Value>, meta: Value) -> Value {
+    // Upstream's list items carry no apiVersion and kind: the list says them once.
+    for item in &mut items {
+        if let Some(fields) = item.as_object_mut() {
+            fields.remove("apiVersion");
+            fields.remove("kind");
+        }
+    }
     json!({
         "kind": format!("{}List", rt.kind),
         "apiVersion": rt.api_version(),
