@@ -431,6 +431,9 @@ fn requests(m: &Materials) -> Vec<Request> {
         send("csr: another kind in the body", Who::Admin, "POST", CSRS, token_secret("kindxx", &[])).pinned("Decoding errors", &[r##"/message: "Secret in version \"v1\" cannot be handled as a CertificateSigningRequest: converting (v1.Secret) to (certificates.CertificateSigningRequest): unknown conversion" | "the API version in the data (v1) does not match the expected API version (certificates.k8s.io/v1) or the kind (Secret) is not CertificateSigningRequest""##]),
         request("csr: protobuf garbage", Who::Admin, "POST", CSRS).body(Payload::Raw { content_type: PROTOBUF, bytes: b"k8s\0\x0a\xff".to_vec() }).pinned("Decoding errors", &[r##"/message: "the object provided is unrecognized (must be of type CertificateSigningRequest): unexpected EOF (6b3873000aff)" | "unable to decode protobuf body: truncated varint""##]),
         send("csr: nobody may not create", Who::Nobody, "POST", CSRS, node_csr("nobody", SIGNER)).fixed("Status details leave out an empty name"),
+        send("csr: AD-3 with generateName (AD-4)", Who::Admin, "POST", CSRS, json!({"apiVersion": "certificates.k8s.io/v1", "kind": "CertificateSigningRequest", "metadata": {"generateName": "gen-"}, "spec": {"request": m.masters_request, "signerName": "kubernetes.io/kube-apiserver-client", "usages": ["client auth"]}})),
+        send("csr: dry run", Who::Admin, "POST", format!("{CSRS}?dryRun=All"), node_csr("diff-dry", SIGNER)).fixed("a dry-run create answers without a resourceVersion"),
+        get("csr: a dry run stores nothing", Who::Admin, format!("{CSRS}/diff-dry")),
         // Get and list, selectors, paging, Table.
         get("get", Who::Admin, csr_path("diff-a")).capture("rv_a", "/metadata/resourceVersion").capture("uid_a", "/metadata/uid"),
         get("get: not found", Who::Admin, csr_path("missing")),
@@ -468,6 +471,10 @@ fn requests(m: &Materials) -> Vec<Request> {
         send("approval: approve a denied request (V-6)", Who::Admin, "PUT", format!("{}/approval", csr_path("diff-proto")), approval("diff-proto", "", json!([condition("Denied", "True", "Deny"), condition("Approved", "True", "Approve")]))).fixed("V-6 exclusivity reported once for status.conditions, in upstream's words"),
         send("approval: approve for the sign test", Who::Admin, "PUT", format!("{}/approval", csr_path("Node-CSR_Upper")), approval("Node-CSR_Upper", "", approved())),
         send("status: controller, signer it may not sign (AD-2)", Who::Controller, "PUT", format!("{}/status", csr_path("Node-CSR_Upper")), status("Node-CSR_Upper", "", &m.certificate)),
+        send("status: add Failed (V-12)", Who::Admin, "PUT", format!("{}/status", csr_path("diff-preset")), with(node_csr("diff-preset", SIGNER), "", "status", json!({"conditions": [condition("Failed", "True", "SignerValidationFailure")]}))),
+        get("approval: get", Who::Admin, format!("{}/approval", csr_path("diff-preset"))),
+        request("patch: merge labels", Who::Admin, "PATCH", csr_path("diff-preset")).body(Payload::Raw { content_type: "application/merge-patch+json", bytes: br#"{"metadata":{"labels":{"patched":"yes"}}}"#.to_vec() }),
+        request("patch: unsupported media type", Who::Admin, "PATCH", csr_path("diff-preset")).body(Payload::Raw { content_type: "application/xml", bytes: b"<patch/>".to_vec() }).fixed("a PATCH of no patch type is upstream's bare 415"),
         // Watch from a resourceVersion (W-11, W-12).
         get("watch: from the created resourceVersion", Who::Admin, format!("{CSRS}?watch=true&resourceVersion=$rv_created&fieldSelector=metadata.name%3Ddiff-a&timeoutSeconds=1")),
         get("watch: as Table", Who::Admin, format!("{CSRS}?watch=true&resourceVersion=$rv_approved&fieldSelector=metadata.name%3Ddiff-a&timeoutSeconds=1")).table().fixed("Table watch events after the first leave columnDefinitions null"),
@@ -492,6 +499,8 @@ fn requests(m: &Materials) -> Vec<Request> {
         send("delete: uid precondition", Who::Admin, "DELETE", csr_path("Node-CSR_Upper"), json!({"kind": "DeleteOptions", "apiVersion": "v1", "preconditions": {"uid": "00000000-0000-0000-0000-000000000000"}})).fixed("precondition conflicts say which precondition failed"),
         request("delete", Who::Admin, "DELETE", csr_path("diff-a")),
         request("delete: again", Who::Admin, "DELETE", csr_path("diff-a")),
+        request("delete: lease", Who::Admin, "DELETE", "/apis/coordination.k8s.io/v1/namespaces/default/leases/diff-lease"),
+        request("delete: bootstrap-token Secret", Who::Admin, "DELETE", format!("{SECRETS}/bootstrap-token-expire")).fixed("Status details leave out an empty group"),
         // Discovery, OpenAPI v3.
         get("discovery: /api", Who::Admin, "/api").pinned("Server addresses", &[r##"/serverAddressByClientCIDRs: 1 items | 0 items"##]),
         get("discovery: /apis", Who::Admin, "/apis").view(|v| keep_entries(v, "/groups", "name", &SERVED_GROUPS)).fixed("groups in kube-apiserver's order"),
@@ -726,9 +735,7 @@ impl Normaliser<'_> {
         if s.starts_with("X509SHA256=") {
             return "X509SHA256=<digest>".into();
         }
-        if s.starts_with("gen-") && s.len() == 9 {
-            return "gen-<generated>".into();
-        }
+        let s = blank_generated_names(&s);
         let s = self.known.iter().fold(s, |acc, (text, name)| acc.replace(text.as_str(), name));
         let s = match s.split_once("?hash=") {
             Some((path, _)) => format!("{path}?hash=<hash>"),
@@ -750,6 +757,18 @@ impl Normaliser<'_> {
             }
         }
     }
+}
+
+/// Replaces the five random characters after every `gen-` (the suite's generateName) in `s`.
+fn blank_generated_names(s: &str) -> String {
+    let mut parts = s.split("gen-");
+    let mut out = parts.next().unwrap_or_default().to_owned();
+    for part in parts {
+        let generated = part.len() >= 5 && part.bytes().take(5).all(|b| b.is_ascii_alphanumeric());
+        out.push_str(if generated { "gen-<generated>" } else { "gen-" });
+        out.push_str(if generated { &part[5..] } else { part });
+    }
+    out
 }
 
 /// Replaces every UUID (8-4-4-4-12 hex digits) in `s` with `<uuid>`.

@@ -394,6 +394,13 @@ async fn create(
         Ok(Mutation::Put(admitted))
     })
     .await?;
+    let mut stored = stored;
+    if opts.dry_run
+        && let Some(meta) = stored.get_mut("metadata").and_then(Value::as_object_mut)
+    {
+        // Nothing was stored, so there is no version of it (upstream leaves it out too).
+        meta.remove("resourceVersion");
+    }
     Ok(with_warnings(json_response(StatusCode::CREATED, &stored), &warnings))
 }
 
@@ -507,15 +514,7 @@ impl Patch {
             "application/json-patch+json" => serde_json::from_slice(bytes)
                 .map(Patch::Json)
                 .map_err(|e| ApiError::bad_request(format!("error decoding json patch: {e}"))),
-            other => Err(ApiError::unsupported_media_type(
-                other,
-                &[
-                    "application/json-patch+json",
-                    "application/merge-patch+json",
-                    "application/strategic-merge-patch+json",
-                    "application/apply-patch+yaml",
-                ],
-            )),
+            _ => Err(ApiError::unsupported_patch_type()),
         }
     }
 

@@ -186,17 +186,14 @@ pub(crate) fn decode_continue(token: &str, prefix: &str) -> ApiResult<String> {
 
 /// The success Status answered to a delete.
 pub(crate) fn deleted_status(rt: &ResourceType, obj: &Value) -> Value {
+    let mut details = crate::status::details(meta_str(obj, "name"), rt.group, rt.resource);
+    details["uid"] = json!(meta_str(obj, "uid"));
     json!({
         "kind": "Status",
         "apiVersion": "v1",
         "metadata": {},
         "status": "Success",
-        "details": {
-            "name": meta_str(obj, "name"),
-            "group": rt.group,
-            "kind": rt.resource,
-            "uid": meta_str(obj, "uid"),
-        }
+        "details": details,
     })
 }
 

@@ -134,7 +134,7 @@ pub fn quote(s: &str) -> String {
 }
 
 /// `Status.details` naming an object; empty fields are left out, as upstream's `omitempty` does.
-fn details(name: &str, group: &str, kind: &str) -> Value {
+pub(crate) fn details(name: &str, group: &str, kind: &str) -> Value {
     let fields = [("name", name), ("group", group), ("kind", kind)];
     Value::Object(
         fields.iter().filter(|(_, v)| !v.is_empty()).map(|(k, v)| ((*k).into(), json!(v))).collect(),
@@ -311,6 +311,12 @@ impl ApiError {
             ),
             Some(json!({"kind": content_type})),
         )
+    }
+
+    /// 415 for a PATCH whose Content-Type is no patch type (upstream's router answers it
+    /// with a bare sentence).
+    pub fn unsupported_patch_type() -> Self {
+        Self::new(415, "UnsupportedMediaType", "415: Unsupported Media Type".into(), Some(json!({})))
     }
 
     /// 500 InternalError; the detail is logged by the caller, the client sees a summary.
