@@ -9,8 +9,9 @@
 //! it (each pin names its section there). Requests whose difference was fixed in the embedded
 //! API say so with `fixed`, so the counts printed at the end tell what the suite found.
 //!
-//! Requests go through `curl` (loopback only). Without Go the test prints a notice and checks
-//! nothing, unless `KUBECERT_REQUIRE_KUBERNETES=1` (CI) makes that a failure.
+//! Requests go through `curl` (loopback only). Without Go (or kubectl) the test prints a notice
+//! and checks nothing, unless `KUBECERT_REQUIRE_KUBERNETES=1` (`KUBECERT_REQUIRE_KUBECTL=1`) makes
+//! that a failure.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -212,9 +213,7 @@ impl Materials {
             other_certificate: certificate("other"),
         }
     }
-}
 
-impl Materials {
     /// Each string with the name it is shown as after normalisation.
     fn known(&self) -> Vec<(String, &'static str)> {
         vec![
@@ -237,9 +236,9 @@ fn csr(name: &str, signer: &str, usages: &[&str], request: &str) -> Value {
     })
 }
 
-fn with(mut value: Value, pointer_parent: &str, key: &str, v: Value) -> Value {
-    let parent = value.pointer_mut(pointer_parent).expect("parent exists");
-    parent[key] = v;
+/// `value` with `key` set to `v` in the object at JSON pointer `parent`.
+fn with(mut value: Value, parent: &str, key: &str, v: Value) -> Value {
+    value.pointer_mut(parent).expect("parent exists")[key] = v;
     value
 }
 
