@@ -244,6 +244,26 @@ fn kubeconfig(path: &Path, api: SocketAddr, ca: &Path, user: &str, cert: &Path, 
     write(path, text);
 }
 
+/// Writes a client certificate (common name `cn`, organizations `orgs`) signed by the CA of
+/// `ca_cert` and `ca_key` (PEM files) to `crt`, and its key to `key`: an identity for any API
+/// server that trusts that CA, the real one or `signer serve` (DATA_DIR/pki/ca.{crt,key}).
+pub fn write_client_certificate(
+    ca_cert: &Path,
+    ca_key: &Path,
+    cn: &str,
+    orgs: &[&str],
+    crt: &Path,
+    key: &Path,
+) {
+    let ca_pem = fs::read_to_string(ca_cert).unwrap_or_else(|e| panic!("read {}: {e}", ca_cert.display()));
+    let ca_key_pem = fs::read_to_string(ca_key).unwrap_or_else(|e| panic!("read {}: {e}", ca_key.display()));
+    let issuer = Issuer::from_ca_cert_pem(&ca_pem, KeyPair::from_pem(&ca_key_pem).expect("CA key"))
+        .expect("load the CA");
+    let pair = leaf(&issuer, cn, orgs, vec![], ExtendedKeyUsagePurpose::ClientAuth);
+    write(crt, &pair.cert);
+    write(key, pair.key.serialize_pem());
+}
+
 /// kube-apiserver's audit log (`audit.log`, JSON lines) records every write to a CSR's status,
 /// where a signer puts the certificate: tests count them.
 const AUDIT_POLICY: &str = "\
@@ -456,14 +476,8 @@ impl Cluster {
     /// A kubeconfig at `dir/NAME.kubeconfig` for a client certificate with common name `cn` and
     /// organizations `orgs`, signed by the cluster CA.
     pub fn client_kubeconfig(&self, name: &str, cn: &str, orgs: &[&str]) -> PathBuf {
-        let ca_pem = fs::read_to_string(self.ca_cert()).expect("read ca.crt");
-        let ca_key =
-            KeyPair::from_pem(&fs::read_to_string(self.ca_key()).expect("read ca.key")).expect("CA key");
-        let issuer = Issuer::from_ca_cert_pem(&ca_pem, ca_key).expect("load the CA");
-        let pair = leaf(&issuer, cn, orgs, vec![], ExtendedKeyUsagePurpose::ClientAuth);
         let (crt, key) = (self.dir.join(format!("pki/{name}.crt")), self.dir.join(format!("pki/{name}.key")));
-        write(&crt, &pair.cert);
-        write(&key, pair.key.serialize_pem());
+        write_client_certificate(&self.ca_cert(), &self.ca_key(), cn, orgs, &crt, &key);
         let path = self.dir.join(format!("{name}.kubeconfig"));
         kubeconfig(&path, self.api, &self.ca_cert(), cn, &crt, &key);
         path

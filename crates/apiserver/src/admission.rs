@@ -1,5 +1,6 @@
 //! Admission plugins for CSRs (SPEC AD-1…AD-4): who may approve, who may sign, and the
-//! `system:masters` restriction. Pure: they consult the built-in authorizer.
+//! `system:masters` restriction; and NodeRestriction's rule for node Leases. Pure: they consult
+//! the built-in authorizer.
 
 use k8s_openapi::api::certificates::v1::CertificateSigningRequest as Csr;
 
@@ -56,6 +57,26 @@ pub(crate) fn check_subject_restriction(csr: &Csr) -> Result<(), String> {
     Ok(())
 }
 
+/// NodeRestriction for Leases: a node (user `system:node:<name>` in group `system:nodes`) may
+/// write only its own Lease, named after it, in `kube-node-lease`.
+pub(crate) fn check_node_lease(user: &UserInfo, namespace: &str, name: &str) -> Result<(), String> {
+    let node =
+        user.name.strip_prefix("system:node:").filter(|_| user.groups.iter().any(|g| g == "system:nodes"));
+    match node {
+        None => Ok(()),
+        Some(_) if namespace != NODE_LEASE_NAMESPACE => {
+            Err(format!("can only access leases in the {} system namespace", quote(NODE_LEASE_NAMESPACE)))
+        }
+        Some(node) if node != name => {
+            Err("can only access node lease with the same name as the requesting node".into())
+        }
+        Some(_) => Ok(()),
+    }
+}
+
+/// Where nodes keep their heartbeat Leases.
+const NODE_LEASE_NAMESPACE: &str = "kube-node-lease";
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -80,6 +101,22 @@ mod tests {
             Err("user not permitted to approve requests with signerName \"kubernetes.io/kube-apiserver-client-kubelet\"".into())
         );
         assert!(check_approval(&signer, &csr("example.com/x")).is_err());
+    }
+
+    #[test]
+    fn nodes_write_only_their_own_lease() {
+        let node = UserInfo::authenticated("system:node:a", vec!["system:nodes".into()]);
+        assert!(check_node_lease(&node, "kube-node-lease", "a").is_ok());
+        assert_eq!(
+            check_node_lease(&node, "kube-node-lease", "b"),
+            Err("can only access node lease with the same name as the requesting node".into())
+        );
+        assert_eq!(
+            check_node_lease(&node, "default", "a"),
+            Err("can only access leases in the \"kube-node-lease\" system namespace".into())
+        );
+        let not_a_node = UserInfo::authenticated("system:node:a", vec![]);
+        assert!(check_node_lease(&not_a_node, "default", "b").is_ok());
     }
 
     #[test]

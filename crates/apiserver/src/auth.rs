@@ -1,8 +1,9 @@
 //! Authentication: who is asking (SPEC AU-1…AU-3).
 //!
 //! Order as upstream's union authenticator: a verified client certificate first, then a bearer
-//! token (bootstrap tokens only). A request that brings neither is anonymous, which the
-//! authorizer lets read health and version endpoints only; a bad token is always 401.
+//! token (bootstrap tokens only). A request that brings neither is `system:anonymous`, which the
+//! authorizer lets read health and version endpoints only (403 for the rest, as kube-apiserver
+//! with anonymous authentication on, kubeadm's default); a bad token is always 401.
 
 use std::collections::BTreeMap;
 use std::time::SystemTime;
@@ -53,11 +54,6 @@ impl UserInfo {
     /// The anonymous user.
     pub fn anonymous() -> Self {
         Self { name: ANONYMOUS_USER.into(), groups: vec![UNAUTHENTICATED_GROUP.into()], ..Self::default() }
-    }
-
-    /// Whether this is the anonymous user.
-    pub fn is_anonymous(&self) -> bool {
-        self.name == ANONYMOUS_USER
     }
 
     fn add_authenticated_group(&mut self) {

@@ -24,6 +24,8 @@ pub fn version() -> Value {
     })
 }
 
+/// The served groups in the order kube-apiserver lists them (its group priorities happen to
+/// sort these four by name).
 fn groups() -> Vec<&'static str> {
     let mut gs: Vec<&'static str> = Vec::new();
     for r in ALL {
@@ -31,7 +33,22 @@ fn groups() -> Vec<&'static str> {
             gs.push(r.group);
         }
     }
+    gs.sort_unstable();
     gs
+}
+
+/// Upstream's `storageVersionHash`: base64 of the first 8 bytes of SHA-256 over
+/// `group/version/kind`. Reviews are not stored and have none.
+fn storage_version_hash(r: &ResourceType) -> Option<String> {
+    use base64::Engine as _;
+    if r.is_review() {
+        return None;
+    }
+    let digest = ring::digest::digest(
+        &ring::digest::SHA256,
+        format!("{}/{}/{}", r.group, r.version, r.kind).as_bytes(),
+    );
+    Some(base64::engine::general_purpose::STANDARD.encode(&digest.as_ref()[..8]))
 }
 
 fn group_version(group: &str) -> Value {
@@ -45,14 +62,20 @@ fn api_group(group: &str) -> Value {
 }
 
 fn resource_entries(r: &ResourceType) -> Vec<Value> {
-    let mut entries = vec![json!({
+    let mut main = json!({
         "name": r.resource,
         "singularName": r.singular,
         "namespaced": r.namespaced,
         "kind": r.kind,
         "verbs": r.verbs,
-        "shortNames": r.short_names,
-    })];
+    });
+    if !r.short_names.is_empty() {
+        main["shortNames"] = json!(r.short_names);
+    }
+    if let Some(hash) = storage_version_hash(r) {
+        main["storageVersionHash"] = json!(hash);
+    }
+    let mut entries = vec![main];
     for (sub, verbs) in r.subresources {
         entries.push(json!({
             "name": format!("{}/{sub}", r.resource),
@@ -74,7 +97,11 @@ fn resource_list(group: &str, version: &str) -> Option<Value> {
         .filter(|r| r.group == group && r.version == version)
         .flat_map(|r| resource_entries(r))
         .collect();
-    let gv = if group.is_empty() { version.to_string() } else { format!("{group}/{version}") };
+    if group.is_empty() {
+        // Upstream's core list has no apiVersion.
+        return Some(json!({"kind": "APIResourceList", "groupVersion": version, "resources": resources}));
+    }
+    let gv = format!("{group}/{version}");
     Some(json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources}))
 }
 
@@ -130,18 +157,20 @@ mod tests {
         assert_eq!(
             groups,
             [
-                "certificates.k8s.io/v1",
-                "coordination.k8s.io/v1",
                 "authentication.k8s.io/v1",
-                "authorization.k8s.io/v1"
+                "authorization.k8s.io/v1",
+                "certificates.k8s.io/v1",
+                "coordination.k8s.io/v1"
             ]
         );
         let whoami = document("/apis/authentication.k8s.io/v1").unwrap();
         assert_eq!(
             whoami["resources"],
             serde_json::json!([{"name": "selfsubjectreviews", "singularName": "selfsubjectreview",
-                "namespaced": false, "kind": "SelfSubjectReview", "verbs": ["create"], "shortNames": []}])
+                "namespaced": false, "kind": "SelfSubjectReview", "verbs": ["create"]}])
         );
         assert_eq!(document("/apis/authentication.k8s.io").unwrap()["kind"], "APIGroup");
+        // The value kube-apiserver v1.37 shows for the same resource.
+        assert_eq!(csr["resources"][0]["storageVersionHash"], "95fRKMXA+00=");
     }
 }

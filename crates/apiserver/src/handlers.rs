@@ -107,18 +107,13 @@ async fn serve(state: AppState, req: Request) -> ApiResult<Response> {
             let attrs =
                 Attributes { verb: request::non_resource_verb(&method), resource: None, path: path.clone() };
             if let Decision::Deny(reason) = authorize(&user, &attrs) {
-                return Err(if user.is_anonymous() {
-                    ApiError::unauthorized()
-                } else {
-                    ApiError::forbidden_path(&reason)
-                });
+                return Err(ApiError::forbidden_path(&reason));
             }
             if method != Method::GET && method != Method::HEAD {
                 return Err(ApiError::path_not_found());
             }
             non_resource(&path, &query, req.headers())
         }
-        _ if user.is_anonymous() => Err(ApiError::unauthorized()),
         Target::UnknownResource => Err(ApiError::path_not_found()),
         Target::Resource(rr) => {
             let name = rr.name.clone().unwrap_or_default();
@@ -400,6 +395,13 @@ async fn create(
         Ok(Mutation::Put(admitted))
     })
     .await?;
+    let mut stored = stored;
+    if opts.dry_run
+        && let Some(meta) = stored.get_mut("metadata").and_then(Value::as_object_mut)
+    {
+        // Nothing was stored, so there is no version of it (upstream leaves it out too).
+        meta.remove("resourceVersion");
+    }
     Ok(with_warnings(json_response(StatusCode::CREATED, &stored), &warnings))
 }
 
@@ -452,7 +454,12 @@ impl WriteOptions {
             .map(|f| format!("unknown field {}", crate::status::quote(&f)))
             .collect();
         if self.validation == FieldValidation::Strict && !unknown.is_empty() {
-            return Err(ApiError::bad_request(format!("strict decoding error: {}", unknown.join(", "))));
+            return Err(ApiError::bad_request(format!(
+                "{kind} in version {version} cannot be handled as a {kind}: strict decoding error: {}",
+                unknown.join(", "),
+                kind = rt.kind,
+                version = crate::status::quote(rt.version),
+            )));
         }
         Ok(unknown)
     }
@@ -508,15 +515,7 @@ impl Patch {
             "application/json-patch+json" => serde_json::from_slice(bytes)
                 .map(Patch::Json)
                 .map_err(|e| ApiError::bad_request(format!("error decoding json patch: {e}"))),
-            other => Err(ApiError::unsupported_media_type(
-                other,
-                &[
-                    "application/json-patch+json",
-                    "application/merge-patch+json",
-                    "application/strategic-merge-patch+json",
-                    "application/apply-patch+yaml",
-                ],
-            )),
+            _ => Err(ApiError::unsupported_patch_type()),
         }
     }
 
@@ -639,10 +638,13 @@ async fn delete(
         options.pointer("/preconditions/resourceVersion").and_then(Value::as_str).map(str::to_string);
     let (_, deleted) = write(state, key(rr, name), dry_run, move |current, rv| {
         let mut current = current.ok_or_else(|| ApiError::not_found(&subject))?;
-        let uid_ok = want_uid.as_deref().is_none_or(|u| u == objects::meta_str(&current, "uid"));
-        let rv_ok = want_rv.as_deref().is_none_or(|r| r == objects::meta_str(&current, "resourceVersion"));
-        if !uid_ok || !rv_ok {
-            return Err(ApiError::conflict(&subject));
+        for (field, wanted, stored) in
+            [("UID", &want_uid, "uid"), ("ResourceVersion", &want_rv, "resourceVersion")]
+        {
+            let stored = objects::meta_str(&current, stored);
+            if let Some(wanted) = wanted.as_deref().filter(|w| *w != stored) {
+                return Err(ApiError::precondition_failed(&subject, field, wanted, stored));
+            }
         }
         objects::set_rv(&mut current, rv)?;
         Ok(Mutation::Delete(current))
@@ -756,8 +758,12 @@ fn access_review(rt: &ResourceType, requester: Option<UserInfo>, mut body: Value
     body["status"] = status;
     body["apiVersion"] = json!(rt.api_version());
     body["kind"] = json!(rt.kind);
-    if let Some(meta) = body.get_mut("metadata").and_then(Value::as_object_mut) {
-        meta.insert("creationTimestamp".into(), Value::Null);
+    match body.get_mut("metadata").and_then(Value::as_object_mut) {
+        Some(meta) => {
+            meta.insert("creationTimestamp".into(), Value::Null);
+        }
+        // Upstream answers with the empty metadata of the object it decoded.
+        None => body["metadata"] = json!({}),
     }
     Ok(json_response(StatusCode::CREATED, &body))
 }

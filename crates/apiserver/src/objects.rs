@@ -142,7 +142,14 @@ pub(crate) fn same_content(a: &Value, b: &Value) -> bool {
 }
 
 /// `{"kind": "<Kind>List", ...}`.
-pub(crate) fn list_object(rt: &ResourceType, items: Vec<Value>, meta: Value) -> Value {
+pub(crate) fn list_object(rt: &ResourceType, mut items: Vec<Value>, meta: Value) -> Value {
+    // Upstream's list items carry no apiVersion and kind: the list says them once.
+    for item in &mut items {
+        if let Some(fields) = item.as_object_mut() {
+            fields.remove("apiVersion");
+            fields.remove("kind");
+        }
+    }
     json!({
         "kind": format!("{}List", rt.kind),
         "apiVersion": rt.api_version(),
@@ -179,17 +186,14 @@ pub(crate) fn decode_continue(token: &str, prefix: &str) -> ApiResult<String> {
 
 /// The success Status answered to a delete.
 pub(crate) fn deleted_status(rt: &ResourceType, obj: &Value) -> Value {
+    let mut details = crate::status::details(meta_str(obj, "name"), rt.group, rt.resource);
+    details["uid"] = json!(meta_str(obj, "uid"));
     json!({
         "kind": "Status",
         "apiVersion": "v1",
         "metadata": {},
         "status": "Success",
-        "details": {
-            "name": meta_str(obj, "name"),
-            "group": rt.group,
-            "kind": rt.resource,
-            "uid": meta_str(obj, "uid"),
-        }
+        "details": details,
     })
 }
 

@@ -59,6 +59,7 @@ pub(crate) fn admit_create(rt: &ResourceType, obj: Value, ctx: &Ctx<'_>) -> ApiR
         let secret = admit_secret(decode(rt, obj)?, &name)?;
         encode(rt, &secret)
     } else if rt == &LEASE {
+        admit_node_lease(ctx.user, &obj, &name)?;
         let lease: Lease = decode(rt, obj)?;
         let mut errs = validation::validate_subdomain_name(&name);
         errs.extend(lease_spec_errors(&lease));
@@ -98,12 +99,19 @@ pub(crate) fn admit_update(
         admitted.map_err(|reason| ApiError::forbidden(&rt.subject(&name), &reason))?;
         encode(rt, &new_csr)
     } else if rt == &LEASE && subresource.is_none() {
+        admit_node_lease(ctx.user, old, &name)?;
         let lease: Lease = decode(rt, new)?;
         invalid(rt, &name, lease_spec_errors(&lease))?;
         encode(rt, &lease)
     } else {
         Err(ApiError::method_not_allowed("update", &rt.subject(&name)))
     }
+}
+
+fn admit_node_lease(user: &UserInfo, lease: &Value, name: &str) -> ApiResult<()> {
+    let namespace = lease.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or_default();
+    admission::check_node_lease(user, namespace, name)
+        .map_err(|reason| ApiError::forbidden(&LEASE.subject(name), &reason))
 }
 
 /// Upstream's Lease spec rules: a positive duration, non-negative transitions.

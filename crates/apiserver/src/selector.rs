@@ -80,6 +80,9 @@ fn parse_requirement(req: &str) -> ApiResult<(String, Op)> {
     Ok((req.to_string(), Op::Exists))
 }
 
+/// The tokens of upstream's label-selector lexer that are not identifiers, longest first.
+const LABEL_OPERATORS: [&str; 9] = ["==", "!=", "=", "!", "(", ")", ",", "<", ">"];
+
 /// The field paths each type supports in field selectors (W-6).
 fn field_pointer(rt: &ResourceType, field: &str) -> Option<&'static str> {
     match field {
@@ -97,6 +100,14 @@ impl Selector {
         let mut sel = Selector::default();
         for req in split_top_level(labels.unwrap_or_default()) {
             let (key, op) = parse_requirement(req)?;
+            if let Op::Eq(value) | Op::NotEq(value) = &op
+                && let Some(operator) = LABEL_OPERATORS.iter().find(|o| value.starts_with(**o))
+            {
+                // What upstream's lexer says when it meets an operator where a value must be.
+                return Err(ApiError::bad_request(format!(
+                    "unable to parse requirement: found '{operator}', expected: identifier"
+                )));
+            }
             if key.is_empty() {
                 return Err(bad(req, "empty key"));
             }

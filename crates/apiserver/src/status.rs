@@ -133,6 +133,14 @@ pub fn quote(s: &str) -> String {
     serde_json::to_string(s).unwrap_or_else(|_| format!("\"{s}\""))
 }
 
+/// `Status.details` naming an object; empty fields are left out, as upstream's `omitempty` does.
+pub(crate) fn details(name: &str, group: &str, kind: &str) -> Value {
+    let fields = [("name", name), ("group", group), ("kind", kind)];
+    Value::Object(
+        fields.iter().filter(|(_, v)| !v.is_empty()).map(|(k, v)| ((*k).into(), json!(v))).collect(),
+    )
+}
+
 /// An API error that becomes a `Status` response.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ApiError {
@@ -152,7 +160,7 @@ impl ApiError {
     }
 
     fn resource_details(s: &Subject) -> Value {
-        json!({"name": s.name, "group": s.group, "kind": s.resource})
+        details(&s.name, &s.group, &s.resource)
     }
 
     /// 404 NotFound for an object.
@@ -189,6 +197,22 @@ impl ApiError {
         )
     }
 
+    /// 409 Conflict for a delete precondition (`UID` or `ResourceVersion`) the stored object
+    /// does not meet.
+    pub fn precondition_failed(s: &Subject, field: &str, wanted: &str, stored: &str) -> Self {
+        let consequence = if field == "UID" { "deleted and then recreated" } else { "modified" };
+        Self::new(
+            409,
+            "Conflict",
+            format!(
+                "Operation cannot be fulfilled on {} {}: the {field} in the precondition ({wanted}) does not match the {field} in record ({stored}). The object might have been {consequence}",
+                s.qualified_kind(),
+                quote(&s.name)
+            ),
+            Some(details(&s.name, &s.group, &s.kind)),
+        )
+    }
+
     /// 403 Forbidden for an object (admission or authorization).
     pub fn forbidden(s: &Subject, reason: &str) -> Self {
         let prefix = if s.name.is_empty() {
@@ -206,7 +230,7 @@ impl ApiError {
 
     /// 403 Forbidden for a non-resource path.
     pub fn forbidden_path(reason: &str) -> Self {
-        Self::new(403, "Forbidden", format!("forbidden: {reason}"), None)
+        Self::new(403, "Forbidden", format!("forbidden: {reason}"), Some(json!({})))
     }
 
     /// 422 Invalid with causes. `errors` must not be empty.
@@ -223,7 +247,11 @@ impl ApiError {
             422,
             "Invalid",
             format!("{} {} is invalid: {joined}", s.qualified_kind(), quote(&s.name)),
-            Some(json!({"name": s.name, "group": s.group, "kind": s.kind, "causes": causes})),
+            Some({
+                let mut details = details(&s.name, &s.group, &s.kind);
+                details["causes"] = json!(causes);
+                details
+            }),
         )
     }
 
@@ -283,6 +311,12 @@ impl ApiError {
             ),
             Some(json!({"kind": content_type})),
         )
+    }
+
+    /// 415 for a PATCH whose Content-Type is no patch type (upstream's router answers it
+    /// with a bare sentence).
+    pub fn unsupported_patch_type() -> Self {
+        Self::new(415, "UnsupportedMediaType", "415: Unsupported Media Type".into(), Some(json!({})))
     }
 
     /// 500 InternalError; the detail is logged by the caller, the client sees a summary.

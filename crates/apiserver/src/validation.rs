@@ -80,14 +80,41 @@ pub(crate) fn options(new: &Csr, old: Option<&Csr>, path: Option<UpdatePath>) ->
     }
 }
 
-/// Validates a CSR object (create, and the object half of every update).
+/// Validates a CSR object on create.
 pub(crate) fn validate(csr: &Csr, opts: &Options) -> Vec<FieldError> {
+    let mut errs = validate_object(csr, opts);
+    errs.extend(approval_union(csr, opts));
+    errs
+}
+
+/// V-6's exclusivity of Approved and Denied. Upstream checks it declaratively, after every
+/// hand-written rule, and reports it once for the whole list.
+fn approval_union(csr: &Csr, opts: &Options) -> Option<FieldError> {
+    let present = |t: &str| conditions(csr).iter().any(|c| c.type_ == t);
+    (!opts.allow_both_approved_and_denied && present(APPROVED) && present(DENIED)).then(|| {
+        let members = [APPROVED, DENIED].map(|t| format!("conditions[{{\"type\": {}}}]", quote(t)));
+        FieldError::invalid(
+            "status.conditions",
+            quote(&format!("{{{}}}", members.join(", "))),
+            format!("must specify at most one of: `{}`", members.join("`, `")),
+        )
+    })
+}
+
+/// The rules on the object itself (create, and the object half of every update).
+fn validate_object(csr: &Csr, opts: &Options) -> Vec<FieldError> {
     let mut errs = Vec::new();
     if csr.metadata.name.as_deref().unwrap_or("").is_empty() {
         errs.push(FieldError::required("metadata.name", "name or generateName is required"));
     }
     if let Err(e) = kubecert_csr::parse_csr_pem(&csr.spec.request.0) {
-        errs.push(FieldError::invalid("spec.request", quote("<request data>"), e.to_string()));
+        // Upstream shows the bytes as JSON does (base64), and one sentence for any PEM problem.
+        let detail = match e {
+            kubecert_csr::Error::Pem { .. } => "PEM block type must be CERTIFICATE REQUEST".to_owned(),
+            other => other.to_string(),
+        };
+        let shown = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &csr.spec.request.0);
+        errs.push(FieldError::invalid("spec.request", quote(&shown), detail));
     }
     let usages = usages(csr);
     if usages.is_empty() {
@@ -141,7 +168,6 @@ pub(crate) fn validate(csr: &Csr, opts: &Options) -> Vec<FieldError> {
 fn validate_conditions(csr: &Csr, opts: &Options) -> Vec<FieldError> {
     let mut errs = Vec::new();
     let mut seen: Vec<&str> = Vec::new();
-    let (mut approved, mut denied) = (false, false);
     for (i, c) in conditions(csr).iter().enumerate() {
         let path = format!("status.conditions[{i}]");
         if !opts.allow_empty_condition_type && c.type_.is_empty() {
@@ -153,26 +179,6 @@ fn validate_conditions(csr: &Csr, opts: &Options) -> Vec<FieldError> {
             errs.push(FieldError::required(format!("{path}.status"), ""));
         } else if !allowed.contains(&c.status.as_str()) {
             errs.push(FieldError::not_supported(format!("{path}.status"), quote(&c.status), allowed));
-        }
-        if !opts.allow_both_approved_and_denied {
-            let clash = match c.type_.as_str() {
-                APPROVED => {
-                    approved = true;
-                    denied
-                }
-                DENIED => {
-                    denied = true;
-                    approved
-                }
-                _ => false,
-            };
-            if clash {
-                errs.push(FieldError::invalid(
-                    format!("{path}.type"),
-                    quote(&c.type_),
-                    "Approved and Denied conditions are mutually exclusive",
-                ));
-            }
         }
         if !opts.allow_duplicate_condition_types {
             if seen.contains(&c.type_.as_str()) {
@@ -236,7 +242,7 @@ fn parse_certificates(mut der: &[u8]) -> Result<(), String> {
 
 /// Update rules (V-8…V-10) on top of [`validate`].
 pub(crate) fn validate_update(new: &Csr, old: &Csr, opts: &Options) -> Vec<FieldError> {
-    let mut errs = validate(new, opts);
+    let mut errs = validate_object(new, opts);
     for t in [APPROVED, DENIED, FAILED] {
         if of_type(new, t).len() < of_type(old, t).len() {
             errs.push(FieldError::forbidden(
@@ -272,6 +278,7 @@ pub(crate) fn validate_update(new: &Csr, old: &Csr, opts: &Options) -> Vec<Field
             errs.push(FieldError::forbidden("status.certificate", "updates may not set certificate content"));
         }
     }
+    errs.extend(approval_union(new, opts));
     errs
 }
 

@@ -36,6 +36,8 @@ struct Watch {
     deadline: Instant,
     bookmarks: Option<(Duration, Instant)>,
     done: bool,
+    /// A Table event went out: later ones leave `columnDefinitions` null, as upstream's do.
+    columns_sent: bool,
 }
 
 fn line(kind: &str, object: Value) -> Vec<u8> {
@@ -45,11 +47,16 @@ fn line(kind: &str, object: Value) -> Vec<u8> {
 }
 
 impl Watch {
-    fn render(&self, kind: &str, object: &Value, out: &mut Vec<u8>) {
+    fn render(&mut self, kind: &str, object: &Value, out: &mut Vec<u8>) {
         let object = match self.as_table {
             Some(include) => {
                 let meta = json!({"resourceVersion": crate::objects::meta_str(object, "resourceVersion")});
-                table::table(self.rt, std::slice::from_ref(object), meta, SystemTime::now(), include)
+                let mut table =
+                    table::table(self.rt, std::slice::from_ref(object), meta, SystemTime::now(), include);
+                if std::mem::replace(&mut self.columns_sent, true) {
+                    table["columnDefinitions"] = Value::Null;
+                }
+                table
             }
             None => object.clone(),
         };
@@ -217,6 +224,7 @@ pub(crate) fn serve(
         deadline: Instant::now() + timeout,
         bookmarks,
         done: false,
+        columns_sent: false,
     };
     let stream = futures::stream::unfold(watch, |mut w| async move {
         w.next_chunk().await.map(|chunk| (Ok::<_, std::convert::Infallible>(chunk), w))
