@@ -2,9 +2,10 @@
 //! `.cargo/config.toml`).
 //!
 //! - `cargo xtask bench [--storm N] [--json PATH]`: the sign path, the bootstrap storm, the
-//!   agent's footprint and reload latencies, reported with baselines measured in the same run
-//!   (see `bench.rs`).
-//! - `cargo xtask e2e [--nodes N] [--rotations R]`: the whole system, with faults (see `e2e.rs`).
+//!   agent's footprint, reload latencies and an agent's restart, reported with baselines
+//!   measured in the same run (see `bench.rs`).
+//! - `cargo xtask e2e [--nodes N] [--rotations R] [--seed S]`: the whole system, with seeded
+//!   faults (see `e2e.rs`).
 
 mod bench;
 mod e2e;
@@ -53,7 +54,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("{e:#}");
+            eprintln!("{}", kubecert_cli::error_chain(&*e));
             ExitCode::FAILURE
         }
     }
