@@ -21,7 +21,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context as _, Result, bail};
@@ -239,23 +239,40 @@ impl Ca {
     }
 }
 
-/// The ledger, also when a probe thread panicked while holding it.
-fn lock(ledger: &Mutex<Ledger>) -> MutexGuard<'_, Ledger> {
-    ledger.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+/// An agent's ledger, shared by the harness and the agent's probe thread. The harness wakes the
+/// thread when it kills or respawns the agent, so that the downtime is measured from the kill,
+/// not from whenever the next probe was due.
+#[derive(Default)]
+struct Probed {
+    ledger: Mutex<Ledger>,
+    wake: Condvar,
 }
 
-/// Probes `prober` until `stop`, recording every probe in `ledger`.
-fn start_probing(prober: Prober, ledger: Arc<Mutex<Ledger>>, stop: Arc<AtomicBool>) {
+impl Probed {
+    /// The ledger, also when a probe thread panicked while holding it.
+    fn lock(&self) -> MutexGuard<'_, Ledger> {
+        self.ledger.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Changes the ledger and wakes the probe thread.
+    fn update(&self, change: impl FnOnce(&mut Ledger)) {
+        change(&mut self.lock());
+        self.wake.notify_all();
+    }
+}
+
+/// Probes `prober` until `stop`, recording every probe in the ledger.
+fn start_probing(prober: Prober, probed: Arc<Probed>, stop: Arc<AtomicBool>) {
     std::thread::spawn(move || {
         while !stop.load(Ordering::Relaxed) {
             let started = Instant::now();
             let outcome = prober.probe();
             let finished = Instant::now();
-            let mut ledger = lock(&ledger);
+            let mut ledger = probed.lock();
             ledger.record(started, finished, outcome);
             let interval = if ledger.is_down() { PROBE_INTERVAL_DOWN } else { PROBE_INTERVAL };
-            drop(ledger);
-            std::thread::sleep(interval);
+            // Woken early by a kill or a respawn; a spurious wakeup is one more probe.
+            drop(probed.wake.wait_timeout(ledger, interval));
         }
     });
 }
@@ -268,7 +285,7 @@ struct Node {
     process: Proc,
     client: Seen,
     server: Seen,
-    ledger: Arc<Mutex<Ledger>>,
+    probed: Arc<Probed>,
     kill_at_age: Duration,
     restarted: bool,
 }
@@ -276,9 +293,9 @@ struct Node {
 impl Node {
     /// Kills the agent and starts it again, telling its ledger when each happens.
     fn restart(&mut self, agent: &Path) -> Result<()> {
-        lock(&self.ledger).killed(Instant::now());
+        self.probed.update(|ledger| ledger.killed(Instant::now()));
         self.process.kill();
-        lock(&self.ledger).respawning(Instant::now());
+        self.probed.update(|ledger| ledger.respawning(Instant::now()));
         self.process = Proc::spawn(&self.name, agent, &self.args, &self.dir.join("agent-2.log"))?;
         self.restarted = true;
         Ok(())
@@ -309,7 +326,8 @@ enum SignerFault {
 }
 
 pub fn run(options: &Options) -> Result<()> {
-    let seed = options.seed.unwrap_or_else(|| fastrand::u64(..));
+    // Short enough to type back.
+    let seed = options.seed.unwrap_or_else(|| u64::from(fastrand::u32(..)));
     println!("seed: {seed} (replay with --seed {seed})");
     println!("building signer and node-agent…");
     let build = Instant::now();
@@ -423,8 +441,8 @@ fn run_in(
             Prober::http(metrics)
         };
         let process = Proc::spawn(&name, agent_bin, &args, &dir.join("agent.log"))?;
-        let ledger = Arc::new(Mutex::new(Ledger::default()));
-        start_probing(prober, ledger.clone(), stop_probes.clone());
+        let probed = Arc::new(Probed::default());
+        start_probing(prober, probed.clone(), stop_probes.clone());
         nodes.push(Node {
             name,
             dir,
@@ -433,7 +451,7 @@ fn run_in(
             process,
             client: Seen::default(),
             server: Seen::default(),
-            ledger,
+            probed,
             kill_at_age: *kill_at_age,
             restarted: false,
         });
@@ -505,7 +523,7 @@ fn run_in(
             last_report = report;
         }
         let done = nodes.iter().all(|n| {
-            n.client.rotations() >= options.rotations && n.restarted && lock(&n.ledger).is_serving()
+            n.client.rotations() >= options.rotations && n.restarted && n.probed.lock().is_serving()
         });
         if done && matches!(signer_fault, SignerFault::Done) {
             break;
@@ -530,7 +548,7 @@ fn run_in(
                 ));
             }
         }
-        failures.extend(lock(&node.ledger).failures().into_iter().map(|f| format!("{}: {f}", node.name)));
+        failures.extend(node.probed.lock().failures().into_iter().map(|f| format!("{}: {f}", node.name)));
     }
     if !failures.is_empty() {
         for failure in &failures {
@@ -563,7 +581,7 @@ fn pending(nodes: &[Node], signer_fault: &SignerFault, rotations: usize) -> Stri
             if !n.restarted {
                 what.push(format!("its restart at certificate age {}", secs(n.kill_at_age)));
             }
-            if !lock(&n.ledger).is_serving() {
+            if !n.probed.lock().is_serving() {
                 what.push("serving /healthz".to_owned());
             }
             (!what.is_empty()).then(|| format!("{}: {}", n.name, what.join(", ")))
@@ -642,7 +660,7 @@ fn print_summary(nodes: &[Node]) {
     );
     let mut downtimes = Vec::new();
     for n in nodes {
-        let ledger = lock(&n.ledger);
+        let ledger = n.probed.lock();
         let new_keys = n.client.keys.len().saturating_sub(1) + n.server.keys.len().saturating_sub(1);
         let down: Vec<String> = ledger.downtimes().iter().map(|d| format!("{:.0} ms", millis(*d))).collect();
         downtimes.extend_from_slice(ledger.downtimes());
