@@ -39,6 +39,14 @@ impl BenchArgs {
         }
     }
 
+    /// `--name`'s value as a count of at least one, or `default`.
+    pub fn count(&self, name: &str, default: usize) -> Result<usize, String> {
+        match self.get(name, default)? {
+            0 => Err(format!("--{name} must be at least 1")),
+            count => Ok(count),
+        }
+    }
+
     /// `--json PATH`: where the section's figures go.
     pub fn json_path(&self) -> Option<PathBuf> {
         self.pairs.iter().rev().find(|(n, _)| n == "json").map(|(_, v)| PathBuf::from(v))
@@ -121,6 +129,9 @@ mod tests {
         assert_eq!(args.json_path(), Some(PathBuf::from("/tmp/x.json")));
         let bad = BenchArgs::parse(["--storm", "many"].map(String::from));
         assert_eq!(bad.get("storm", 1u32), Err("--storm: \"many\" is not valid".to_owned()));
+        assert_eq!(args.count("storm", 5000), Ok(100));
+        let none = BenchArgs::parse(["--restarts", "0"].map(String::from));
+        assert_eq!(none.count("restarts", 20), Err("--restarts must be at least 1".to_owned()));
     }
 
     #[test]

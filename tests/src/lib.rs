@@ -5,10 +5,12 @@
 //! the built binaries share: finding the binaries, running `signer serve` in a temporary data
 //! directory, and finding the real `kubectl` (mandatory when `KUBECERT_REQUIRE_KUBECTL=1`).
 //! The system benchmarks in `benches/` (the bootstrap storm and the agent's idle footprint, run
-//! by `cargo xtask bench`) use the same helpers plus [`bench`].
+//! by `cargo xtask bench`) use the same helpers plus [`bench`]; [`probe`] is the `/healthz`
+//! probe of a node agent that the restart benchmark and `cargo xtask e2e` share.
 
 pub mod bench;
 pub mod kubernetes;
+pub mod probe;
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -234,6 +236,11 @@ pub fn create_bootstrap_token(admin: &Path, bootstrap_kubeconfig: &Path, extra: 
     assert!(out.status.success(), "token create: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8(out.stdout).expect("UTF-8").trim().to_owned()
 }
+
+/// A `signer serve` configuration (for `--config`) that approves serving certificates when they
+/// name 127.0.0.0/8 and `*.allowed.example` only.
+pub const SERVING_POLICY: &str = "[policy.signers.\"kubernetes.io/kubelet-serving\"]\nauto_approve = true\n\
+                                  allowed_ip_cidrs = [\"127.0.0.0/8\"]\nallowed_dns_suffixes = [\"allowed.example\"]\n";
 
 /// Starts `node-agent` for node `node_name` in the node directory `dir`, laid out as the tests
 /// and benchmarks use it: `dir/bootstrap.kubeconfig` (from [`SignerServe::create_token`]),

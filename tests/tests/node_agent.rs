@@ -1,6 +1,7 @@
 //! `node-agent` end to end against the real `signer serve` (issue 5, "Done when"): bootstrap with
 //! a token and rotation with short lifetimes, SIGKILL during bootstrap and during rotation, a
-//! signer outage, a denied request, and the serving certificate on the agent's own endpoint.
+//! signer outage, a denied request, the serving certificate on the agent's own endpoint, and a
+//! restarted agent serving from disk.
 //!
 //! Everything listens on 127.0.0.1. Each test is bounded by the waits it makes (the longest,
 //! two rotations of 60-second certificates, takes about two minutes). `KUBECERT_E2E_ROTATIONS`
@@ -12,8 +13,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use kubecert_tests::probe::{Outcome, Prober};
 use kubecert_tests::{
-    Process, SignerServe, TempDir, binary, free_local_addr, kubectl, run_ok, start_node_agent, wait_for,
+    Process, SERVING_POLICY, SignerServe, TempDir, binary, free_local_addr, kubectl, run_ok,
+    start_node_agent, wait_for,
 };
 
 /// Certificates of one minute, not backdated: a rotation every 42–54 s.
@@ -21,9 +24,6 @@ const SHORT_LIVED: [&str; 4] = ["--cluster-signing-duration", "60s", "--backdate
 /// Node client certificates are not approved automatically (a person approves with kubectl).
 const MANUAL_CLIENT_APPROVAL: &str = "[policy.signers.\"kubernetes.io/kube-apiserver-client-kubelet\"]\n\
                                       auto_approve = false\n";
-/// Serving certificates are approved when they name 127.0.0.0/8 and *.allowed.example only.
-const SERVING_POLICY: &str = "[policy.signers.\"kubernetes.io/kubelet-serving\"]\nauto_approve = true\n\
-                              allowed_ip_cidrs = [\"127.0.0.0/8\"]\nallowed_dns_suffixes = [\"allowed.example\"]\n";
 
 /// One test's files: the signer's data dir, the bootstrap kubeconfig, the node's files.
 struct Node {
@@ -445,6 +445,39 @@ fn the_serving_certificate_is_requested_stored_and_served() {
             String::from_utf8_lossy(&out.stderr)
         ),
         Err(e) => eprintln!("NOTICE: curl not runnable ({e}); HTTPS endpoint not checked"),
+    }
+}
+
+/// A restarted agent serves from the pairs on disk before anything talks to the API server
+/// (issue 10): with the signer stopped, each restart's probes are refused until the new process
+/// listens, and its first answered probe is a 200 over TLS with the stored serving certificate,
+/// never a refused handshake or a 503 (the endpoint used to listen before the pairs were loaded).
+#[test]
+fn a_restarted_agent_serves_from_disk_without_the_api() {
+    let node = Node::new("e2e-restart");
+    let mut signer = node.signer(&[], Some(SERVING_POLICY));
+    signer.create_token(&node.bootstrap_kubeconfig());
+    let flags = [
+        "--rotate-server-certificates=true",
+        "--node-ip=127.0.0.1",
+        "--node-dns=e2e-restart.allowed.example",
+    ];
+    let mut agent = node.agent(1, &flags);
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let ca = std::fs::read(signer.ca_cert()).expect("read the CA certificate");
+    let prober = Prober::https(node.metrics, &ca).expect("an HTTPS prober");
+    poll("serving /healthz over HTTPS", Duration::from_secs(60), || prober.probe() == Outcome::Served);
+    signer.process.kill();
+    for run in 2..=6 {
+        agent.kill();
+        agent = node.agent(run, &flags);
+        let mut first_answer = prober.probe();
+        let start = std::time::Instant::now();
+        while matches!(first_answer, Outcome::ConnectionLost(_)) && start.elapsed() < Duration::from_secs(30)
+        {
+            first_answer = prober.probe();
+        }
+        assert_eq!(first_answer, Outcome::Served, "restart {run}:\n{}", agent.log());
     }
 }
 

@@ -7,9 +7,11 @@
 //!    core against raw ring P-256 verify + sign;
 //! 2. storm (`tests/benches/storm.rs`): N agents bootstrapping at once against `signer serve`;
 //! 3. footprint (`tests/benches/footprint.rs`): an idle node agent's memory and wakeups;
-//! 4. reload (`crates/reload/benches/reload.rs`): identity swap and file switch latencies.
+//! 4. reload (`crates/reload/benches/reload.rs`): identity swap and file switch latencies;
+//! 5. restart (`tests/benches/restart.rs`): a node agent killed and started again, kill →
+//!    serving over HTTPS, against spawn → exit of `node-agent --version`.
 //!
-//! With `--cluster [N]` a fifth section runs the storm side by side (N agents, default 1,000)
+//! With `--cluster [N]` a sixth section runs the storm side by side (N agents, default 1,000)
 //! against `signer serve`, the real kube-apiserver with kubecert's `signer controller`, and the
 //! real kube-apiserver with kube-controller-manager's CSR controllers (built from the pinned Go
 //! module, see `kubecert_tests::kubernetes`), with the upstream pair as the baseline.
@@ -56,7 +58,7 @@ impl Options {
                 "--json" => options.json = PathBuf::from(rest.next().context("--json needs a path")?),
                 "--storm" => {
                     let v = rest.next().context("--storm needs a number")?;
-                    options.storm = v.parse().with_context(|| format!("--storm: {v:?} is not a number"))?;
+                    options.storm = v.parse().with_context(|| format!("--storm: '{v}' is not a number"))?;
                 }
                 "--cluster" => {
                     options.cluster = Some(match rest.as_slice().first().filter(|v| !v.starts_with("--")) {
@@ -68,7 +70,7 @@ impl Options {
                     });
                 }
                 other => bail!(
-                    "cargo xtask bench: unknown argument {other:?} \
+                    "cargo xtask bench: unknown argument '{other}' \
                      (usage: cargo xtask bench [--storm N] [--cluster [N]] [--json PATH])"
                 ),
             }
@@ -81,11 +83,12 @@ impl Options {
 }
 
 /// The benchmark programs: (package, bench target).
-const BENCHES: [(&str, &str); 4] = [
+const BENCHES: [(&str, &str); 5] = [
     ("kubecert-authority", "sign_path"),
     ("kubecert-tests", "storm"),
     ("kubecert-tests", "footprint"),
     ("kubecert-reload", "reload"),
+    ("kubecert-tests", "restart"),
 ];
 
 pub fn run(options: &Options) -> Result<()> {
@@ -99,14 +102,16 @@ pub fn run(options: &Options) -> Result<()> {
     let dir = options.json.parent().map(Path::to_path_buf).unwrap_or_default();
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
 
-    println!("\n[1/4] sign path");
+    println!("\n[1/5] sign path");
     let sign_path = sign_path(exe("sign_path")?)?;
-    println!("\n[2/4] storm: {} agents", options.storm);
+    println!("\n[2/5] storm: {} agents", options.storm);
     let storm = section(exe("storm")?, &["--storm", &options.storm.to_string()], &dir.join("storm.json"))?;
-    println!("\n[3/4] agent footprint (about 80 s)");
+    println!("\n[3/5] agent footprint (about 80 s)");
     let footprint = section(exe("footprint")?, &[], &dir.join("footprint.json"))?;
-    println!("\n[4/4] reload");
+    println!("\n[4/5] reload");
     let reload = section(exe("reload")?, &[], &dir.join("reload.json"))?;
+    println!("\n[5/5] agent restart");
+    let restart = section(exe("restart")?, &[], &dir.join("restart.json"))?;
 
     let side_by_side = match options.cluster {
         Some(agents) => {
@@ -121,6 +126,7 @@ pub fn run(options: &Options) -> Result<()> {
         "storm": storm,
         "agent_footprint": footprint,
         "reload": reload,
+        "agent_restart": restart,
         "storm_side_by_side": side_by_side,
     });
     print_summary(&report);
@@ -179,7 +185,7 @@ fn side_by_side(storm: &Path, agents: usize, dir: &Path) -> Result<Value> {
     let mut runs = serde_json::Map::new();
     for (i, (target, name)) in SIDE_BY_SIDE.iter().enumerate() {
         println!(
-            "\n[5/5 {}/{}] storm side by side: {agents} agents against {name}",
+            "\n[6/6 {}/{}] storm side by side: {agents} agents against {name}",
             i + 1,
             SIDE_BY_SIDE.len()
         );
@@ -309,6 +315,17 @@ fn summary_rows(report: &Value) -> Vec<Row> {
             ratio: Some(rss / sleep),
         },
         row("agent", "wakeups / min idle", format!("{:.1}", f("agent_footprint", "wakeups_per_minute"))),
+        Row {
+            section: "agent",
+            figure: "restart: kill -> serving p50 / max (ms)".into(),
+            value: format!(
+                "{:.0} / {:.0}",
+                f("agent_restart", "downtime_ms_p50"),
+                f("agent_restart", "downtime_ms_max")
+            ),
+            baseline: format!("--version p50 {:.1} ms", f("agent_restart", "baseline_version_ms_p50")),
+            ratio: Some(f("agent_restart", "ratio_p50")),
+        },
     ];
     rows.extend(reload_rows(&report["reload"]));
     rows

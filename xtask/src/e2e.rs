@@ -4,57 +4,102 @@
 //! backdate), creates a bootstrap token, starts N node agents in their own cert dirs (the first
 //! two with serving certificates, approved with `kubectl certificate approve` because the default
 //! policy does not auto-approve them), and watches every node until each has rotated its client
-//! certificate R times. On the way it kills and restarts one agent inside its rotation window
-//! and the signer once. Every certificate seen must chain to the CA with the right subject and
-//! usages, every rotation must bring a new key, and an HTTPS client hitting each serving agent
-//! continuously must see no failure. Every process started is stopped on the way out (Ctrl-C
-//! reaches them too: they share the terminal's process group).
+//! certificate R times. On the way it kills and restarts every agent once inside its rotation
+//! window, and the signer once. Every certificate seen must chain to the CA with the right
+//! subject and usages, every rotation must bring a new key, and a client probing each agent's
+//! `/healthz` continuously (HTTPS with the serving certificate, else HTTP) must see no failure.
+//!
+//! Probes that meet an agent the harness killed on purpose are a planned outage, not failures;
+//! the rules are in [`ledger`]. The fault timing comes from a seed, printed at the start, that
+//! `--seed` replays. Every process started is stopped on the way out (Ctrl-C reaches them too:
+//! they share the terminal's process group).
+
+mod ledger;
 
 use std::collections::BTreeSet;
-use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context as _, Result, bail};
+use kubecert_tests::bench::{millis, percentile};
+use kubecert_tests::probe::Prober;
 
+use self::ledger::Ledger;
 use crate::{cargo, workspace_root};
 
 /// Lifetime of issued certificates in the rehearsal.
-const LIFETIME: &str = "60s";
+const LIFETIME: Duration = Duration::from_secs(60);
 /// Limit of the run itself (the build before it is not counted).
 const LIMIT: Duration = Duration::from_secs(300);
+/// The signer is killed only while every certificate has this long left: its outage plus the
+/// agents' retries after it (2, 4, 8 s) plus the harness's approval of serving requests, so that
+/// the planned outage cannot make a certificate expire.
+const SIGNER_FAULT_MARGIN: Duration = Duration::from_secs(25);
+/// Probe intervals: while the agent is up, and while it is down (finer, for the downtime).
+const PROBE_INTERVAL: Duration = Duration::from_millis(50);
+const PROBE_INTERVAL_DOWN: Duration = Duration::from_millis(5);
 
-/// `--nodes`, `--rotations`.
+/// `--nodes`, `--rotations`, `--seed`.
 pub struct Options {
     nodes: usize,
     rotations: usize,
+    seed: Option<u64>,
 }
 
 impl Options {
     pub fn parse(args: &[String]) -> Result<Self> {
-        let mut options = Self { nodes: 3, rotations: 2 };
+        let mut options = Self { nodes: 3, rotations: 2, seed: None };
         let mut rest = args.iter();
         while let Some(arg) = rest.next() {
-            let mut value = |name: &str| -> Result<usize> {
+            let mut value = |name: &str| -> Result<u64> {
                 let v = rest.next().with_context(|| format!("{name} needs a number"))?;
-                v.parse().with_context(|| format!("{name}: {v:?} is not a number"))
+                v.parse().with_context(|| format!("{name}: '{v}' is not a number"))
             };
             match arg.as_str() {
-                "--nodes" => options.nodes = value("--nodes")?,
-                "--rotations" => options.rotations = value("--rotations")?,
-                other => {
-                    bail!("cargo xtask e2e: unknown argument {other:?} (usage: [--nodes N] [--rotations R])")
-                }
+                "--nodes" => options.nodes = usize::try_from(value("--nodes")?)?,
+                "--rotations" => options.rotations = usize::try_from(value("--rotations")?)?,
+                "--seed" => options.seed = Some(value("--seed")?),
+                other => bail!(
+                    "cargo xtask e2e: unknown argument '{other}' (usage: [--nodes N] [--rotations R] [--seed S])"
+                ),
             }
         }
         if options.nodes == 0 {
             bail!("--nodes must be at least 1");
         }
         Ok(options)
+    }
+}
+
+/// When the faults happen, drawn from the seed: the same seed gives the same faults at the same
+/// points of the certificates' lives (the agents' own rotation jitter is theirs, not the seed's).
+#[derive(Debug, PartialEq)]
+struct FaultPlan {
+    /// Per node, the age of its client certificate at which it is killed and restarted: inside
+    /// the rotation window (70–90 % of the lifetime), in its first quarter (70–75 %) so that it
+    /// often comes before or during the rotation; if the rotation comes first, the kill waits for
+    /// the same age of the next certificate.
+    kill_at_age: Vec<Duration>,
+    /// How long after the first rotation seen the signer may be killed.
+    signer_after_rotation: Duration,
+    /// How long the signer stays down.
+    signer_down: Duration,
+}
+
+impl FaultPlan {
+    fn draw(seed: u64, nodes: usize) -> Self {
+        let mut rng = fastrand::Rng::with_seed(seed);
+        let mut between = |from: Duration, to: Duration| from + (to - from).mul_f64(rng.f64());
+        let window = (LIFETIME.mul_f64(0.70), LIFETIME.mul_f64(0.75));
+        Self {
+            kill_at_age: (0..nodes).map(|_| between(window.0, window.1)).collect(),
+            signer_after_rotation: between(Duration::ZERO, Duration::from_secs(10)),
+            signer_down: between(Duration::from_secs(2), Duration::from_secs(6)),
+        }
     }
 }
 
@@ -76,6 +121,7 @@ impl Proc {
         Ok(Self { child })
     }
 
+    /// SIGKILL, and reap.
     fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -100,11 +146,16 @@ fn wait_until(what: &str, limit: Duration, mut ready: impl FnMut() -> Result<boo
     let start = Instant::now();
     while !ready()? {
         if start.elapsed() > limit {
-            bail!("{what}: not within {limit:?}");
+            bail!("{what}: not within {}", secs(limit));
         }
         std::thread::sleep(Duration::from_millis(50));
     }
     Ok(())
+}
+
+/// A duration for people: seconds, one decimal.
+fn secs(duration: Duration) -> String {
+    format!("{:.1} s", duration.as_secs_f64())
 }
 
 /// What was seen of one certificate kind on one node.
@@ -112,6 +163,8 @@ fn wait_until(what: &str, limit: Duration, mut ready: impl FnMut() -> Result<boo
 struct Seen {
     serials: Vec<String>,
     keys: BTreeSet<Vec<u8>>,
+    /// The newest certificate's validity.
+    validity: Option<(SystemTime, SystemTime)>,
     problems: Vec<String>,
 }
 
@@ -131,23 +184,26 @@ impl Seen {
         }
         self.serials.push(leaf.serial_hex.clone());
         self.keys.insert(key.public_key_der().to_vec());
+        self.validity = Some((leaf.not_before, leaf.not_after));
         let mut problem = |what: String| self.problems.push(format!("{node} {}: {what}", leaf.serial_hex));
         if !leaf.matches_key(&key) {
             problem("key does not match the certificate".into());
         }
         if let Err(e) = ca.verify(&leaf.der) {
-            problem(format!("does not chain to the CA: {e}"));
+            problem(format!("does not chain to the CA: {}", kubecert_cli::error_chain(&*e)));
         }
-        if leaf.subject.common_name.as_deref() != Some(&format!("system:node:{node}")) {
-            problem(format!("subject CN {:?}", leaf.subject.common_name));
+        let common_name = leaf.subject.common_name.as_deref().unwrap_or("(none)");
+        if common_name != format!("system:node:{node}") {
+            problem(format!("subject CN '{common_name}'"));
         }
         if leaf.subject.organizations != ["system:nodes"] {
-            problem(format!("subject O {:?}", leaf.subject.organizations));
+            problem(format!("subject O '{}'", leaf.subject.organizations.join(", ")));
         }
         let usage =
             if server { kubecert_csr::KeyUsage::ServerAuth } else { kubecert_csr::KeyUsage::ClientAuth };
         if !leaf.key_usage.contains(&usage) || leaf.is_ca {
-            problem(format!("usages {:?}, CA {}", leaf.key_usage, leaf.is_ca));
+            let usages: Vec<&str> = leaf.key_usage.iter().map(|u| u.as_str()).collect();
+            problem(format!("usages '{}', CA {}", usages.join(", "), leaf.is_ca));
         }
         let now = SystemTime::now();
         if now < leaf.not_before || leaf.is_expired_at(now) {
@@ -157,6 +213,13 @@ impl Seen {
 
     fn rotations(&self) -> usize {
         self.serials.len().saturating_sub(1)
+    }
+
+    /// How old the newest certificate is, and how long it has left.
+    fn age_and_remaining(&self, now: SystemTime) -> Option<(Duration, Duration)> {
+        let (not_before, not_after) = self.validity?;
+        let age = now.duration_since(not_before).unwrap_or_default();
+        Some((age, not_after.duration_since(now).unwrap_or_default()))
     }
 }
 
@@ -176,84 +239,96 @@ impl Ca {
     }
 }
 
-/// Counts of the HTTPS probes of one agent.
+/// An agent's ledger, shared by the harness and the agent's probe thread. The harness wakes the
+/// thread when it kills or respawns the agent, so that the downtime is measured from the kill,
+/// not from whenever the next probe was due.
 #[derive(Default)]
-struct Probes {
-    ok: AtomicU64,
-    failed: AtomicU64,
-    last_error: Mutex<Option<String>>,
+struct Probed {
+    ledger: Mutex<Ledger>,
+    wake: Condvar,
 }
 
-/// `GET /healthz` over TLS, verifying the agent's serving certificate against the CA.
-fn probe_once(config: &Arc<rustls::ClientConfig>, addr: SocketAddr) -> Result<()> {
-    let name = rustls::pki_types::ServerName::from(addr.ip());
-    let connection = rustls::ClientConnection::new(config.clone(), name)?;
-    let tcp = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
-    tcp.set_read_timeout(Some(Duration::from_secs(5)))?;
-    let mut tls = rustls::StreamOwned::new(connection, tcp);
-    tls.write_all(format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes())?;
-    let mut response = Vec::new();
-    match tls.read_to_end(&mut response) {
-        Ok(_) => {}
-        // Some servers close without close_notify after Connection: close.
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !response.is_empty() => {}
-        Err(e) => return Err(e.into()),
+impl Probed {
+    /// The ledger, also when a probe thread panicked while holding it.
+    fn lock(&self) -> MutexGuard<'_, Ledger> {
+        self.ledger.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
-    if !response.starts_with(b"HTTP/1.1 200") {
-        bail!("{}", String::from_utf8_lossy(&response[..response.len().min(80)]));
+
+    /// Changes the ledger and wakes the probe thread.
+    fn update(&self, change: impl FnOnce(&mut Ledger)) {
+        change(&mut self.lock());
+        self.wake.notify_all();
     }
-    Ok(())
 }
 
-fn start_probing(ca: &Ca, addr: SocketAddr, stop: Arc<AtomicBool>) -> Result<Arc<Probes>> {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls::pki_types::CertificateDer::pem_slice_iter(&ca.pem) {
-        roots.add(cert?)?;
-    }
-    let mut config = rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
-    config.resumption = rustls::client::Resumption::disabled();
-    let config = Arc::new(config);
-    let probes = Arc::new(Probes::default());
-    let counts = probes.clone();
+/// Probes `prober` until `stop`, recording every probe in the ledger.
+fn start_probing(prober: Prober, probed: Arc<Probed>, stop: Arc<AtomicBool>) {
     std::thread::spawn(move || {
         while !stop.load(Ordering::Relaxed) {
-            match probe_once(&config, addr) {
-                Ok(()) => counts.ok.fetch_add(1, Ordering::Relaxed),
-                Err(e) => {
-                    *counts.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(format!("{e:#}"));
-                    counts.failed.fetch_add(1, Ordering::Relaxed)
-                }
-            };
-            std::thread::sleep(Duration::from_millis(50));
+            let started = Instant::now();
+            let outcome = prober.probe();
+            let finished = Instant::now();
+            let mut ledger = probed.lock();
+            ledger.record(started, finished, outcome);
+            let interval = if ledger.is_down() { PROBE_INTERVAL_DOWN } else { PROBE_INTERVAL };
+            // Woken early by a kill or a respawn; a spurious wakeup is one more probe.
+            drop(probed.wake.wait_timeout(ledger, interval));
         }
     });
-    Ok(probes)
 }
-
-use rustls::pki_types::pem::PemObject as _;
 
 struct Node {
     name: String,
     dir: PathBuf,
     serving: bool,
-    metrics: SocketAddr,
     args: Vec<String>,
     process: Proc,
     client: Seen,
     server: Seen,
-    probes: Option<Arc<Probes>>,
+    probed: Arc<Probed>,
+    kill_at_age: Duration,
     restarted: bool,
 }
 
 impl Node {
-    fn start(&mut self, agent: &Path) -> Result<()> {
-        let log = self.dir.join(if self.restarted { "agent-2.log" } else { "agent.log" });
-        self.process = Proc::spawn(&self.name, agent, &self.args, &log)?;
+    /// Kills the agent and starts it again, telling its ledger when each happens.
+    fn restart(&mut self, agent: &Path) -> Result<()> {
+        self.probed.update(|ledger| ledger.killed(Instant::now()));
+        self.process.kill();
+        self.probed.update(|ledger| ledger.respawning(Instant::now()));
+        self.process = Proc::spawn(&self.name, agent, &self.args, &self.dir.join("agent-2.log"))?;
+        self.restarted = true;
         Ok(())
+    }
+
+    fn log(&self) -> PathBuf {
+        self.dir.join(if self.restarted { "agent-2.log" } else { "agent.log" })
+    }
+
+    /// Whether every certificate it holds has at least `margin` left.
+    fn certificates_last(&self, now: SystemTime, margin: Duration) -> bool {
+        [&self.client, &self.server]
+            .into_iter()
+            .filter_map(|seen| seen.age_and_remaining(now))
+            .all(|(_, remaining)| remaining >= margin)
     }
 }
 
+/// The signer fault, step by step.
+enum SignerFault {
+    /// Until the first rotation.
+    Waiting,
+    /// From then on, once every certificate has [`SIGNER_FAULT_MARGIN`] left.
+    Due(Instant),
+    /// Killed; started again at the instant.
+    Down(Instant),
+    Done,
+}
+
 pub fn run(options: &Options) -> Result<()> {
+    // Short enough to type back.
+    let seed = options.seed.unwrap_or_else(|| u64::from(fastrand::u32(..)));
+    println!("seed: {seed} (replay with --seed {seed})");
     println!("building signer and node-agent…");
     let build = Instant::now();
     let status =
@@ -261,25 +336,27 @@ pub fn run(options: &Options) -> Result<()> {
     if !status.success() {
         bail!("cargo build -p signer -p node-agent failed");
     }
-    println!("built in {:.0?}; the run itself has {LIMIT:?}", build.elapsed());
+    println!("built in {}; the run itself has {}", secs(build.elapsed()), secs(LIMIT));
     let started = Instant::now();
     let bin = workspace_root().join("target/debug");
     let (signer_bin, agent_bin) = (bin.join("signer"), bin.join("node-agent"));
     let root = std::env::temp_dir().join(format!("kubecert-e2e-{}", std::process::id()));
     std::fs::create_dir_all(&root)?;
     println!("working in {}", root.display());
-    let result = run_in(options, &root, &signer_bin, &agent_bin, started);
+    let plan = FaultPlan::draw(seed, options.nodes);
+    let result = run_in(options, &plan, &root, &signer_bin, &agent_bin, started);
     match &result {
         Ok(()) => {
             let _ = std::fs::remove_dir_all(&root);
         }
-        Err(_) => println!("logs kept in {}", root.display()),
+        Err(_) => println!("logs kept in {}; replay with --seed {seed}", root.display()),
     }
     result
 }
 
 fn run_in(
     options: &Options,
+    plan: &FaultPlan,
     root: &Path,
     signer_bin: &Path,
     agent_bin: &Path,
@@ -288,6 +365,7 @@ fn run_in(
     let _ = rustls::crypto::ring::default_provider().install_default();
     let data = root.join("signer");
     let listen = free_addr()?;
+    let lifetime = format!("{}s", LIFETIME.as_secs());
     let signer_args: Vec<String> = [
         "serve",
         "--data-dir",
@@ -295,7 +373,7 @@ fn run_in(
         "--listen",
         &listen.to_string(),
         "--cluster-signing-duration",
-        LIFETIME,
+        &lifetime,
         "--backdate",
         "0s",
     ]
@@ -313,7 +391,15 @@ fn run_in(
     let ca_pem = std::fs::read(data.join("pki/ca.crt"))?;
     let ca_cert = kubecert_csr::parse_certificates_pem(&ca_pem)?.remove(0);
     let ca = Ca { pem: ca_pem, spki_der: ca_cert.public_key.spki_der };
-    println!("signer serve on {listen} ({:.0?})", started.elapsed());
+    println!("signer serve on {listen} ({})", secs(started.elapsed()));
+    let kills: Vec<String> =
+        plan.kill_at_age.iter().enumerate().map(|(i, age)| format!("node-{i} at {}", secs(*age))).collect();
+    println!(
+        "faults: agents killed when their client certificate is {}; signer down for {}, {} after the first rotation",
+        kills.join(", "),
+        secs(plan.signer_down),
+        secs(plan.signer_after_rotation)
+    );
 
     let bootstrap = root.join("bootstrap.kubeconfig");
     let token = Command::new(signer_bin)
@@ -326,8 +412,10 @@ fn run_in(
         bail!("signer token create: {}", String::from_utf8_lossy(&token.stderr));
     }
 
+    let stop_probes = Arc::new(AtomicBool::new(false));
+    let _stop_on_exit = StopOnDrop(stop_probes.clone());
     let mut nodes = Vec::new();
-    for i in 0..options.nodes {
+    for (i, kill_at_age) in plan.kill_at_age.iter().enumerate() {
         let name = format!("node-{i}");
         let dir = root.join(&name);
         std::fs::create_dir_all(&dir)?;
@@ -345,47 +433,58 @@ fn run_in(
             "--metrics-addr".into(),
             metrics.to_string(),
         ];
-        if serving {
+        let prober = if serving {
             args.extend(["--rotate-server-certificates".into(), "--node-ip".into(), "127.0.0.1".into()]);
             args.extend(["--node-dns".into(), format!("{name}.e2e.local")]);
-        }
+            Prober::https(metrics, &ca.pem).map_err(anyhow::Error::msg)?
+        } else {
+            Prober::http(metrics)
+        };
         let process = Proc::spawn(&name, agent_bin, &args, &dir.join("agent.log"))?;
+        let probed = Arc::new(Probed::default());
+        start_probing(prober, probed.clone(), stop_probes.clone());
         nodes.push(Node {
             name,
             dir,
             serving,
-            metrics,
             args,
             process,
             client: Seen::default(),
             server: Seen::default(),
-            probes: None,
+            probed,
+            kill_at_age: *kill_at_age,
             restarted: false,
         });
     }
 
-    let stop_probes = Arc::new(AtomicBool::new(false));
-    let _stop_on_exit = StopOnDrop(stop_probes.clone());
     let kc = admin.display().to_string();
-    let mut signer_restarted = false;
+    let mut signer_fault = SignerFault::Waiting;
     let mut last_report = String::new();
     let mut last_approve = Instant::now() - Duration::from_secs(10);
     loop {
         if started.elapsed() > LIMIT {
             print_summary(&nodes);
-            bail!("not done within {LIMIT:?}");
+            bail!("not done within {}: {}", secs(LIMIT), pending(&nodes, &signer_fault, options.rotations));
         }
+        let now = SystemTime::now();
         for node in &mut nodes {
             if let Some(status) = node.process.exited() {
-                bail!("{} exited with {status}; see {}", node.name, node.dir.join("agent.log").display());
+                bail!("{} exited with {status}; see {}", node.name, node.log().display());
             }
             let pki = node.dir.join("pki");
             node.client.observe(&pki.join("kubelet-client-current.pem"), &ca, &node.name, false);
             if node.serving {
                 node.server.observe(&pki.join("kubelet-server-current.pem"), &ca, &node.name, true);
-                if node.probes.is_none() && !node.server.serials.is_empty() {
-                    node.probes = Some(start_probing(&ca, node.metrics, stop_probes.clone())?);
-                }
+            }
+            // Fault 1: kill each agent once inside its rotation window, and restart it at once.
+            let age = node.client.age_and_remaining(now).map(|(age, _)| age);
+            if !node.restarted && age.is_some_and(|age| age >= node.kill_at_age) {
+                println!(
+                    "fault: killing {} (client certificate {} old, inside its rotation window), restarting it",
+                    node.name,
+                    secs(age.unwrap_or_default())
+                );
+                node.restart(agent_bin)?;
             }
         }
         // Serving CSRs wait for a human (SPEC SV-5): approve them as one would.
@@ -393,36 +492,40 @@ fn run_in(
             last_approve = Instant::now();
             approve_pending_serving_csrs(&kc)?;
         }
-        // Fault 1: kill the last agent inside its rotation window (70–90 % of 60 s), restart it.
-        if let Some(node) = nodes.last_mut() {
-            let in_window = node_pair_age(&node.dir.join("pki/kubelet-client-current.pem"))
-                .is_some_and(|age| age > Duration::from_secs(43));
-            if !node.restarted && node.client.rotations() == 0 && in_window {
-                println!("fault: killing {} inside its rotation window, restarting it", node.name);
-                node.process.kill();
-                node.restarted = true;
-                node.start(agent_bin)?;
-            }
-        }
-        // Fault 2: once every node has bootstrapped and one has rotated, kill the signer for 5 s.
-        let all_bootstrapped = nodes.iter().all(|n| !n.client.serials.is_empty());
-        if !signer_restarted && all_bootstrapped && nodes.iter().any(|n| n.client.rotations() >= 1) {
-            println!("fault: killing the signer for 5 s");
-            signer.kill();
-            std::thread::sleep(Duration::from_secs(5));
-            signer = Proc::spawn("signer", signer_bin, &signer_args, &root.join("signer-2.log"))?;
-            wait_until("signer back", Duration::from_secs(30), || Ok(TcpStream::connect(listen).is_ok()))?;
-            signer_restarted = true;
-        }
+        // Fault 2: the signer, killed once after the first rotation, when no certificate can
+        // expire because of it, and started again after the planned outage.
+        signer_fault =
+            match signer_fault {
+                SignerFault::Waiting if nodes.iter().any(|n| n.client.rotations() >= 1) => {
+                    SignerFault::Due(Instant::now() + plan.signer_after_rotation)
+                }
+                SignerFault::Due(at)
+                    if Instant::now() >= at
+                        && nodes.iter().all(|n| n.certificates_last(now, SIGNER_FAULT_MARGIN)) =>
+                {
+                    println!("fault: killing the signer for {}", secs(plan.signer_down));
+                    signer.kill();
+                    SignerFault::Down(Instant::now() + plan.signer_down)
+                }
+                SignerFault::Down(until) if Instant::now() >= until => {
+                    signer = Proc::spawn("signer", signer_bin, &signer_args, &root.join("signer-2.log"))?;
+                    wait_until("signer back", Duration::from_secs(30), || {
+                        Ok(TcpStream::connect(listen).is_ok())
+                    })?;
+                    println!("signer back");
+                    SignerFault::Done
+                }
+                unchanged => unchanged,
+            };
         let report = progress(&nodes);
         if report != last_report {
-            println!("[{:>4.0?}] {report}", started.elapsed());
+            println!("[{:>6}] {report}", secs(started.elapsed()));
             last_report = report;
         }
-        let done = nodes
-            .iter()
-            .all(|n| n.client.rotations() >= options.rotations && (!n.serving || n.probes.is_some()));
-        if done && signer_restarted {
+        let done = nodes.iter().all(|n| {
+            n.client.rotations() >= options.rotations && n.restarted && n.probed.lock().is_serving()
+        });
+        if done && matches!(signer_fault, SignerFault::Done) {
             break;
         }
         std::thread::sleep(Duration::from_millis(300));
@@ -445,13 +548,7 @@ fn run_in(
                 ));
             }
         }
-        if let Some(probes) = &node.probes {
-            let failed = probes.failed.load(Ordering::Relaxed);
-            if failed > 0 {
-                let last = probes.last_error.lock().unwrap_or_else(|p| p.into_inner()).clone();
-                failures.push(format!("{}: {failed} failed HTTPS requests (last: {last:?})", node.name));
-            }
-        }
+        failures.extend(node.probed.lock().failures().into_iter().map(|f| format!("{}: {f}", node.name)));
     }
     if !failures.is_empty() {
         for failure in &failures {
@@ -459,7 +556,7 @@ fn run_in(
         }
         bail!("{} check(s) failed", failures.len());
     }
-    println!("e2e passed in {:.0?}", started.elapsed());
+    println!("e2e passed in {}", secs(started.elapsed()));
     Ok(())
 }
 
@@ -472,10 +569,34 @@ impl Drop for StopOnDrop {
     }
 }
 
-fn node_pair_age(current: &Path) -> Option<Duration> {
-    let pem = std::fs::read(current).ok()?;
-    let leaf = kubecert_csr::parse_certificates_pem(&pem).ok()?.remove(0);
-    SystemTime::now().duration_since(leaf.not_before).ok()
+/// What the run still waits for, when it runs out of time.
+fn pending(nodes: &[Node], signer_fault: &SignerFault, rotations: usize) -> String {
+    let mut waiting: Vec<String> = nodes
+        .iter()
+        .filter_map(|n| {
+            let mut what = Vec::new();
+            if n.client.rotations() < rotations {
+                what.push(format!("{} of {rotations} rotations", n.client.rotations()));
+            }
+            if !n.restarted {
+                what.push(format!("its restart at certificate age {}", secs(n.kill_at_age)));
+            }
+            if !n.probed.lock().is_serving() {
+                what.push("serving /healthz".to_owned());
+            }
+            (!what.is_empty()).then(|| format!("{}: {}", n.name, what.join(", ")))
+        })
+        .collect();
+    match signer_fault {
+        SignerFault::Waiting => waiting.push("signer fault: no rotation yet".into()),
+        SignerFault::Due(_) => waiting.push(format!(
+            "signer fault: no moment yet when every certificate had {} left",
+            secs(SIGNER_FAULT_MARGIN)
+        )),
+        SignerFault::Down(_) => waiting.push("signer fault: the signer is down".into()),
+        SignerFault::Done => {}
+    }
+    waiting.join("; ")
 }
 
 fn approve_pending_serving_csrs(kubeconfig: &str) -> Result<()> {
@@ -530,26 +651,73 @@ fn progress(nodes: &[Node]) -> String {
 }
 
 fn print_summary(nodes: &[Node]) {
+    let header = ["node", "client rotations", "new keys", "serving certs", "probes ok"];
+    let more = ["refused while down (planned)", "downtime", "failed"];
     println!();
     println!(
-        "{:<8} {:>16} {:>9} {:>16} {:>10} {:>15}",
-        "node", "client rotations", "new keys", "serving certs", "probes ok", "failed requests"
+        "{:<8} {:>16} {:>9} {:>13} {:>10} {:>28} {:>10} {:>7}",
+        header[0], header[1], header[2], header[3], header[4], more[0], more[1], more[2]
     );
+    let mut downtimes = Vec::new();
     for n in nodes {
-        let (ok, failed) = n
-            .probes
-            .as_ref()
-            .map_or((0, 0), |p| (p.ok.load(Ordering::Relaxed), p.failed.load(Ordering::Relaxed)));
+        let ledger = n.probed.lock();
         let new_keys = n.client.keys.len().saturating_sub(1) + n.server.keys.len().saturating_sub(1);
+        let down: Vec<String> = ledger.downtimes().iter().map(|d| format!("{:.0} ms", millis(*d))).collect();
+        downtimes.extend_from_slice(ledger.downtimes());
         println!(
-            "{:<8} {:>16} {:>9} {:>16} {:>10} {:>15}",
+            "{:<8} {:>16} {:>9} {:>13} {:>10} {:>28} {:>10} {:>7}",
             n.name,
             n.client.rotations(),
             new_keys,
             n.server.serials.len(),
-            ok,
-            failed
+            ledger.served(),
+            ledger.planned_refusals(),
+            if down.is_empty() { "-".to_owned() } else { down.join(", ") },
+            ledger.failed_probes()
         );
     }
     println!();
+    if !downtimes.is_empty() {
+        println!(
+            "agent restarts: {}; downtime (kill -> first successful probe) p50 {:.0} ms, max {:.0} ms (target: 200 ms)",
+            downtimes.len(),
+            millis(percentile(&mut downtimes, 0.5)),
+            millis(percentile(&mut downtimes, 1.0))
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(text: &str) -> Vec<String> {
+        text.split_whitespace().map(String::from).collect()
+    }
+
+    #[test]
+    fn options_take_a_seed_and_say_what_is_wrong_without_debug_output() {
+        let options = Options::parse(&args("--nodes 2 --seed 1234")).unwrap();
+        assert_eq!((options.nodes, options.rotations, options.seed), (2, 2, Some(1234)));
+        assert_eq!(Options::parse(&[]).unwrap().seed, None);
+        let error = |text| format!("{:#}", Options::parse(&args(text)).err().unwrap());
+        assert_eq!(error("--seed x"), "--seed: 'x' is not a number: invalid digit found in string");
+        assert_eq!(
+            error("--fast"),
+            "cargo xtask e2e: unknown argument '--fast' (usage: [--nodes N] [--rotations R] [--seed S])"
+        );
+        assert_eq!(error("--nodes 0"), "--nodes must be at least 1");
+    }
+
+    #[test]
+    fn a_seed_gives_the_same_faults_inside_the_rotation_window() {
+        let plan = FaultPlan::draw(1234, 3);
+        assert_eq!(plan, FaultPlan::draw(1234, 3));
+        assert_ne!(plan, FaultPlan::draw(1235, 3));
+        for age in &plan.kill_at_age {
+            assert!((Duration::from_secs(42)..Duration::from_secs(45)).contains(age), "{age:?}");
+        }
+        assert!(plan.signer_after_rotation < Duration::from_secs(10));
+        assert!((Duration::from_secs(2)..Duration::from_secs(6)).contains(&plan.signer_down));
+    }
 }

@@ -2,11 +2,12 @@
 //! `.cargo/config.toml`).
 //!
 //! - `cargo xtask bench [--storm N] [--cluster [N]] [--json PATH]`: the sign path, the bootstrap
-//!   storm, the agent's footprint and reload latencies, reported with baselines measured in the
-//!   same run, and with `--cluster` the storm side by side with the real Kubernetes (see
-//!   `bench.rs`).
-//! - `cargo xtask e2e [--nodes N] [--rotations R]`: the whole system, with faults (see `e2e.rs`).
-//! - `cargo xtask cluster up|down`: the real kube-apiserver (and kube-controller-manager) on
+//!   storm, the agent's footprint, reload latencies and an agent's restart, reported with
+//!   baselines measured in the same run, and with `--cluster` the storm side by side with the
+//!   real Kubernetes (see `bench.rs`).
+//! - `cargo xtask e2e [--nodes N] [--rotations R] [--seed S]`: the whole system, with seeded
+//!   faults (see `e2e.rs`).
+//! - `cargo xtask cluster up|down|build`: the real kube-apiserver (and kube-controller-manager) on
 //!   loopback, built from the pinned Go module in `tests/kubernetes/` (see `cluster.rs`).
 
 mod bench;
@@ -58,7 +59,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("{e:#}");
+            eprintln!("{}", kubecert_cli::error_chain(&*e));
             ExitCode::FAILURE
         }
     }

@@ -47,11 +47,27 @@ pub async fn run(config: AgentConfig, cancel: CancellationToken) -> Result<()> {
     let server_live = LiveIdentity::empty();
     let metrics = Metrics::new(client_live.clone(), server_live.clone());
     let mut tasks: JoinSet<Result<()>> = JoinSet::new();
+
+    // Serve from disk first: the pairs an earlier run stored are in use before the endpoint
+    // listens, so that a restarted agent answers `/healthz` (over TLS with its serving
+    // certificate) from its first connection, before anything talks to the API server.
+    let client_store = open_store(&config.cert_dir, CLIENT_PREFIX)?;
+    if let Ok(Some(pair)) = client_store.current() {
+        // Errors are reported when the pair is taken up after bootstrap.
+        let _ = publish(&pair, &client_live);
+    }
+    let server = config
+        .rotate_server_certificates
+        .then(|| open_store(&config.cert_dir, SERVER_PREFIX))
+        .transpose()?
+        .map(|store| {
+            let initial = initial_stored_certificate(&store, &server_live);
+            (store, initial)
+        });
     let listener = http::bind(config.metrics_addr).await?;
     let serving_tls = config.rotate_server_certificates.then(|| server_live.clone());
     tasks.spawn(http::serve(listener, http::router(metrics.clone()), serving_tls, cancel.clone()));
 
-    let client_store = open_store(&config.cert_dir, CLIENT_PREFIX)?;
     let paths = BootstrapPaths {
         kubeconfig: &config.kubeconfig,
         bootstrap_kubeconfig: config.bootstrap_kubeconfig.as_deref(),
@@ -85,15 +101,13 @@ pub async fn run(config: AgentConfig, cancel: CancellationToken) -> Result<()> {
         info!("client certificate rotation is off (--rotate-certificates=false)");
     }
 
-    if config.rotate_server_certificates {
+    if let Some((server_store, initial)) = server {
         let (dns_names, ip_addresses) = config.serving_names()?;
         let (templates_tx, templates) =
             watch::channel(serving_template(&node_name, &dns_names, &ip_addresses));
         if config.node_ip.is_empty() {
             follow_serving_addresses(templates_tx, node_name.clone(), dns_names);
         }
-        let server_store = open_store(&config.cert_dir, SERVER_PREFIX)?;
-        let initial = initial_stored_certificate(&server_store, &server_live);
         let source = loops.source(SIGNER_KUBELET_SERVING, None);
         let sink = StoreSink::new(server_store, server_live, loops.health.clone());
         let status =
@@ -201,10 +215,13 @@ fn open_store(cert_dir: &Path, prefix: &str) -> Result<CertificateStore> {
         .with_context(|| format!("opening the {prefix} certificate store in {}", cert_dir.display()))
 }
 
-/// Publishes `pair` as the identity in use.
+/// Publishes `pair` as the identity in use, unless it already is (the client pair is published
+/// before bootstrap, and again after it).
 fn publish(pair: &StoredPair, live: &LiveIdentity) -> Result<()> {
-    log_warnings(pair);
-    live.swap(Identity::new(pair.chain.clone(), &pair.key).context("loading the stored pair for TLS")?);
+    let identity = Identity::new(pair.chain.clone(), &pair.key).context("loading the stored pair for TLS")?;
+    if live.swap_if_changed(identity).is_some() {
+        log_warnings(pair);
+    }
     Ok(())
 }
 
