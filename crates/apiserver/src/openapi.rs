@@ -183,6 +183,14 @@ fn schemas<'a>(resources: impl Iterator<Item = &'a &'static ResourceType>, spec:
     for schema in defs.values_mut() {
         if let Value::Object(m) = schema {
             m.remove("$schema");
+            // k8s-openapi's `metadata` fields are not `Option`s, so schemars lists them as
+            // required; kube-apiserver's schemas never do (the differential suite compares them).
+            if let Some(Value::Array(required)) = m.get_mut("required") {
+                required.retain(|field| field != "metadata");
+                if required.is_empty() {
+                    m.remove("required");
+                }
+            }
         }
     }
     defs
