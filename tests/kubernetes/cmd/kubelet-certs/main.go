@@ -33,6 +33,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -154,6 +155,8 @@ func runNodes(args []string) error {
 	}
 	ctx, cancel := runContext(common.runFor)
 	defer cancel()
+	// Pdeathsig fires when the thread that started a child exits: keep this one.
+	runtime.LockOSThread()
 
 	self, err := os.Executable()
 	if err != nil {
@@ -166,6 +169,8 @@ func runNodes(args []string) error {
 			"-bootstrap-kubeconfig", common.bootstrapPath, fmt.Sprintf("-serving=%t", common.serving)}
 		cmd := exec.Command(self, childArgs...)
 		cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+		// A node dies with this process, even when it is SIGKILLed (as the tests' cleanup does).
+		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 		if err := cmd.Start(); err != nil {
 			return fmt.Errorf("starting node %s: %w", name, err)
 		}
