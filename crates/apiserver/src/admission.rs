@@ -1,8 +1,10 @@
 //! Admission plugins for CSRs (SPEC AD-1…AD-4): who may approve, who may sign, and the
-//! `system:masters` restriction; and NodeRestriction's rule for node Leases. Pure: they consult
-//! the built-in authorizer.
+//! `system:masters` restriction; ClusterTrustBundleAttest (who may publish trust for a
+//! signer); and NodeRestriction's rule for node Leases. Pure: they consult the built-in
+//! authorizer.
 
 use k8s_openapi::api::certificates::v1::CertificateSigningRequest as Csr;
+use k8s_openapi::api::certificates::v1beta1::ClusterTrustBundle;
 
 use crate::auth::UserInfo;
 use crate::authz::{authorize, signer_attributes};
@@ -55,6 +57,43 @@ pub(crate) fn check_subject_restriction(csr: &Csr) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// ClusterTrustBundleAttest: creating or updating a bundle linked to a signer needs `attest` on
+/// that signer (by name or `<domain>/*`). The signer of the new object is checked (validation
+/// already refused changing it). An update that changes nothing but the fields garbage
+/// collection and storage migration write (owner references, finalizers, managed fields) is
+/// not checked, as upstream.
+pub(crate) fn check_attest(
+    user: &UserInfo,
+    new: &ClusterTrustBundle,
+    old: Option<&ClusterTrustBundle>,
+) -> Result<(), String> {
+    let signer = new.spec.signer_name.as_deref().unwrap_or_default();
+    if signer.is_empty() || old.is_some_and(|old| only_collection_fields_differ(new, old)) {
+        return Ok(());
+    }
+    if allowed_for_signer(user, "attest", signer) {
+        Ok(())
+    } else {
+        Err(format!("user not permitted to attest for signerName {}", quote(signer)))
+    }
+}
+
+/// Whether `new` equals `old` once the fields a garbage collector or a storage migration
+/// writes, and those the server keeps, are taken from `old`.
+fn only_collection_fields_differ(new: &ClusterTrustBundle, old: &ClusterTrustBundle) -> bool {
+    let (mut new, o) = (new.clone(), &old.metadata);
+    let m = &mut new.metadata;
+    m.owner_references.clone_from(&o.owner_references);
+    m.finalizers.clone_from(&o.finalizers);
+    m.self_link.clone_from(&o.self_link);
+    m.managed_fields.clone_from(&o.managed_fields);
+    m.resource_version.clone_from(&o.resource_version);
+    m.uid.clone_from(&o.uid);
+    m.creation_timestamp.clone_from(&o.creation_timestamp);
+    m.generation = o.generation;
+    new == *old
 }
 
 /// NodeRestriction for Leases: a node (user `system:node:<name>` in group `system:nodes`) may
@@ -135,6 +174,43 @@ mod tests {
         );
         let admin = UserInfo::authenticated("a", vec!["system:masters".into()]);
         assert!(check_signing(&admin, &old, &new).is_ok());
+    }
+
+    fn bundle(signer: &str) -> ClusterTrustBundle {
+        let mut b = ClusterTrustBundle::default();
+        b.spec.signer_name = (!signer.is_empty()).then(|| signer.to_string());
+        b.spec.trust_bundle = "pem".into();
+        b
+    }
+
+    #[test]
+    fn attest_needed_for_signer_linked_bundles() {
+        let nobody = UserInfo::authenticated("jane", vec![]);
+        let admin = UserInfo::authenticated("a", vec!["system:masters".into()]);
+        let signer = UserInfo::authenticated(SIGNER_USER, vec![]);
+        assert!(check_attest(&nobody, &bundle(""), None).is_ok());
+        assert_eq!(
+            check_attest(&nobody, &bundle("example.com/x"), None),
+            Err("user not permitted to attest for signerName \"example.com/x\"".into())
+        );
+        assert!(check_attest(&admin, &bundle("example.com/x"), None).is_ok());
+        assert!(
+            check_attest(&signer, &bundle(kubecert_csr::SIGNER_KUBE_APISERVER_CLIENT_KUBELET), None).is_ok()
+        );
+        assert!(check_attest(&signer, &bundle("example.com/x"), None).is_err());
+
+        // Updates: only owner references, finalizers and managed fields changed → no check.
+        let old = bundle("example.com/x");
+        let mut gc = old.clone();
+        gc.metadata.finalizers = Some(vec!["f".into()]);
+        gc.metadata.resource_version = Some("9".into());
+        assert!(check_attest(&nobody, &gc, Some(&old)).is_ok());
+        let mut relabelled = old.clone();
+        relabelled.metadata.labels = Some([("a".to_string(), "b".to_string())].into());
+        assert!(check_attest(&nobody, &relabelled, Some(&old)).is_err());
+        let mut rebundled = old.clone();
+        rebundled.spec.trust_bundle = "other".into();
+        assert!(check_attest(&nobody, &rebundled, Some(&old)).is_err());
     }
 
     #[test]

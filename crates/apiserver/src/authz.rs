@@ -101,6 +101,7 @@ struct Binding {
 
 const CERTS: &str = "certificates.k8s.io";
 const CSRS: &str = "certificatesigningrequests";
+const BUNDLES: &str = "clustertrustbundles";
 const READ: &[&str] = &["get", "list", "watch"];
 const ALL_VERBS: &[&str] = &["*"];
 
@@ -126,6 +127,13 @@ const CERTIFICATE_CONTROLLER: &[Rule] = &[
         ],
     ),
     rule(&["create"], &["authorization.k8s.io"], &["subjectaccessreviews"]),
+];
+
+/// The signers `signer serve` issues certificates for.
+const ISSUED_SIGNERS: [&str; 3] = [
+    "kubernetes.io/kube-apiserver-client-kubelet",
+    "kubernetes.io/kubelet-serving",
+    "kubernetes.io/kube-apiserver-client",
 ];
 
 const BINDINGS: &[Binding] = &[
@@ -190,7 +198,15 @@ const BINDINGS: &[Binding] = &[
         rules: &[
             rule(&["create", "get", "list", "watch"], &[CERTS], &[CSRS]),
             rule(&["get", "create", "update", "patch", "delete"], &["coordination.k8s.io"], &["leases"]),
+            // For the kubelet's clusterTrustBundle projected volumes (and kubecert's trust source).
+            rule(READ, &[CERTS], &[BUNDLES]),
         ],
+    },
+    Binding {
+        name: "system:cluster-trust-bundle-discovery",
+        role: "system:cluster-trust-bundle-discovery",
+        subjects: &[Subject::Group("system:serviceaccounts")],
+        rules: &[rule(READ, &[CERTS], &[BUNDLES])],
     },
     Binding {
         name: "kubeadm:node-autoapprove-certificate-rotation",
@@ -212,6 +228,10 @@ const BINDINGS: &[Binding] = &[
             named(&["approve"], &[CERTS], &["signers"], &["kubernetes.io/kubelet-serving"]),
             rule(ALL_VERBS, &["coordination.k8s.io"], &["leases"]),
             rule(READ, &[CERTS], &[CSRS]),
+            // Publishing the CAs of the signers it issues for, as kube-controller-manager's
+            // kube-apiserver-serving bundle publisher does for its signer.
+            named(&["attest"], &[CERTS], &["signers"], &ISSUED_SIGNERS),
+            rule(&["create", "update", "patch", "delete", "get", "list", "watch"], &[CERTS], &[BUNDLES]),
         ],
     },
 ];
@@ -373,6 +393,37 @@ mod tests {
                 .allowed()
         );
         assert!(!authorize(&node, &signer_attributes("approve", "kubernetes.io/kubelet-serving")).allowed());
+    }
+
+    #[test]
+    fn who_reads_and_writes_trust_bundles() {
+        let bundles = |verb: &str| Attributes {
+            verb: verb.into(),
+            resource: Some(ResourceAttributes {
+                group: CERTS.into(),
+                resource: BUNDLES.into(),
+                ..ResourceAttributes::default()
+            }),
+            path: String::new(),
+        };
+        let node = user("system:node:n1", &["system:nodes"]);
+        let sa = user("system:serviceaccount:default:x", &["system:serviceaccounts"]);
+        let signer = user(SIGNER_USER, &[]);
+        let bootstrap = user("system:bootstrap:abcdef", &["system:bootstrappers"]);
+        for verb in ["get", "list", "watch"] {
+            assert!(authorize(&node, &bundles(verb)).allowed(), "{verb}");
+            assert!(authorize(&sa, &bundles(verb)).allowed(), "{verb}");
+        }
+        for verb in ["create", "update", "delete"] {
+            assert!(!authorize(&node, &bundles(verb)).allowed(), "{verb}");
+            assert!(authorize(&signer, &bundles(verb)).allowed(), "{verb}");
+        }
+        assert!(!authorize(&bootstrap, &bundles("list")).allowed());
+        for s in ISSUED_SIGNERS {
+            assert!(authorize(&signer, &signer_attributes("attest", s)).allowed(), "{s}");
+            assert!(!authorize(&node, &signer_attributes("attest", s)).allowed(), "{s}");
+        }
+        assert!(!authorize(&signer, &signer_attributes("attest", "example.com/x")).allowed());
     }
 
     #[test]

@@ -38,30 +38,46 @@ fn groups() -> Vec<&'static str> {
 }
 
 /// Upstream's `storageVersionHash`: base64 of the first 8 bytes of SHA-256 over
-/// `group/version/kind`. Reviews are not stored and have none.
-fn storage_version_hash(r: &ResourceType) -> Option<String> {
+/// `group/version/kind` of the storage version. Reviews are not stored and have none.
+fn storage_version_hash(r: &'static ResourceType) -> Option<String> {
     use base64::Engine as _;
     if r.is_review() {
         return None;
     }
+    let stored = r.storage();
     let digest = ring::digest::digest(
         &ring::digest::SHA256,
-        format!("{}/{}/{}", r.group, r.version, r.kind).as_bytes(),
+        format!("{}/{}/{}", stored.group, stored.version, stored.kind).as_bytes(),
     );
     Some(base64::engine::general_purpose::STANDARD.encode(&digest.as_ref()[..8]))
 }
 
-fn group_version(group: &str) -> Value {
-    let r = ALL.iter().find(|r| r.group == group);
-    let version = r.map_or("v1", |r| r.version);
+/// The versions served of `group`, preferred (the first served: GA before beta) first.
+fn versions(group: &str) -> Vec<&'static str> {
+    let mut vs: Vec<&'static str> = Vec::new();
+    for r in ALL.iter().filter(|r| r.group == group) {
+        if !vs.contains(&r.version) {
+            vs.push(r.version);
+        }
+    }
+    vs
+}
+
+fn group_version(group: &str, version: &str) -> Value {
     json!({"groupVersion": format!("{group}/{version}"), "version": version})
 }
 
 fn api_group(group: &str) -> Value {
-    json!({"name": group, "versions": [group_version(group)], "preferredVersion": group_version(group)})
+    let versions = versions(group);
+    let preferred = versions.first().copied().unwrap_or("v1");
+    json!({
+        "name": group,
+        "versions": versions.iter().map(|v| group_version(group, v)).collect::<Vec<_>>(),
+        "preferredVersion": group_version(group, preferred),
+    })
 }
 
-fn resource_entries(r: &ResourceType) -> Vec<Value> {
+fn resource_entries(r: &'static ResourceType) -> Vec<Value> {
     let mut main = json!({
         "name": r.resource,
         "singularName": r.singular,
@@ -141,11 +157,21 @@ mod tests {
             [
                 "certificatesigningrequests",
                 "certificatesigningrequests/approval",
-                "certificatesigningrequests/status"
+                "certificatesigningrequests/status",
+                "clustertrustbundles"
             ]
         );
         assert_eq!(csr["resources"][0]["shortNames"][0], "csr");
-        assert!(document("/apis/certificates.k8s.io/v1beta1").is_none());
+        assert_eq!(names.len(), 4);
+        assert_eq!(csr["resources"][3]["name"], "clustertrustbundles");
+        let beta = document("/apis/certificates.k8s.io/v1beta1").unwrap();
+        assert_eq!(beta["resources"].as_array().unwrap().len(), 1);
+        // Both versions show the hash of the storage version, v1beta1 (as kube-apiserver 1.37).
+        assert_eq!(beta["resources"][0]["storageVersionHash"], "v5yhuVertL4=");
+        assert_eq!(csr["resources"][3]["storageVersionHash"], "v5yhuVertL4=");
+        let group = document("/apis/certificates.k8s.io").unwrap();
+        assert_eq!(group["versions"][1]["groupVersion"], "certificates.k8s.io/v1beta1");
+        assert_eq!(group["preferredVersion"]["version"], "v1");
         assert!(document("/apis/apps").is_none());
         assert_eq!(document("/api/v1").unwrap()["resources"][0]["name"], "secrets");
         let groups: Vec<String> = document("/apis").unwrap()["groups"]

@@ -241,13 +241,14 @@ fn respond_object(
     obj: &Value,
     as_table: Option<IncludeObject>,
 ) -> Response {
+    let obj = rt.present(obj.clone());
     match as_table {
         Some(include) => {
-            let meta = json!({"resourceVersion": objects::meta_str(obj, "resourceVersion")});
-            let t = table::table(rt, std::slice::from_ref(obj), meta, SystemTime::now(), include);
+            let meta = json!({"resourceVersion": objects::meta_str(&obj, "resourceVersion")});
+            let t = table::table(rt, std::slice::from_ref(&obj), meta, SystemTime::now(), include);
             json_response(code, &t)
         }
-        None => json_response(code, obj),
+        None => json_response(code, &obj),
     }
 }
 
@@ -277,7 +278,7 @@ fn list(
         .store
         .list(&prefix, selector.pinned_name(), after.as_deref(), limit, &|o| selector.matches(o))?;
     let meta = objects::list_meta(listing.rv, listing.next.as_deref(), listing.remaining);
-    let items: Vec<Value> = listing.items.into_iter().map(|(_, v)| v).collect();
+    let items: Vec<Value> = listing.items.into_iter().map(|(_, v)| rr.rt.present(v)).collect();
     let body = match as_table {
         Some(include) => table::table(rr.rt, &items, meta, SystemTime::now(), include),
         None => objects::list_object(rr.rt, items, meta),
@@ -402,7 +403,7 @@ async fn create(
         // Nothing was stored, so there is no version of it (upstream leaves it out too).
         meta.remove("resourceVersion");
     }
-    Ok(with_warnings(json_response(StatusCode::CREATED, &stored), &warnings))
+    Ok(with_warnings(respond_object(rt, StatusCode::CREATED, &stored, None), &warnings))
 }
 
 /// `fieldValidation` (unknown fields) of a write.
@@ -606,6 +607,9 @@ async fn update(
         apply::prune(&mut new);
         objects::check_namespace(rt, &mut new, namespace.as_deref())?;
         let wanted_rv = objects::meta_str(&new, "resourceVersion");
+        if wanted_rv.is_empty() && !rt.allows_unconditional_update() {
+            return Err(objects::resource_version_required(rt, &subject.name));
+        }
         if !wanted_rv.is_empty() && wanted_rv != objects::meta_str(&current, "resourceVersion") {
             return Err(ApiError::conflict(&subject));
         }
@@ -622,7 +626,7 @@ async fn update(
     .await?;
     let code =
         if outcome == crate::store::EventOutcome::Created { StatusCode::CREATED } else { StatusCode::OK };
-    Ok(with_warnings(json_response(code, &stored), &warnings))
+    Ok(with_warnings(respond_object(rt, code, &stored, None), &warnings))
 }
 
 async fn delete(

@@ -57,6 +57,7 @@ mod status;
 mod store;
 mod strategy;
 mod table;
+mod trust_bundle;
 mod validation;
 mod watch;
 

@@ -141,6 +141,21 @@ pub(crate) fn same_content(a: &Value, b: &Value) -> bool {
     strip(a) == strip(b)
 }
 
+/// The 422 of an update without `metadata.resourceVersion` of a type that needs one. As
+/// upstream's generic registry, it names the resource where the kind usually is.
+pub(crate) fn resource_version_required(rt: &ResourceType, name: &str) -> ApiError {
+    let mut subject = rt.subject(name);
+    subject.kind = rt.resource.to_string();
+    ApiError::invalid(
+        &subject,
+        &[crate::status::FieldError::invalid(
+            "metadata.resourceVersion",
+            "0".into(),
+            "must be specified for an update",
+        )],
+    )
+}
+
 /// `{"kind": "<Kind>List", ...}`.
 pub(crate) fn list_object(rt: &ResourceType, mut items: Vec<Value>, meta: Value) -> Value {
     // Upstream's list items carry no apiVersion and kind: the list says them once.

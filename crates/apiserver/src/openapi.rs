@@ -139,6 +139,7 @@ fn schemas<'a>(resources: impl Iterator<Item = &'a &'static ResourceType>, spec:
     use k8s_openapi::api::authentication::v1::SelfSubjectReview;
     use k8s_openapi::api::authorization::v1::{SelfSubjectAccessReview, SubjectAccessReview};
     use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
+    use k8s_openapi::api::certificates::v1beta1::ClusterTrustBundle;
     use k8s_openapi::api::coordination::v1::Lease;
     use k8s_openapi::api::core::v1::Secret;
     use schemars::generate::SchemaSettings;
@@ -153,9 +154,19 @@ fn schemas<'a>(resources: impl Iterator<Item = &'a &'static ResourceType>, spec:
     };
     let mut generator = settings.into_generator();
     let mut tagged = Vec::new();
+    let (mut bundle_v1, mut bundle_v1beta1) = (false, false);
     for r in resources {
         let name = if *r == &CSR {
             schema_of::<CertificateSigningRequest>(&mut generator)
+        } else if r.is_trust_bundle() {
+            let name = schema_of::<ClusterTrustBundle>(&mut generator);
+            if r.version == BUNDLE_SCHEMA_VERSION {
+                bundle_v1beta1 = true;
+                name
+            } else {
+                bundle_v1 = true;
+                name.replace(BUNDLE_SCHEMA_VERSION, r.version).into()
+            }
         } else if *r == &SECRET {
             schema_of::<Secret>(&mut generator)
         } else if *r == &LEASE {
@@ -172,6 +183,9 @@ fn schemas<'a>(resources: impl Iterator<Item = &'a &'static ResourceType>, spec:
         tagged.push((name.into_owned(), *r));
     }
     let mut defs = generator.take_definitions(true);
+    if bundle_v1 {
+        copy_bundle_schemas(&mut defs, "v1", !bundle_v1beta1);
+    }
     for (name, r) in tagged {
         if let Some(Value::Object(schema)) = defs.get_mut(&name) {
             schema.insert(
@@ -194,6 +208,24 @@ fn schemas<'a>(resources: impl Iterator<Item = &'a &'static ResourceType>, spec:
         }
     }
     defs
+}
+
+/// The version k8s-openapi (built for the 1.33 API) has ClusterTrustBundle in.
+const BUNDLE_SCHEMA_VERSION: &str = "v1beta1";
+
+/// Adds the ClusterTrustBundle schemas as `version` (same fields, the names and references
+/// changed); `move_them` drops the v1beta1 originals.
+fn copy_bundle_schemas(defs: &mut Map<String, Value>, version: &str, move_them: bool) {
+    let from = format!("io.k8s.api.certificates.{BUNDLE_SCHEMA_VERSION}.ClusterTrustBundle");
+    let to = format!("io.k8s.api.certificates.{version}.ClusterTrustBundle");
+    let names: Vec<String> = defs.keys().filter(|k| k.starts_with(&from)).cloned().collect();
+    for name in names {
+        let schema = if move_them { defs.remove(&name) } else { defs.get(&name).cloned() };
+        let renamed = schema.and_then(|v| serde_json::from_str(&v.to_string().replace(&from, &to)).ok());
+        if let Some(renamed) = renamed {
+            defs.insert(name.replace(&from, &to), renamed);
+        }
+    }
 }
 
 fn group_version_document(group: &str, version: &str) -> Option<Value> {
@@ -351,6 +383,32 @@ mod tests {
         let review = &whoami["components"]["schemas"]["io.k8s.api.authentication.v1.SelfSubjectReview"];
         assert_eq!(review["x-kubernetes-group-version-kind"][0]["group"], "authentication.k8s.io");
         assert!(whoami["components"]["schemas"]["io.k8s.api.authentication.v1.UserInfo"].is_object());
+    }
+
+    #[test]
+    fn trust_bundles_in_both_versions() {
+        let q = HashMap::new();
+        for version in ["v1", "v1beta1"] {
+            let doc = document(&format!("/openapi/v3/apis/certificates.k8s.io/{version}"), &q).unwrap();
+            let schemas = doc["components"]["schemas"].as_object().unwrap();
+            let bundle = &schemas[&format!("io.k8s.api.certificates.{version}.ClusterTrustBundle")];
+            assert_eq!(
+                bundle["x-kubernetes-group-version-kind"],
+                json!([{"group": "certificates.k8s.io", "version": version, "kind": "ClusterTrustBundle"}])
+            );
+            assert_eq!(
+                bundle["properties"]["spec"]["allOf"][0]["$ref"],
+                format!("#/components/schemas/io.k8s.api.certificates.{version}.ClusterTrustBundleSpec")
+            );
+            let other = if version == "v1" { "v1beta1" } else { "v1" };
+            assert!(!schemas.keys().any(|k| k.contains(&format!("{other}.ClusterTrustBundle"))), "{version}");
+            let path = format!("/apis/certificates.k8s.io/{version}/clustertrustbundles/{{name}}");
+            assert_eq!(doc["paths"][&path]["put"]["x-kubernetes-group-version-kind"]["version"], version);
+        }
+        let v1 = document("/openapi/v3/apis/certificates.k8s.io/v1", &q).unwrap();
+        assert!(
+            v1["components"]["schemas"]["io.k8s.api.certificates.v1.CertificateSigningRequest"].is_object()
+        );
     }
 
     /// Every `$ref` in `v`.

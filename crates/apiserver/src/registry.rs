@@ -1,11 +1,13 @@
 //! Per-type rules applied on create and update after the generic metadata handling:
-//! CSRs (strategy, validation, admission), bootstrap-token Secrets and Leases.
+//! CSRs (strategy, validation, admission), ClusterTrustBundles (validation, attest admission),
+//! bootstrap-token Secrets and Leases.
 
 use std::collections::BTreeMap;
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::authorization::v1::{SelfSubjectAccessReview, SubjectAccessReview};
 use k8s_openapi::api::certificates::v1::CertificateSigningRequest as Csr;
+use k8s_openapi::api::certificates::v1beta1::ClusterTrustBundle;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -14,10 +16,10 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::auth::{BOOTSTRAP_TOKEN_NAMESPACE, BOOTSTRAP_TOKEN_SECRET_TYPE, UserInfo};
-use crate::resources::{CSR, LEASE, ResourceType, SAR, SECRET, SELF_SAR};
+use crate::resources::{CSR, CTB_V1BETA1, LEASE, ResourceType, SAR, SECRET, SELF_SAR};
 use crate::status::{ApiError, ApiResult, FieldError, quote};
 use crate::validation::{self, UpdatePath};
-use crate::{admission, strategy};
+use crate::{admission, strategy, trust_bundle};
 
 /// Who asks, and when.
 pub(crate) struct Ctx<'a> {
@@ -35,6 +37,16 @@ pub(crate) fn encode<T: Serialize>(rt: &ResourceType, obj: &T) -> ApiResult<Valu
     v["apiVersion"] = Value::String(rt.api_version());
     v["kind"] = Value::String(rt.kind.to_string());
     Ok(v)
+}
+
+/// A ClusterTrustBundle of any served version, read as the stored (v1beta1) type: the
+/// versions have the same fields.
+fn decode_trust_bundle(rt: &ResourceType, v: Value) -> ApiResult<ClusterTrustBundle> {
+    decode(rt, CTB_V1BETA1.present(v))
+}
+
+fn forbidden(rt: &ResourceType, name: &str) -> impl FnOnce(String) -> ApiError {
+    move |reason| ApiError::forbidden(&rt.subject(name), &reason)
 }
 
 fn name_of(v: &Value) -> String {
@@ -55,6 +67,11 @@ pub(crate) fn admit_create(rt: &ResourceType, obj: Value, ctx: &Ctx<'_>) -> ApiR
         admission::check_subject_restriction(&csr)
             .map_err(|reason| ApiError::forbidden(&rt.subject(&name), &reason))?;
         encode(rt, &csr)
+    } else if rt.is_trust_bundle() {
+        let bundle = decode_trust_bundle(rt, obj)?;
+        invalid(rt, &name, trust_bundle::validate(&bundle, true))?;
+        admission::check_attest(ctx.user, &bundle, None).map_err(forbidden(rt, &name))?;
+        encode(&CTB_V1BETA1, &bundle)
     } else if rt == &SECRET {
         let secret = admit_secret(decode(rt, obj)?, &name)?;
         encode(rt, &secret)
@@ -98,6 +115,12 @@ pub(crate) fn admit_update(
         };
         admitted.map_err(|reason| ApiError::forbidden(&rt.subject(&name), &reason))?;
         encode(rt, &new_csr)
+    } else if rt.is_trust_bundle() && subresource.is_none() {
+        let new_bundle = decode_trust_bundle(rt, new)?;
+        let old_bundle = decode_trust_bundle(rt, old.clone())?;
+        invalid(rt, &name, trust_bundle::validate_update(&new_bundle, &old_bundle))?;
+        admission::check_attest(ctx.user, &new_bundle, Some(&old_bundle)).map_err(forbidden(rt, &name))?;
+        encode(&CTB_V1BETA1, &new_bundle)
     } else if rt == &LEASE && subresource.is_none() {
         admit_node_lease(ctx.user, old, &name)?;
         let lease: Lease = decode(rt, new)?;
@@ -183,6 +206,8 @@ fn round_trip<T: Serialize + DeserializeOwned>(rt: &ResourceType, v: &Value) -> 
 pub(crate) fn unknown_fields(rt: &ResourceType, input: &Value) -> Vec<String> {
     let typed = if rt == &CSR {
         round_trip::<Csr>(rt, input)
+    } else if rt.is_trust_bundle() {
+        round_trip::<ClusterTrustBundle>(&CTB_V1BETA1, &CTB_V1BETA1.present(input.clone()))
     } else if rt == &SECRET {
         round_trip::<Secret>(rt, input)
     } else if rt == &LEASE {

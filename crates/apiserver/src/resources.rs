@@ -33,6 +33,23 @@ pub(crate) const CSR: ResourceType = ResourceType {
     short_names: &["csr"],
 };
 
+/// `certificates.k8s.io/v1` ClusterTrustBundle (GA in Kubernetes 1.37).
+pub(crate) const CTB: ResourceType = ResourceType {
+    group: "certificates.k8s.io",
+    version: "v1",
+    resource: "clustertrustbundles",
+    singular: "clustertrustbundle",
+    kind: "ClusterTrustBundle",
+    namespaced: false,
+    verbs: CRUD,
+    subresources: &[],
+    short_names: &[],
+};
+
+/// `certificates.k8s.io/v1beta1` ClusterTrustBundle: the same object as [`CTB`], and its
+/// storage version (kube-apiserver 1.37 still stores v1beta1).
+pub(crate) const CTB_V1BETA1: ResourceType = ResourceType { version: "v1beta1", ..CTB };
+
 pub(crate) const SECRET: ResourceType = ResourceType {
     group: "",
     version: "v1",
@@ -95,7 +112,8 @@ pub(crate) const SELF_SAR: ResourceType = ResourceType {
 };
 
 /// Every served type, in discovery order.
-pub(crate) const ALL: [&ResourceType; 6] = [&SECRET, &CSR, &LEASE, &SELF_SUBJECT_REVIEW, &SELF_SAR, &SAR];
+pub(crate) const ALL: [&ResourceType; 8] =
+    [&SECRET, &CSR, &CTB, &CTB_V1BETA1, &LEASE, &SELF_SUBJECT_REVIEW, &SELF_SAR, &SAR];
 
 /// The review types: create-only, answered from the request and never stored.
 pub(crate) const REVIEWS: [&ResourceType; 3] = [&SELF_SUBJECT_REVIEW, &SELF_SAR, &SAR];
@@ -117,6 +135,38 @@ impl ResourceType {
         } else {
             format!("{}.{}", self.resource, self.group)
         }
+    }
+
+    /// Whether `self` and `other` are versions of the same resource (one store, one kind).
+    pub fn same_resource(&self, other: &ResourceType) -> bool {
+        self.group == other.group && self.resource == other.resource
+    }
+
+    /// Whether this is a ClusterTrustBundle, in any version.
+    pub fn is_trust_bundle(&self) -> bool {
+        self.same_resource(&CTB)
+    }
+
+    /// The version objects of this resource are stored (and hashed in discovery) as.
+    pub fn storage(&'static self) -> &'static ResourceType {
+        if self.is_trust_bundle() { &CTB_V1BETA1 } else { self }
+    }
+
+    /// `obj` as a response of this version: the stored object with this `apiVersion` (the
+    /// versions served of one resource have the same fields).
+    pub fn present(&self, mut obj: serde_json::Value) -> serde_json::Value {
+        if let Some(fields) = obj.as_object_mut()
+            && fields.contains_key("apiVersion")
+        {
+            fields.insert("apiVersion".into(), serde_json::Value::String(self.api_version()));
+        }
+        obj
+    }
+
+    /// Whether an update may leave out `metadata.resourceVersion` (upstream's
+    /// `AllowUnconditionalUpdate`): every type here but ClusterTrustBundles.
+    pub fn allows_unconditional_update(&self) -> bool {
+        !self.is_trust_bundle()
     }
 
     /// Whether this is a review type (see [`REVIEWS`]).

@@ -2,7 +2,7 @@
 
 use serde_json::Value;
 
-use crate::resources::{ResourceType, SECRET};
+use crate::resources::{CSR, ResourceType, SECRET};
 use crate::status::{ApiError, ApiResult};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -88,7 +88,7 @@ fn field_pointer(rt: &ResourceType, field: &str) -> Option<&'static str> {
     match field {
         "metadata.name" => Some("/metadata/name"),
         "metadata.namespace" => Some("/metadata/namespace"),
-        "spec.signerName" if rt.resource == "certificatesigningrequests" => Some("/spec/signerName"),
+        "spec.signerName" if rt.same_resource(&CSR) || rt.is_trust_bundle() => Some("/spec/signerName"),
         "type" if rt == &SECRET => Some("/type"),
         _ => None,
     }
@@ -171,7 +171,7 @@ impl Selector {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::resources::CSR;
+    use crate::resources::{CTB, LEASE};
     use serde_json::json;
 
     fn obj() -> Value {
@@ -208,6 +208,10 @@ mod tests {
         assert!(!sel.matches(&obj()));
         assert_eq!(sel.pinned_name(), None);
         assert_eq!(Selector::parse(&CSR, Some("env=prod"), None).unwrap().pinned_name(), None);
+        let bundles = Selector::parse(&CTB, None, Some("spec.signerName=x.io/y")).unwrap();
+        assert!(bundles.matches(&obj()));
+        assert!(!bundles.matches(&json!({"metadata": {"name": "b"}, "spec": {}})));
+        assert_eq!(Selector::parse(&LEASE, None, Some("spec.signerName=x")).unwrap_err().code, 400);
         let err = Selector::parse(&CSR, None, Some("spec.username=a")).unwrap_err();
         assert_eq!((err.code, err.message.as_str()), (400, "field label not supported: spec.username"));
     }

@@ -113,6 +113,8 @@ pub fn cells(rt: &ResourceType, obj: &Value, now: SystemTime) -> Vec<Value> {
             json!(duration),
             json!(csr_condition(obj)),
         ]
+    } else if rt.is_trust_bundle() {
+        vec![name, json!(or_none(str_at(obj, "/spec/signerName")))]
     } else if rt == &SECRET {
         let data = obj.get("data").and_then(Value::as_object).map_or(0, serde_json::Map::len);
         vec![name, json!(str_at(obj, "/type")), json!(data), age]
@@ -140,6 +142,9 @@ pub fn columns(rt: &ResourceType) -> Vec<Value> {
             column("RequestedDuration", "string", "", "The requested validity of the certificate."),
             column("Condition", "string", "", "Approval, failure and issuance state."),
         ]
+    } else if rt.is_trust_bundle() {
+        // Upstream prints no Age for bundles.
+        vec![name, column("SignerName", "string", "", "The signer the bundle holds trust anchors for.")]
     } else if rt == &SECRET {
         vec![
             name,
@@ -282,6 +287,19 @@ mod tests {
         let denied_failed =
             json!({"status": {"conditions": [{"type": "Approved"}, {"type": "Denied"}, {"type": "Failed"}]}});
         assert_eq!(csr_condition(&denied_failed), "Denied,Failed");
+    }
+
+    #[test]
+    fn trust_bundle_cells() {
+        use crate::resources::CTB_V1BETA1;
+        let now = SystemTime::UNIX_EPOCH;
+        let linked =
+            json!({"metadata": {"name": "example.com:x:v1"}, "spec": {"signerName": "example.com/x"}});
+        let unlinked = json!({"metadata": {"name": "roots"}, "spec": {"trustBundle": ""}});
+        assert_eq!(cells(&CTB_V1BETA1, &linked, now), [json!("example.com:x:v1"), json!("example.com/x")]);
+        assert_eq!(cells(&CTB_V1BETA1, &unlinked, now), [json!("roots"), json!("<none>")]);
+        let names: Vec<Value> = columns(&CTB_V1BETA1).into_iter().map(|c| c["name"].clone()).collect();
+        assert_eq!(names, [json!("Name"), json!("SignerName")]);
     }
 
     #[test]

@@ -48,6 +48,7 @@ fn line(kind: &str, object: Value) -> Vec<u8> {
 
 impl Watch {
     fn render(&mut self, kind: &str, object: &Value, out: &mut Vec<u8>) {
+        let object = &self.rt.present(object.clone());
         let object = match self.as_table {
             Some(include) => {
                 let meta = json!({"resourceVersion": crate::objects::meta_str(object, "resourceVersion")});
