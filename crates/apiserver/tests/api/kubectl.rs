@@ -366,3 +366,76 @@ async fn create_bootstrap_token(k: &Kubectl) -> String {
     ])
     .await
 }
+
+/// A CA certificate in PEM, indented for a YAML block scalar.
+fn ca_pem_yaml(cn: &str) -> String {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.distinguished_name.push(rcgen::DnType::CommonName, cn);
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let pem = params.self_signed(&key).unwrap().pem();
+    pem.lines().map(|l| format!("    {l}\n")).collect()
+}
+
+/// ClusterTrustBundles with every kubectl: create -f (strict validation through OpenAPI),
+/// get (upstream's NAME and SIGNERNAME columns), the field selector, describe, and a refusal.
+#[tokio::test]
+async fn kubectl_creates_gets_and_describes_cluster_trust_bundles() {
+    let Some(cluster) = Cluster::start().await else { return };
+    for program in &cluster.kubectls {
+        let label = program.file_name().unwrap().to_str().unwrap().replace('.', "-");
+        let k = cluster.kubectl(program, &format!("{label}-ctb"), Credential::Cert(&cluster.admin));
+        let (linked, unlinked) =
+            (format!("kubernetes.io:kube-apiserver-client-kubelet:{label}"), format!("{label}-roots"));
+        let file = cluster.dir.path().join(format!("{label}-bundles.yaml"));
+        std::fs::write(
+            &file,
+            format!(
+                "apiVersion: certificates.k8s.io/v1beta1\nkind: ClusterTrustBundle\nmetadata:\n  name: {linked}\nspec:\n  signerName: kubernetes.io/kube-apiserver-client-kubelet\n  trustBundle: |\n{}---\napiVersion: certificates.k8s.io/v1beta1\nkind: ClusterTrustBundle\nmetadata:\n  name: {unlinked}\nspec:\n  trustBundle: |\n{}",
+                ca_pem_yaml("linked"),
+                ca_pem_yaml("unlinked")
+            ),
+        )
+        .unwrap();
+        let out = k.ok(&["create", "-f", file.to_str().unwrap()]).await;
+        assert!(out.contains(&format!("clustertrustbundle.certificates.k8s.io/{linked} created")), "{out}");
+
+        let out = k.ok(&["get", "clustertrustbundles"]).await;
+        assert_eq!(columns(out.lines().next().unwrap_or_default()), ["NAME", "SIGNERNAME"], "{out}");
+        assert_eq!(
+            row(&out, &linked),
+            [linked.as_str(), "kubernetes.io/kube-apiserver-client-kubelet"],
+            "{out}"
+        );
+        assert_eq!(row(&out, &unlinked), [unlinked.as_str(), "<none>"], "{out}");
+        let out = k
+            .ok(&[
+                "get",
+                "clustertrustbundles",
+                "--field-selector",
+                "spec.signerName=kubernetes.io/kube-apiserver-client-kubelet",
+                "-o",
+                "name",
+            ])
+            .await;
+        assert!(out.contains(&linked) && !out.contains(&unlinked), "{out}");
+
+        let out = k.ok(&["describe", "clustertrustbundle", &linked]).await;
+        assert!(out.lines().any(|l| columns(l) == ["Name:", linked.as_str()]), "{out}");
+        assert!(out.contains("Signer Name:") && out.contains("BEGIN CERTIFICATE"), "{out}");
+
+        // A bundle without anchors is refused with upstream's sentence.
+        let (ok, _, err) = k
+            .run(&[
+                "patch",
+                "clustertrustbundle",
+                &unlinked,
+                "--type=merge",
+                "-p",
+                r#"{"spec":{"trustBundle":"none"}}"#,
+            ])
+            .await;
+        assert!(!ok && err.contains("at least one trust anchor must be provided"), "{err}");
+    }
+    cluster.server.shutdown().await.unwrap();
+}

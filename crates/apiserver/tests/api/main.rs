@@ -6,3 +6,4 @@ mod kube_rs;
 mod kubectl;
 mod measure;
 mod negative;
+mod trust_bundles;
