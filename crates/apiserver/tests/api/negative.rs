@@ -436,7 +436,7 @@ async fn malformed_requests_and_limits() {
     assert_status(&mem.json("POST", CSRS, &wrong_kind).await, 400, "BadRequest");
     for path in [
         "/apis/certificates.k8s.io/v1beta1/certificatesigningrequests",
-        "/apis/certificates.k8s.io/v1beta1",
+        "/apis/certificates.k8s.io/v1alpha1",
         "/apis/apps/v1/deployments",
         "/api/v1/pods",
         "/nope",
