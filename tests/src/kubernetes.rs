@@ -381,6 +381,9 @@ impl Cluster {
                 "--enable-bootstrap-token-auth=true",
                 "--authorization-mode=Node,RBAC",
                 "--enable-admission-plugins=NodeRestriction",
+                // ClusterTrustBundles are GA (v1, on by default) in 1.37; v1beta1, which
+                // kubecert serves too, is a beta API and off unless asked for.
+                "--runtime-config=certificates.k8s.io/v1beta1/clustertrustbundles=true",
                 "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
                 &format!("--service-account-key-file={}", s(path("sa.pub"))),
                 &format!("--service-account-signing-key-file={}", s(path("sa.key"))),

@@ -28,6 +28,11 @@ use rcgen::{CertificateParams, DnType, KeyPair};
 use serde_json::{Value, json};
 
 const CSRS: &str = "/apis/certificates.k8s.io/v1/certificatesigningrequests";
+const BUNDLES: &str = "/apis/certificates.k8s.io/v1/clustertrustbundles";
+const BUNDLES_V1BETA1: &str = "/apis/certificates.k8s.io/v1beta1/clustertrustbundles";
+/// The name prefix of bundles of [`SIGNER`].
+const SIGNER_BUNDLE: &str = "example.com:differential:";
+const SERVING_SIGNER: &str = "kubernetes.io/kube-apiserver-serving";
 const SECRETS: &str = "/api/v1/namespaces/kube-system/secrets";
 const NODE_LEASES: &str = "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases";
 const SAR: &str = "/apis/authorization.k8s.io/v1/subjectaccessreviews";
@@ -56,6 +61,9 @@ enum Who {
     Node,
     /// The user upstream's certificate controllers run as (its default RBAC role).
     Controller,
+    /// kube-controller-manager's publisher of the kube-apiserver serving CA bundle: may write
+    /// ClusterTrustBundles and attest for `kubernetes.io/kube-apiserver-serving` only.
+    Publisher,
     /// An authenticated user without any binding.
     Nobody,
     /// Bootstrap tokens.
@@ -64,11 +72,17 @@ enum Who {
     Anonymous,
 }
 
-const CERTIFICATE_USERS: [(Who, &str, &str, &[&str]); 4] = [
+const CERTIFICATE_USERS: [(Who, &str, &str, &[&str]); 5] = [
     (Who::Admin, "admin", "kubernetes-admin", &["system:masters"]),
     (Who::Node, "node", NODE, &["system:nodes"]),
     (Who::Controller, "controller", "system:serviceaccount:kube-system:certificate-controller", &[]),
     (Who::Nobody, "nobody", "jane", &[]),
+    (
+        Who::Publisher,
+        "publisher",
+        "system:serviceaccount:kube-system:kube-apiserver-serving-clustertrustbundle-publisher",
+        &[],
+    ),
 ];
 
 /// A request body.
@@ -189,6 +203,11 @@ struct Materials {
     certificate: String,
     /// Another one.
     other_certificate: String,
+    /// CA certificates (PEM) for trust bundles.
+    ca: String,
+    other_ca: String,
+    /// A certificate that is no CA (PEM).
+    leaf: String,
 }
 
 impl Materials {
@@ -199,18 +218,25 @@ impl Materials {
             .expect("PEM body");
         let last = der.len() - 1;
         der[last] ^= 0x01;
-        let certificate = |cn: &str| {
+        let certificate_pem = |cn: &str, ca: bool| {
             let key = KeyPair::generate().expect("generate a key");
             let mut params = CertificateParams::new(Vec::<String>::new()).expect("certificate parameters");
             params.distinguished_name.push(DnType::CommonName, cn);
-            B64.encode(params.self_signed(&key).expect("self-sign").pem())
+            if ca {
+                params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+            }
+            params.self_signed(&key).expect("self-sign").pem()
         };
+        let certificate = |cn: &str| B64.encode(certificate_pem(cn, false));
         Self {
             node_request: B64.encode(&node),
             masters_request: B64.encode(csr_pem("someone", &["system:masters"])),
             tampered_request: B64.encode(pem("CERTIFICATE REQUEST", &der)),
             certificate: certificate("issued"),
             other_certificate: certificate("other"),
+            ca: certificate_pem("ca", true),
+            other_ca: certificate_pem("other ca", true),
+            leaf: certificate_pem("leaf", false),
         }
     }
 
@@ -222,6 +248,9 @@ impl Materials {
             (self.tampered_request.clone(), "<tampered request>"),
             (self.certificate.clone(), "<certificate>"),
             (self.other_certificate.clone(), "<other certificate>"),
+            (self.ca.clone(), "<ca>"),
+            (self.other_ca.clone(), "<other ca>"),
+            (self.leaf.clone(), "<leaf>"),
         ]
     }
 }
@@ -266,6 +295,20 @@ fn lease(namespace: &str, name: &str, holder: &str) -> Value {
         "metadata": {"name": name, "namespace": namespace},
         "spec": {"holderIdentity": holder, "leaseDurationSeconds": 40, "renewTime": "2026-01-01T00:00:00.000000Z"},
     })
+}
+
+/// A ClusterTrustBundle (v1) body; `signer` may be empty.
+fn bundle(name: &str, signer: &str, pem: &str) -> Value {
+    let mut body = json!({
+        "apiVersion": "certificates.k8s.io/v1",
+        "kind": "ClusterTrustBundle",
+        "metadata": {"name": name},
+        "spec": {"trustBundle": pem},
+    });
+    if !signer.is_empty() {
+        body["spec"]["signerName"] = json!(signer);
+    }
+    body
 }
 
 fn sar(user: &str, groups: &[&str], attributes: Value) -> Value {
@@ -477,6 +520,47 @@ fn requests(m: &Materials) -> Vec<Request> {
         // Watch from a resourceVersion (W-11, W-12).
         get("watch: from the created resourceVersion", Who::Admin, format!("{CSRS}?watch=true&resourceVersion=$rv_created&fieldSelector=metadata.name%3Ddiff-a&timeoutSeconds=1")),
         get("watch: as Table", Who::Admin, format!("{CSRS}?watch=true&resourceVersion=$rv_approved&fieldSelector=metadata.name%3Ddiff-a&timeoutSeconds=1")).table().fixed("Table watch events after the first leave columnDefinitions null"),
+        // ClusterTrustBundles: validation, attest admission, versions, selectors, watch.
+        send("ctb: unlinked", Who::Admin, "POST", BUNDLES, bundle("diff-roots", "", &format!("{}{}", m.ca, m.other_ca))).capture("rv_roots", "/metadata/resourceVersion"),
+        send("ctb: linked to a signer", Who::Admin, "POST", BUNDLES, bundle(&format!("{SIGNER_BUNDLE}v1"), SIGNER, &m.ca)).capture("rv_linked", "/metadata/resourceVersion"),
+        send("ctb: v1beta1", Who::Admin, "POST", BUNDLES_V1BETA1, with(bundle("diff-beta", "", &m.ca), "", "apiVersion", json!("certificates.k8s.io/v1beta1"))),
+        send("ctb: text around the blocks", Who::Admin, "POST", BUNDLES, bundle("diff-text", "", &format!("# roots\n{}\n-- \n{}trailer", m.ca, m.other_ca))),
+        send("ctb: no name", Who::Admin, "POST", BUNDLES, bundle("", "", &m.ca)),
+        send("ctb: unlinked name with a colon", Who::Admin, "POST", BUNDLES, bundle("diff:roots", "", &m.ca)),
+        send("ctb: linked name without the signer prefix", Who::Admin, "POST", BUNDLES, bundle("diff-linked", SIGNER, &m.ca)),
+        send("ctb: linked name, rest not a subdomain", Who::Admin, "POST", BUNDLES, bundle(&format!("{SIGNER_BUNDLE}Upper"), SIGNER, &m.ca)),
+        send("ctb: signerName without a path", Who::Admin, "POST", BUNDLES, bundle("example.com:v1", "example.com", &m.ca)),
+        send("ctb: empty bundle", Who::Admin, "POST", BUNDLES, bundle("diff-empty", "", "")),
+        send("ctb: no PEM", Who::Admin, "POST", BUNDLES, bundle("diff-text-only", "", "hello")),
+        send("ctb: a key block", Who::Admin, "POST", BUNDLES, bundle("diff-key", "", &format!("{}-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n", m.ca))),
+        send("ctb: PEM headers", Who::Admin, "POST", BUNDLES, bundle("diff-headers", "", &m.ca.replacen("-----\n", "-----\nProc-Type: 4,ENCRYPTED\n\n", 1))),
+        send("ctb: not X.509", Who::Admin, "POST", BUNDLES, bundle("diff-garbage", "", "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n")),
+        send("ctb: not a CA", Who::Admin, "POST", BUNDLES, bundle("diff-leaf", "", &format!("{}{}", m.ca, m.leaf))),
+        send("ctb: duplicate", Who::Admin, "POST", BUNDLES, bundle("diff-dup", "", &format!("{}{}{}", m.ca, m.other_ca, m.ca))),
+        send("ctb: larger than 1 MiB", Who::Admin, "POST", BUNDLES, bundle("diff-huge", "", &format!("{}{}", m.ca, " ".repeat(1024 * 1024)))),
+        send("ctb: unknown field, strict", Who::Admin, "POST", format!("{BUNDLES}?fieldValidation=Strict"), with(bundle("diff-strict", "", &m.ca), "/spec", "color", json!("blue"))),
+        get("ctb: get", Who::Admin, format!("{BUNDLES}/diff-beta")),
+        get("ctb: get v1beta1", Who::Admin, format!("{BUNDLES_V1BETA1}/{SIGNER_BUNDLE}v1")),
+        get("ctb: get as Table", Who::Admin, format!("{BUNDLES}/{SIGNER_BUNDLE}v1")).table(),
+        get("ctb: list by signer", Who::Admin, format!("{BUNDLES}?fieldSelector=spec.signerName%3Dexample.com%2Fdifferential")),
+        get("ctb: list unlinked", Who::Admin, format!("{BUNDLES_V1BETA1}?fieldSelector=spec.signerName%3D")),
+        get("ctb: field selector not supported", Who::Admin, format!("{BUNDLES}?fieldSelector=spec.trustBundle%3Dx")),
+        get("ctb: list as Table", Who::Admin, BUNDLES).table(),
+        get("ctb: node lists", Who::Node, BUNDLES),
+        send("ctb: node may not create", Who::Node, "POST", BUNDLES, bundle("diff-node", "", &m.ca)),
+        get("ctb: nobody may not list", Who::Nobody, BUNDLES),
+        send("ctb: signerName is immutable", Who::Admin, "PUT", format!("{BUNDLES}/{SIGNER_BUNDLE}v1"), with(bundle(&format!("{SIGNER_BUNDLE}v1"), "example.com/other", &m.ca), "/metadata", "resourceVersion", json!("$rv_linked"))),
+        send("ctb: update without resourceVersion", Who::Admin, "PUT", format!("{BUNDLES}/{SIGNER_BUNDLE}v1"), bundle(&format!("{SIGNER_BUNDLE}v1"), SIGNER, &m.other_ca)),
+        send("ctb: update", Who::Admin, "PUT", format!("{BUNDLES}/{SIGNER_BUNDLE}v1"), with(bundle(&format!("{SIGNER_BUNDLE}v1"), SIGNER, &format!("{}{}", m.ca, m.other_ca)), "/metadata", "resourceVersion", json!("$rv_linked"))).capture("rv_linked2", "/metadata/resourceVersion"),
+        send("ctb: update, stale resourceVersion", Who::Admin, "PUT", format!("{BUNDLES}/{SIGNER_BUNDLE}v1"), with(bundle(&format!("{SIGNER_BUNDLE}v1"), SIGNER, &m.ca), "/metadata", "resourceVersion", json!("$rv_linked"))),
+        send("ctb: publisher attests for its signer", Who::Publisher, "POST", BUNDLES, bundle("kubernetes.io:kube-apiserver-serving:diff", SERVING_SIGNER, &m.ca)),
+        send("ctb: publisher may not attest for another", Who::Publisher, "POST", BUNDLES, bundle(&format!("{SIGNER_BUNDLE}publisher"), SIGNER, &m.ca)),
+        send("ctb: publisher, unlinked needs no attest", Who::Publisher, "POST", BUNDLES, bundle("diff-publisher", "", &m.ca)),
+        send("ctb: publisher may not relabel another signer's", Who::Publisher, "PUT", format!("{BUNDLES}/{SIGNER_BUNDLE}v1"), with(with(bundle(&format!("{SIGNER_BUNDLE}v1"), SIGNER, &format!("{}{}", m.ca, m.other_ca)), "/metadata", "resourceVersion", json!("$rv_linked2")), "/metadata", "labels", json!({"a": "b"}))),
+        send("ctb: publisher may add a finalizer to another signer's", Who::Publisher, "PUT", format!("{BUNDLES}/{SIGNER_BUNDLE}v1"), with(with(bundle(&format!("{SIGNER_BUNDLE}v1"), SIGNER, &format!("{}{}", m.ca, m.other_ca)), "/metadata", "resourceVersion", json!("$rv_linked2")), "/metadata", "finalizers", json!(["example.com/keep"]))),
+        send("ctb: sar, publisher attest", Who::Admin, "POST", SAR, sar("system:serviceaccount:kube-system:kube-apiserver-serving-clustertrustbundle-publisher", &["system:serviceaccounts", "system:authenticated"], json!({"group": "certificates.k8s.io", "resource": "signers", "verb": "attest", "name": SERVING_SIGNER}))),
+        get("ctb: watch by signer", Who::Admin, format!("{BUNDLES_V1BETA1}?watch=true&resourceVersion=$rv_roots&fieldSelector=spec.signerName%3Dexample.com%2Fdifferential&timeoutSeconds=1")),
+        request("ctb: delete", Who::Admin, "DELETE", format!("{BUNDLES}/diff-text")),
         // SubjectAccessReview and SelfSubjectReview.
         send("sar: node renews its own client certificate", Who::Admin, "POST", SAR, sar(NODE, &["system:nodes", "system:authenticated"], node_attributes.clone())).fixed("SubjectAccessReview answers carry empty metadata"),
         send("sar: bootstrap token, nodeclient", Who::Admin, "POST", SAR, sar("system:bootstrap:abcdef", &["system:bootstrappers", BOOTSTRAP_GROUP, "system:authenticated"], json!({"group": "certificates.k8s.io", "resource": "certificatesigningrequests", "verb": "create", "subresource": "nodeclient"}))).pinned("Bootstrap-token bindings", &[r##"/status/reason: "RBAC: allowed by ClusterRoleBinding \"kubeadm:node-autoapprove-bootstrap\" of ClusterRole \"system:certificates.k8s.io:certificatesigningrequests:nodeclient\" to Group \"system:bootstrappers:kubeadm:… | "RBAC: allowed by ClusterRoleBinding \"kubeadm:node-autoapprove-bootstrap\" of ClusterRole \"system:certificates.k8s.io:certificatesigningrequests:nodeclient\" to Group \"system:bootstrappers\"""##]),
@@ -506,8 +590,9 @@ fn requests(m: &Materials) -> Vec<Request> {
         get("discovery: /apis aggregated", Who::Admin, "/apis").accept("application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json").view(keep_aggregated).pinned("Aggregated discovery", &[r##"/apiVersion: "apidiscovery.k8s.io/v2" | "v1""##, r##"/groups: <absent> | [{"name":"authentication.k8s.io","preferredVersion":{"groupVersion":"authentication.k8s.io/v1","version":"v1"},"versions":[{"groupVersion":"authentication.k8s.io/v1","version":"v1"}]},{"name":"authori…"##, r##"/items: [{"metadata":{"name":"authentication.k8s.io"},"versions":[{"freshness":"Current","resources":[{"resource":"selfsubjectreviews","responseKind":{"group":"","kind":"SelfSubjectReview","version":""},"scop… | <absent>"##, r##"/kind: "APIGroupDiscoveryList" | "APIGroupList""##, r##"/metadata: {} | <absent>"##]),
         get("discovery: certificates.k8s.io", Who::Admin, "/apis/certificates.k8s.io"),
         get("discovery: certificates.k8s.io/v1", Who::Admin, "/apis/certificates.k8s.io/v1").view(|v| {
-            keep_entries(v, "/resources", "name", &["certificatesigningrequests", "certificatesigningrequests/approval", "certificatesigningrequests/status"])
+            keep_entries(v, "/resources", "name", &["certificatesigningrequests", "certificatesigningrequests/approval", "certificatesigningrequests/status", "clustertrustbundles"])
         }).fixed("storageVersionHash"),
+        get("discovery: certificates.k8s.io/v1beta1", Who::Admin, "/apis/certificates.k8s.io/v1beta1").view(|v| keep_entries(v, "/resources", "name", &["clustertrustbundles"])),
         get("discovery: coordination.k8s.io/v1", Who::Admin, "/apis/coordination.k8s.io/v1").fixed("storageVersionHash; no empty shortNames"),
         get("discovery: authentication.k8s.io/v1", Who::Admin, "/apis/authentication.k8s.io/v1").view(|v| keep_entries(v, "/resources", "name", &["selfsubjectreviews"])).fixed("no empty shortNames"),
         get("discovery: authorization.k8s.io/v1", Who::Admin, "/apis/authorization.k8s.io/v1").view(|v| keep_entries(v, "/resources", "name", &["subjectaccessreviews", "selfsubjectaccessreviews"])).fixed("no empty shortNames"),
@@ -518,11 +603,15 @@ fn requests(m: &Materials) -> Vec<Request> {
                 json!({"definition": v.pointer("/definitions/io.k8s.api.certificates.v1.CertificateSigningRequest")})
             })
             .fixed("OpenAPI: metadata is not a required field"),
+        get("openapi: v2 ClusterTrustBundle definitions", Who::Admin, "/openapi/v2").view(|v| {
+            let names = ["io.k8s.api.certificates.v1.ClusterTrustBundle", "io.k8s.api.certificates.v1.ClusterTrustBundleSpec", "io.k8s.api.certificates.v1beta1.ClusterTrustBundle", "io.k8s.api.certificates.v1beta1.ClusterTrustBundleSpec"];
+            json!(names.iter().map(|n| (n.to_string(), v.pointer(&format!("/definitions/{n}")).cloned().unwrap_or(Value::Null))).collect::<serde_json::Map<_, _>>())
+        }).pinned("OpenAPI", &[r##"/io.k8s.api.certificates.v1.ClusterTrustBundle/description: "ClusterTrustBundle is a cluster-scoped container for X.509 trust anchors (root certificates).\n\nClusterTrustBundle objects are considered to be readable by any authenticated user in the cluster, bec… | "ClusterTrustBundle is a cluster-scoped container for X.509 trust anchors (root certificates).\n\nClusterTrustBundle objects are considered to be readable by any authenticated user in the cluster, bec…"##, r##"/io.k8s.api.certificates.v1beta1.ClusterTrustBundle/description: "ClusterTrustBundle is a cluster-scoped container for X.509 trust anchors (root certificates).\n\nClusterTrustBundle objects are considered to be readable by any authenticated user in the cluster, bec… | "ClusterTrustBundle is a cluster-scoped container for X.509 trust anchors (root certificates).\n\nClusterTrustBundle objects are considered to be readable by any authenticated user in the cluster, bec…"##]),
         get("openapi: v2 Lease definition", Who::Admin, "/openapi/v2")
             .view(|v| json!({"definition": v.pointer("/definitions/io.k8s.api.coordination.v1.Lease")}))
             .pinned("OpenAPI", &[r##"/definition/properties/metadata/description: "metadata is the standard object metadata. More info: https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#metadata" | "More info: https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#metadata""##]),
-        get("openapi: v3 root", Who::Admin, "/openapi/v3").view(|v| keep_entries_of_object(v, "/paths", &["apis/certificates.k8s.io/v1", "apis/coordination.k8s.io/v1"])).pinned("OpenAPI", &[r##"content-type: text/plain | application/json"##]),
-        get("openapi: v3 certificates.k8s.io/v1 paths", Who::Admin, "/openapi/v3/apis/certificates.k8s.io/v1").view(|v| keys_at(&v, "/paths")).pinned("OpenAPI", &[r##": 18 items | 4 items"##, r##"/0: "/apis/certificates.k8s.io/v1/" | "/apis/certificates.k8s.io/v1/certificatesigningrequests""##, r##"/1: "/apis/certificates.k8s.io/v1/certificatesigningrequests" | "/apis/certificates.k8s.io/v1/certificatesigningrequests/{name}""##, r##"/2: "/apis/certificates.k8s.io/v1/certificatesigningrequests/{name}" | "/apis/certificates.k8s.io/v1/certificatesigningrequests/{name}/approval""##, r##"/3: "/apis/certificates.k8s.io/v1/certificatesigningrequests/{name}/approval" | "/apis/certificates.k8s.io/v1/certificatesigningrequests/{name}/status""##]),
+        get("openapi: v3 root", Who::Admin, "/openapi/v3").view(|v| keep_entries_of_object(v, "/paths", &["apis/certificates.k8s.io/v1", "apis/certificates.k8s.io/v1beta1", "apis/coordination.k8s.io/v1"])).pinned("OpenAPI", &[r##"content-type: text/plain | application/json"##]),
+        get("openapi: v3 certificates.k8s.io/v1 paths", Who::Admin, "/openapi/v3/apis/certificates.k8s.io/v1").view(|v| keys_at(&v, "/paths")).pinned("OpenAPI", &[r##": 18 items | 6 items"##, r##"/0: "/apis/certificates.k8s.io/v1/" | "/apis/certificates.k8s.io/v1/certificatesigningrequests""##, r##"/1: "/apis/certificates.k8s.io/v1/certificatesigningrequests" | "/apis/certificates.k8s.io/v1/certificatesigningrequests/{name}""##, r##"/2: "/apis/certificates.k8s.io/v1/certificatesigningrequests/{name}" | "/apis/certificates.k8s.io/v1/certificatesigningrequests/{name}/approval""##, r##"/3: "/apis/certificates.k8s.io/v1/certificatesigningrequests/{name}/approval" | "/apis/certificates.k8s.io/v1/certificatesigningrequests/{name}/status""##, r##"/4: "/apis/certificates.k8s.io/v1/certificatesigningrequests/{name}/status" | "/apis/certificates.k8s.io/v1/clustertrustbundles""##, r##"/5: "/apis/certificates.k8s.io/v1/clustertrustbundles" | "/apis/certificates.k8s.io/v1/clustertrustbundles/{name}""##]),
         get("openapi: unknown group-version", Who::Admin, "/openapi/v3/apis/nope.example.com/v1").pinned("OpenAPI", &[r##"content-type:  | application/json"##, r##": "" | {"apiVersion":"v1","code":404,"kind":"Status","message":"the server could not find the requested resource","metadata":{},"reason":"NotFound","status":"Failure"}"##]),
     ]
 }

@@ -11,6 +11,11 @@ pub const SIGNER_USER: &str = "system:kube-controller-manager";
 /// The service account upstream's certificate controllers run as; holds the
 /// `system:controller:certificate-controller` role.
 pub const CERTIFICATE_CONTROLLER_USER: &str = "system:serviceaccount:kube-system:certificate-controller";
+/// The service account kube-controller-manager publishes the kube-apiserver serving CA as
+/// (a ClusterTrustBundle of signer `kubernetes.io/kube-apiserver-serving`); upstream's
+/// default RBAC lets it attest for that signer only.
+pub const SERVING_BUNDLE_PUBLISHER_USER: &str =
+    "system:serviceaccount:kube-system:kube-apiserver-serving-clustertrustbundle-publisher";
 /// Members may do everything.
 pub const MASTERS_GROUP: &str = "system:masters";
 
@@ -90,6 +95,8 @@ const fn paths(verbs: &'static [&'static str], paths: &'static [&'static str]) -
 enum Subject {
     User(&'static str),
     Group(&'static str),
+    /// A service account: namespace and name (user `system:serviceaccount:<ns>:<name>`).
+    ServiceAccount(&'static str, &'static str),
 }
 
 struct Binding {
@@ -217,8 +224,23 @@ const BINDINGS: &[Binding] = &[
     Binding {
         name: "system:controller:certificate-controller",
         role: "system:controller:certificate-controller",
-        subjects: &[Subject::User(CERTIFICATE_CONTROLLER_USER), Subject::User(SIGNER_USER)],
+        subjects: &[
+            Subject::ServiceAccount("kube-system", "certificate-controller"),
+            Subject::User(SIGNER_USER),
+        ],
         rules: CERTIFICATE_CONTROLLER,
+    },
+    Binding {
+        name: "system:controller:kube-apiserver-serving-clustertrustbundle-publisher",
+        role: "system:controller:kube-apiserver-serving-clustertrustbundle-publisher",
+        subjects: &[Subject::ServiceAccount(
+            "kube-system",
+            "kube-apiserver-serving-clustertrustbundle-publisher",
+        )],
+        rules: &[
+            named(&["attest"], &[CERTS], &["signers"], &["kubernetes.io/kube-apiserver-serving"]),
+            rule(&["create", "update", "delete", "list", "watch"], &[CERTS], &[BUNDLES]),
+        ],
     },
     Binding {
         name: "kubecert:signer",
@@ -270,6 +292,9 @@ fn subject_matches(subject: &Subject, user: &UserInfo) -> Option<String> {
     match subject {
         Subject::User(u) if *u == user.name => Some(format!("User {}", quote(u))),
         Subject::Group(g) if user.groups.iter().any(|ug| ug == g) => Some(format!("Group {}", quote(g))),
+        Subject::ServiceAccount(ns, name) if user.name == format!("system:serviceaccount:{ns}:{name}") => {
+            Some(format!("ServiceAccount {}", quote(&format!("{name}/{ns}"))))
+        }
         _ => None,
     }
 }
@@ -424,6 +449,16 @@ mod tests {
             assert!(!authorize(&node, &signer_attributes("attest", s)).allowed(), "{s}");
         }
         assert!(!authorize(&signer, &signer_attributes("attest", "example.com/x")).allowed());
+        let publisher = user(SERVING_BUNDLE_PUBLISHER_USER, &["system:serviceaccounts"]);
+        assert_eq!(
+            authorize(&publisher, &signer_attributes("attest", "kubernetes.io/kube-apiserver-serving")),
+            Decision::Allow("RBAC: allowed by ClusterRoleBinding \"system:controller:kube-apiserver-serving-clustertrustbundle-publisher\" of ClusterRole \"system:controller:kube-apiserver-serving-clustertrustbundle-publisher\" to ServiceAccount \"kube-apiserver-serving-clustertrustbundle-publisher/kube-system\"".into())
+        );
+        assert!(!authorize(&publisher, &signer_attributes("attest", ISSUED_SIGNERS[0])).allowed());
+        assert!(
+            authorize(&user(CERTIFICATE_CONTROLLER_USER, &[]), &signer_attributes("sign", ISSUED_SIGNERS[0]))
+                .allowed()
+        );
     }
 
     #[test]

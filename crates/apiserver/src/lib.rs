@@ -63,8 +63,8 @@ mod watch;
 
 pub use auth::{AUTHENTICATED_GROUP, UserInfo};
 pub use authz::{
-    Attributes, CERTIFICATE_CONTROLLER_USER, Decision, MASTERS_GROUP, ResourceAttributes, SIGNER_USER,
-    authorize,
+    Attributes, CERTIFICATE_CONTROLLER_USER, Decision, MASTERS_GROUP, ResourceAttributes,
+    SERVING_BUNDLE_PUBLISHER_USER, SIGNER_USER, authorize,
 };
 pub use server::{Api, Config, RunningServer, TlsConfig, start};
 pub use table::human_duration;
