@@ -1,7 +1,8 @@
 //! The embedded Kubernetes-compatible API server of `signer serve`.
 //!
 //! Owns: CertificateSigningRequests (`certificates.k8s.io/v1`, with `/approval` and
-//! `/status`), bootstrap-token Secrets in `kube-system`, Leases (`coordination.k8s.io/v1`),
+//! `/status`), ClusterTrustBundles (`certificates.k8s.io/v1` and `v1beta1`, with upstream's
+//! validation and `attest` admission), bootstrap-token Secrets in `kube-system`, Leases (`coordination.k8s.io/v1`),
 //! SubjectAccessReviews answered by a built-in authorizer equal to upstream's default RBAC
 //! for these resources, SelfSubjectReviews (`kubectl auth whoami`), discovery, OpenAPI v2
 //! (JSON and protobuf) and v3 documents, Table output, watches with resourceVersion resume,
@@ -33,7 +34,8 @@
 //! - **Requests** (`handlers`): authenticate (TLS peer certificate → bootstrap token →
 //!   anonymous), resolve the target (`request`), authorize (`authz`), then the verb; CSR
 //!   writes go through the registry strategy (`strategy`), validation (`validation`) and
-//!   admission (`admission`) in that order, as in kube-apiserver.
+//!   admission (`admission`) in that order, as in kube-apiserver; ClusterTrustBundle writes
+//!   through `trust_bundle` validation, then admission.
 //! - **Clients**: JSON everywhere but the OpenAPI v2 protobuf (`gnostic`), Table output when
 //!   asked (`table`), protobuf request bodies decoded (`protobuf`), `fieldValidation`,
 //!   `dryRun`, merge/JSON/strategic/apply patches.
