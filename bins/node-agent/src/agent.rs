@@ -22,10 +22,10 @@ use tracing::{info, warn};
 use crate::api::{ApiHealth, BootstrapCredentials, client_for, kubeconfig_identity};
 use crate::bootstrap::{BootstrapPaths, ensure_client_certificate};
 use crate::config::{AgentConfig, feature_gate_notice};
-use crate::http;
 use crate::metrics::{Metrics, Which};
 use crate::sink::{StoreSink, log_warnings};
 use crate::watchdog;
+use crate::{fleet, http};
 
 /// Runs until `cancel` (then `Ok`) or until something fatal happens, such as the T-3 watchdog
 /// deciding to exit (then `Err`, for a non-zero exit status).
@@ -81,6 +81,13 @@ pub async fn run(config: AgentConfig, cancel: CancellationToken) -> Result<()> {
     let user_kubeconfig = BootstrapKubeconfig::load(&config.kubeconfig)
         .with_context(|| format!("reading kubeconfig {}", config.kubeconfig.display()))?;
     let initial = initial_client_certificate(&client_store, &user_kubeconfig, &client_live)?;
+    let mut fleet = fleet::Sources {
+        node_name: node_name.clone(),
+        kubeconfig: config.kubeconfig.clone(),
+        client: client_live.clone(),
+        client_rotation: None,
+        serving: None,
+    };
     let mut loops = Loops {
         user: client_for(&config.kubeconfig, client_live.clone()).await?,
         health: ApiHealth::default(),
@@ -95,6 +102,7 @@ pub async fn run(config: AgentConfig, cancel: CancellationToken) -> Result<()> {
         let sink = StoreSink::new(client_store, client_live.clone(), loops.health.clone());
         let template = fixed_template(CertificateTemplate::node_client(&node_name));
         let status = loops.spawn(CLIENT_PREFIX, CertificatePurpose::Client, source, sink, template, initial);
+        fleet.client_rotation = Some(status.clone());
         metrics.track(Which::Client, status);
         loops.tasks.spawn(watchdog::run(client_live, loops.health.clone(), cancel.clone()));
     } else {
@@ -109,9 +117,10 @@ pub async fn run(config: AgentConfig, cancel: CancellationToken) -> Result<()> {
             follow_serving_addresses(templates_tx, node_name.clone(), dns_names);
         }
         let source = loops.source(SIGNER_KUBELET_SERVING, None);
-        let sink = StoreSink::new(server_store, server_live, loops.health.clone());
+        let sink = StoreSink::new(server_store, server_live.clone(), loops.health.clone());
         let status =
             loops.spawn(SERVER_PREFIX, CertificatePurpose::Serving, source, sink, templates, initial);
+        fleet.serving = Some((server_live, status.clone()));
         metrics.track(Which::Server, status.clone());
         let stop = cancel.clone();
         loops.tasks.spawn(async move {
@@ -119,6 +128,8 @@ pub async fn run(config: AgentConfig, cancel: CancellationToken) -> Result<()> {
             Ok(())
         });
     }
+
+    loops.tasks.spawn(fleet::run(loops.user.clone(), fleet, cancel.clone()));
 
     while let Some(finished) = loops.tasks.join_next().await {
         if let Err(e) = finished.context("an agent task panicked").and_then(|result| result) {

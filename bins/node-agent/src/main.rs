@@ -8,6 +8,7 @@
 //!   swapping them into live TLS connections without failing a request;
 //! - `/metrics` (the kubelet's certificate metrics, plus rotation-overdue and last-rotation) and
 //!   `/healthz`;
+//! - the fleet view: its certificates' status on the node's own Lease, for `signer fleet`;
 //! - `node-agent status`: what is in a cert dir.
 //!
 //! It owns configuration (figment over clap), wiring and signals; the logic lives in the
@@ -19,6 +20,7 @@ mod api;
 mod bootstrap;
 mod cli;
 mod config;
+mod fleet;
 mod http;
 mod metrics;
 mod sink;

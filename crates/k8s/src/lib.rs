@@ -7,6 +7,8 @@
 //!   falling back to bootstrap credentials while no valid certificate is held.
 //! - [`controllers`]: the signer's side of SPEC §5. Approver, signer and cleaner applying
 //!   `kubecert-authority`'s decisions, with metrics and Lease-based leader election.
+//! - [`fleet`]: the status a node agent publishes on its own Lease (certificate expiry, issuing
+//!   and trusted CA key ids, overdue) and reading all of them back for `signer fleet`.
 //!
 //! The decisions (is an existing CSR ours? what does this CSR's state mean for the waiter?) are
 //! pure functions over the API objects, tested without a server; the async functions around
@@ -17,6 +19,7 @@
 //! See `examples/src/bin/mtls-client.rs` in the repository for another agent reusing these crates.
 
 pub mod controllers;
+pub mod fleet;
 pub mod request;
 pub mod source;
 
