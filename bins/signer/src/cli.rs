@@ -27,6 +27,9 @@ pub enum Command {
     /// Bootstrap tokens.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Shows every node's certificates, riskiest first, from the status node agents publish on
+    /// their Leases in kube-node-lease.
+    Fleet(FleetArgs),
 }
 
 /// Flags shared by `serve` and `controller`; every one can also be set in the config file or as
@@ -123,4 +126,26 @@ pub struct TokenCreateArgs {
     /// Also write a bootstrap kubeconfig for node-agent (server and CA from --kubeconfig).
     #[arg(long, value_name = "PATH")]
     pub write_bootstrap_kubeconfig: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct FleetArgs {
+    /// Kubeconfig of an identity allowed to list Leases in kube-node-lease (default: KUBECONFIG or ~/.kube/config).
+    #[arg(long, value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
+    /// The current CA certificate (default: the CA that issued the newest certificate in the fleet).
+    #[arg(long, value_name = "FILE")]
+    pub ca_cert: Option<PathBuf>,
+    /// Output format.
+    #[arg(short, long, value_enum, value_name = "FORMAT", default_value = "table")]
+    pub output: FleetOutput,
+}
+
+/// How `signer fleet` prints.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum FleetOutput {
+    /// Aligned columns.
+    Table,
+    /// The rows and the current CA as JSON.
+    Json,
 }

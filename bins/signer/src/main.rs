@@ -7,10 +7,12 @@
 //! - `signer controller`: the controllers against any Kubernetes API, with optional leader
 //!   election so that several replicas can run.
 //! - `signer token create`: a bootstrap token for nodes, as `kubeadm token create` makes it.
+//! - `signer fleet`: every node's certificates, riskiest first, from their Leases.
 
 mod cli;
 mod config;
 mod controller;
+mod fleet;
 mod metrics;
 mod pki;
 mod run;
@@ -39,6 +41,10 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Token(TokenCommand::Create(args)) => {
             init_logging(LogFormat::Text);
             return token::create(args).await;
+        }
+        Command::Fleet(args) => {
+            init_logging(LogFormat::Text);
+            return fleet::run(args).await;
         }
         Command::Serve(mut args) => {
             let alias = config::apply_deprecated_alias(&mut args.common);
