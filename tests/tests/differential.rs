@@ -572,6 +572,7 @@ fn requests(m: &Materials) -> Vec<Request> {
         // Leases.
         send("lease: node creates its own", Who::Node, "POST", NODE_LEASES, lease("kube-node-lease", "diff-node", "diff-node")).capture("rv_lease", "/metadata/resourceVersion"),
         send("lease: node renews", Who::Node, "PUT", format!("{NODE_LEASES}/diff-node"), with(lease("kube-node-lease", "diff-node", "diff-node"), "/metadata", "resourceVersion", json!("$rv_lease"))),
+        request("lease: node annotates its own (fleet status)", Who::Node, "PATCH", format!("{NODE_LEASES}/diff-node")).body(Payload::Raw { content_type: "application/merge-patch+json", bytes: br#"{"metadata":{"annotations":{"kubecert.io/status":"{\"overdue\":false}"}}}"#.to_vec() }),
         send("lease: conflict", Who::Node, "PUT", format!("{NODE_LEASES}/diff-node"), with(lease("kube-node-lease", "diff-node", "diff-node"), "/metadata", "resourceVersion", json!("$rv_lease"))),
         send("lease: node creates another node's", Who::Node, "POST", NODE_LEASES, lease("kube-node-lease", "other-node", "other-node")).fixed("NodeRestriction for node Leases"),
         send("lease: admin in default", Who::Admin, "POST", "/apis/coordination.k8s.io/v1/namespaces/default/leases", lease("default", "diff-lease", "me")),
