@@ -282,6 +282,20 @@ mod tests {
     }
 
     #[test]
+    fn every_cut_of_a_bundle_is_read_without_panicking() {
+        let ca = cert(true);
+        let text = format!("-----BEGIN X-----\nProc-Type: 4\n\n-----END X-----\n{ca}\r\n{ca}");
+        for end in (0..=text.len()).filter(|&i| text.is_char_boundary(i)) {
+            for start in [0, 1, 17, 40] {
+                if start <= end {
+                    let _ = trust_bundle_errors(&text[start..end]);
+                }
+            }
+        }
+        assert_eq!(pem_blocks(&text).len(), 3);
+    }
+
+    #[test]
     fn trust_bundle_rules() {
         let (ca, other, leaf) = (cert(true), cert(true), cert(false));
         assert!(details(&format!("{ca}{other}")).is_empty());
