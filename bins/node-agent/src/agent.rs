@@ -65,7 +65,11 @@ pub async fn run(config: AgentConfig, cancel: CancellationToken) -> Result<()> {
             (store, initial)
         });
     let listener = http::bind(config.metrics_addr).await?;
-    let serving_tls = config.rotate_server_certificates.then(|| server_live.clone());
+    let serving_tls = config.rotate_server_certificates.then(|| http::Tls {
+        identity: server_live.clone(),
+        key_exchange: config.tls_key_exchange,
+        handshakes: metrics.handshakes().observer("serving"),
+    });
     tasks.spawn(http::serve(listener, http::router(metrics.clone()), serving_tls, cancel.clone()));
 
     let paths = BootstrapPaths {

@@ -47,8 +47,9 @@ fn main() -> ExitCode {
         }
     };
     init_logging(config.log_format);
-    if rustls::crypto::ring::default_provider().install_default().is_err() {
-        tracing::debug!("a TLS crypto provider was already installed");
+    if let Err(e) = config.tls_key_exchange.install() {
+        eprintln!("node-agent: {e}");
+        return ExitCode::FAILURE;
     }
     // One thread: the agent waits almost all the time, and file writes go to the blocking pool.
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {

@@ -24,7 +24,8 @@ use clap::Parser as _;
 use kubecert_k8s::controllers::SignerMetrics;
 use tokio_util::sync::CancellationToken;
 
-use kubecert_cli::{LogFormat, cancel_on_signals, init_logging};
+use kubecert_cli::{LogFormat, TlsHandshakes, cancel_on_signals, init_logging};
+use kubecert_reload::KeyExchange;
 
 use crate::cli::{Cli, Command, TokenCommand};
 
@@ -38,6 +39,7 @@ async fn run(cli: Cli) -> Result<()> {
     let (mode, used_deprecated_alias, config) = match cli.command {
         Command::Token(TokenCommand::Create(args)) => {
             init_logging(LogFormat::Text);
+            KeyExchange::default().install()?;
             return token::create(args).await;
         }
         Command::Serve(mut args) => {
@@ -50,6 +52,7 @@ async fn run(cli: Cli) -> Result<()> {
         }
     };
     init_logging(config.log_format);
+    config.tls_key_exchange.install()?;
     if used_deprecated_alias {
         tracing::warn!(
             "--experimental-cluster-signing-duration is deprecated; use --cluster-signing-duration"
@@ -59,8 +62,9 @@ async fn run(cli: Cli) -> Result<()> {
     let shutdown = CancellationToken::new();
     cancel_on_signals(shutdown.clone())?;
     let metrics = SignerMetrics::default();
+    let handshakes = TlsHandshakes::default();
     if let Some(addr) = config.metrics_addr {
-        let registry = metrics::registry(&metrics);
+        let registry = metrics::registry(&metrics, &handshakes);
         let stop = shutdown.clone();
         tokio::spawn(async move {
             if let Err(e) = run::serve_metrics(addr, registry, stop.clone()).await {
@@ -70,16 +74,13 @@ async fn run(cli: Cli) -> Result<()> {
         });
     }
     match mode {
-        Mode::Serve => serve::serve(config, metrics, shutdown).await,
+        Mode::Serve => serve::serve(config, metrics, handshakes, shutdown).await,
         Mode::Controller => controller::controller(config, metrics, shutdown).await,
     }
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if rustls::crypto::ring::default_provider().install_default().is_err() {
-        eprintln!("signer: a TLS crypto provider was already installed");
-    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(e) => {

@@ -44,8 +44,8 @@ fn storage_version_hash(r: &ResourceType) -> Option<String> {
     if r.is_review() {
         return None;
     }
-    let digest = ring::digest::digest(
-        &ring::digest::SHA256,
+    let digest = aws_lc_rs::digest::digest(
+        &aws_lc_rs::digest::SHA256,
         format!("{}/{}/{}", r.group, r.version, r.kind).as_bytes(),
     );
     Some(base64::engine::general_purpose::STANDARD.encode(&digest.as_ref()[..8]))

@@ -42,7 +42,7 @@ pub struct MaterialFingerprint([u8; 32]);
 impl MaterialFingerprint {
     /// The fingerprint of a certificate file's and a key file's bytes.
     pub fn of(cert_pem: &[u8], key_pem: &[u8]) -> Self {
-        let mut context = ring::digest::Context::new(&ring::digest::SHA256);
+        let mut context = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
         for part in [cert_pem, key_pem] {
             context.update(&(part.len() as u64).to_be_bytes());
             context.update(part);
@@ -285,8 +285,8 @@ mod tests {
         UNIX_EPOCH + Duration::from_secs(secs)
     }
 
-    fn rng() -> ring::rand::SystemRandom {
-        ring::rand::SystemRandom::new()
+    fn rng() -> aws_lc_rs::rand::SystemRandom {
+        aws_lc_rs::rand::SystemRandom::new()
     }
 
     fn ca() -> CertificateAuthority {

@@ -117,15 +117,15 @@ fn unix_seconds(t: SystemTime) -> i64 {
     }
 }
 
-/// Where serial numbers come from: every ring `SecureRandom` (use `ring::rand::SystemRandom`),
+/// Where serial numbers come from: every aws-lc-rs (ring-compatible) `SecureRandom` (use `aws_lc_rs::rand::SystemRandom`),
 /// or anything else a test wants to supply.
 pub trait Randomness {
     /// Fills `dest` with random bytes.
-    fn fill_random(&self, dest: &mut [u8]) -> Result<(), ring::error::Unspecified>;
+    fn fill_random(&self, dest: &mut [u8]) -> Result<(), aws_lc_rs::error::Unspecified>;
 }
 
-impl<T: ring::rand::SecureRandom + ?Sized> Randomness for T {
-    fn fill_random(&self, dest: &mut [u8]) -> Result<(), ring::error::Unspecified> {
+impl<T: aws_lc_rs::rand::SecureRandom + ?Sized> Randomness for T {
+    fn fill_random(&self, dest: &mut [u8]) -> Result<(), aws_lc_rs::error::Unspecified> {
         self.fill(dest)
     }
 }
@@ -174,7 +174,7 @@ impl IssuedCertificate {
 pub(crate) fn key_identifier(spki_der: &[u8]) -> Result<Vec<u8>, String> {
     let (_, spki) = x509_parser::x509::SubjectPublicKeyInfo::from_der(spki_der)
         .map_err(|e| format!("public key does not parse: {e}"))?;
-    let digest = ring::digest::digest(&ring::digest::SHA256, &spki.subject_public_key.data);
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &spki.subject_public_key.data);
     Ok(digest.as_ref()[..20].to_vec())
 }
 
@@ -448,7 +448,7 @@ mod tests {
 
     struct Fixed(u8);
     impl Randomness for Fixed {
-        fn fill_random(&self, dest: &mut [u8]) -> Result<(), ring::error::Unspecified> {
+        fn fill_random(&self, dest: &mut [u8]) -> Result<(), aws_lc_rs::error::Unspecified> {
             dest.fill(self.0);
             Ok(())
         }
@@ -456,7 +456,7 @@ mod tests {
 
     #[test]
     fn serials_are_positive_nonzero_and_random() {
-        let rng = ring::rand::SystemRandom::new();
+        let rng = aws_lc_rs::rand::SystemRandom::new();
         let a = random_serial(&rng).unwrap();
         let b = random_serial(&rng).unwrap();
         assert_ne!(a, b);

@@ -1,7 +1,7 @@
 //! Private keys: generation, loading from any of the PEM encodings a node may hold, and writing
 //! in the encoding the kubelet writes.
 //!
-//! ring (our only crypto provider) loads keys from PKCS#8 alone, so SEC1 and PKCS#1 inputs are
+//! The crypto provider (aws-lc-rs, through rcgen) is given PKCS#8 alone, so SEC1 and PKCS#1 inputs are
 //! re-wrapped as PKCS#8 on the way in, and EC keys are unwrapped to SEC1 (with the curve named, as
 //! Go's `x509.MarshalECPrivateKey` writes them) on the way out.
 
@@ -33,7 +33,7 @@ pub enum KeyAlgorithm {
     EcdsaP384,
     /// Ed25519.
     Ed25519,
-    /// RSA (load only: ring cannot generate RSA keys). Signs with SHA-256, or SHA-384 from 3072
+    /// RSA (load only: node keys are generated as ECDSA, as the kubelet's). Signs with SHA-256, or SHA-384 from 3072
     /// bits, or SHA-512 from 4096 bits, as Go does for CSRs (SPEC M-11).
     Rsa,
 }
@@ -67,7 +67,7 @@ impl fmt::Debug for PrivateKey {
 }
 
 impl PrivateKey {
-    /// A fresh key of the given algorithm. RSA is refused: ring cannot generate RSA keys.
+    /// A fresh key of the given algorithm. RSA is refused: nodes generate ECDSA or Ed25519 keys.
     pub fn generate(algorithm: KeyAlgorithm) -> Result<Self, Error> {
         let signature_algorithm: &'static SignatureAlgorithm = match algorithm {
             KeyAlgorithm::EcdsaP256 => &PKCS_ECDSA_P256_SHA256,
@@ -171,9 +171,9 @@ fn named_curve(parameters: Option<&pkcs8::der::AnyRef<'_>>) -> Result<ObjectIden
 }
 
 fn rsa_signature_algorithm(pkcs8: &[u8]) -> Result<&'static SignatureAlgorithm, Error> {
-    let rsa =
-        ring::rsa::KeyPair::from_pkcs8(pkcs8).map_err(|e| Error::key(format!("RSA key rejected: {e}")))?;
-    let bits = rsa.public().modulus_len() * 8;
+    let rsa = aws_lc_rs::rsa::KeyPair::from_pkcs8(pkcs8)
+        .map_err(|e| Error::key(format!("RSA key rejected: {e}")))?;
+    let bits = rsa.public_modulus_len() * 8;
     Ok(if bits >= 4096 {
         &rcgen::PKCS_RSA_SHA512
     } else if bits >= 3072 {
@@ -224,7 +224,7 @@ fn pkcs1_to_pkcs8(pkcs1: &[u8]) -> Result<Vec<u8>, Error> {
 }
 
 /// PKCS#8 without the optional public key (version 1), the form Go and OpenSSL write; OpenSSL
-/// refuses ring's version-2 Ed25519 documents.
+/// refuses the version-2 Ed25519 documents the crypto library writes.
 fn pkcs8_v1(pkcs8: &[u8]) -> Result<SecretDocument, Error> {
     let info = PrivateKeyInfoRef::try_from(pkcs8).map_err(Error::key)?;
     SecretDocument::encode_msg(&PrivateKeyInfoRef { public_key: None, ..info }).map_err(Error::key)
