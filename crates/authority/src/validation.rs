@@ -104,8 +104,9 @@ impl ValidatedRequest<'_> {
 /// (upstream fails such requests later, at signing, with the same message). Any other signer
 /// name fails with [`FailureKind::Signer`].
 ///
-/// Upstream's extra usage rule for ML-DSA keys is not implemented: such requests cannot be
-/// parsed here (their signatures cannot be verified with ring), so they never get this far.
+/// Upstream's extra usage rule for ML-DSA keys is not implemented: the approver denies ML-DSA
+/// requests to every `kubernetes.io/` signer before they get this far (the Kubernetes components
+/// cannot verify ML-DSA certificates yet).
 pub fn validate_for_signer<'a>(
     signer_name: &str,
     info: &'a CsrInfo,
