@@ -65,9 +65,9 @@ pub fn kubectl() -> Option<PathBuf> {
     found
 }
 
-/// `kubectl` and every `kubectl.1.<minor>` next to it (after following symlinks; the machine
-/// image carries 1.27 … 1.33 there), with their minor versions, oldest first. Empty without
-/// kubectl (see [`kubectl`]).
+/// Every kubectl on the machine with its minor version: the `kubectl.1.<minor>` files next to
+/// the resolved `kubectl` (symlinks followed; the machine image carries 1.27 … 1.33 there),
+/// oldest first, then `kubectl` itself. Empty without kubectl (see [`kubectl`]).
 pub fn kubectls_with_minor() -> Vec<(u32, PathBuf)> {
     let Some(kubectl) = kubectl() else { return Vec::new() };
     let resolved = std::fs::canonicalize(&kubectl).expect("kubectl resolves");
@@ -80,11 +80,11 @@ pub fn kubectls_with_minor() -> Vec<(u32, PathBuf)> {
             Some((minor, path))
         })
         .collect();
+    found.sort();
     let version = run_ok(&kubectl, &["version", "--client", "-o", "json"]);
     let version: serde_json::Value = serde_json::from_str(&version).expect("kubectl version is JSON");
     let minor = version["clientVersion"]["minor"].as_str().unwrap_or_default().trim_end_matches('+');
     found.push((minor.parse().expect("kubectl's minor version is a number"), kubectl));
-    found.sort();
     found
 }
 

@@ -123,8 +123,18 @@ impl CertificateAuthority {
     /// CA:TRUE, key usages certificate signing, CRL signing and digital signature, valid from
     /// `now` for ten years, random serial.
     pub fn generate(common_name: &str, now: SystemTime, rng: &dyn Randomness) -> Result<Self, Error> {
-        let key =
-            PrivateKey::generate(KeyAlgorithm::EcdsaP256).map_err(|e| Error::ca(format!("CA key: {e}")))?;
+        Self::generate_with(KeyAlgorithm::EcdsaP256, common_name, now, rng)
+    }
+
+    /// [`generate`](Self::generate) with a key of `algorithm` (e.g. ML-DSA-65 for
+    /// `kubecert.io/node-identity`, feature `ml-dsa`).
+    pub fn generate_with(
+        algorithm: KeyAlgorithm,
+        common_name: &str,
+        now: SystemTime,
+        rng: &dyn Randomness,
+    ) -> Result<Self, Error> {
+        let key = PrivateKey::generate(algorithm).map_err(|e| Error::ca(format!("CA key: {e}")))?;
         let seconds = now
             .duration_since(UNIX_EPOCH)
             .map_err(|_| Error::TimeOutOfRange("a CA start before 1970".to_owned()))?

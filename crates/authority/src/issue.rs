@@ -11,7 +11,6 @@ use std::net::IpAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use kubecert_csr::Certificate;
-use rcgen::SigningKey as _;
 use time::OffsetDateTime;
 use x509_parser::prelude::FromDer;
 use yasna::models::{GeneralizedTime, ObjectIdentifier, UTCTime};
@@ -179,10 +178,12 @@ pub(crate) fn key_identifier(spki_der: &[u8]) -> Result<Vec<u8>, String> {
 }
 
 /// The signature algorithm of a CA key: its OID and whether its parameters are an explicit NULL
-/// (RSA) or absent (ECDSA, Ed25519).
-fn signature_algorithm(key: &rcgen::KeyPair) -> Result<(&'static [u64], bool), Error> {
+/// (RSA) or absent (ECDSA, Ed25519, ML-DSA).
+fn signature_algorithm(key: &impl rcgen::PublicKeyData) -> Result<(&'static [u64], bool), Error> {
     let algorithm = key.algorithm();
-    let known: [(&rcgen::SignatureAlgorithm, &'static [u64], bool); 6] = [
+    let known: &[(&rcgen::SignatureAlgorithm, &'static [u64], bool)] = &[
+        #[cfg(feature = "ml-dsa")]
+        (&rcgen::PKCS_ML_DSA_65, &[2, 16, 840, 1, 101, 3, 4, 3, 18], false),
         (&rcgen::PKCS_ECDSA_P256_SHA256, &[1, 2, 840, 10045, 4, 3, 2], false),
         (&rcgen::PKCS_ECDSA_P384_SHA384, &[1, 2, 840, 10045, 4, 3, 3], false),
         (&rcgen::PKCS_ED25519, &[1, 3, 101, 112], false),
@@ -191,9 +192,9 @@ fn signature_algorithm(key: &rcgen::KeyPair) -> Result<(&'static [u64], bool), E
         (&rcgen::PKCS_RSA_SHA512, &[1, 2, 840, 113549, 1, 1, 13], true),
     ];
     known
-        .into_iter()
+        .iter()
         .find(|(alg, _, _)| *alg == algorithm)
-        .map(|(_, oid, null)| (oid, null))
+        .map(|(_, oid, null)| (*oid, *null))
         .ok_or_else(|| Error::Signing(format!("CA key algorithm {algorithm:?} is not supported")))
 }
 
@@ -309,7 +310,7 @@ impl CertificateContents<'_> {
     }
 
     /// Encodes and signs the certificate with `key`; returns its DER.
-    pub(crate) fn sign(&self, key: &rcgen::KeyPair) -> Result<Vec<u8>, Error> {
+    pub(crate) fn sign(&self, key: &impl rcgen::SigningKey) -> Result<Vec<u8>, Error> {
         let (algorithm, null_parameters) = signature_algorithm(key)?;
         let write_algorithm = |w: DERWriter<'_>| {
             w.write_sequence(|seq| {

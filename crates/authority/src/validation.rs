@@ -120,6 +120,8 @@ pub fn validate_for_signer<'a>(
         SIGNER_KUBELET_SERVING => request.kubelet_serving()?,
         SIGNER_KUBE_APISERVER_CLIENT => request.kube_apiserver_client()?,
         SIGNER_LEGACY_UNKNOWN => {}
+        #[cfg(feature = "ml-dsa")]
+        kubecert_csr::SIGNER_KUBECERT_NODE_IDENTITY => request.node_identity()?,
         other => {
             return Err(ValidationFailure::new(
                 FailureKind::Signer,
@@ -217,6 +219,20 @@ impl RequestView<'_> {
         }
         self.common_name_is_a_node()?;
         self.usages_match(KUBELET_CLIENT_USAGES)
+    }
+
+    /// A kubelet client certificate's subject and usages, on an ML-DSA-65 key (which cannot
+    /// encipher keys).
+    #[cfg(feature = "ml-dsa")]
+    fn node_identity(&self) -> Result<(), ValidationFailure> {
+        if self.info.public_key.algorithm != (kubecert_csr::PublicKeyAlgorithm::MlDsa { level: 65 }) {
+            return fail(FailureKind::Request, "kubecert.io/node-identity certifies ML-DSA-65 keys only");
+        }
+        self.kubelet_client()?;
+        if self.usages.iter().any(|u| u == "key encipherment") {
+            return fail(FailureKind::Usages, "ML-DSA keys cannot encipher keys: usage key encipherment");
+        }
+        Ok(())
     }
 
     fn kubelet_serving(&self) -> Result<(), ValidationFailure> {
