@@ -229,10 +229,18 @@ fn without_rotation_the_agent_bootstraps_and_only_serves_its_endpoint() {
     let node = Node::new("e2e-norotate");
     let signer = node.signer(&[], None);
     signer.create_token(&node.bootstrap_kubeconfig());
-    let mut agent = node.agent(1, &["--rotate-certificates=false", "--log-format", "json"]);
+    let mut agent = node
+        .agent(1, &["--rotate-certificates=false", "--log-format", "json", "--tls-key-exchange", "classic"]);
     poll("bootstrap", Duration::from_secs(60), || {
         !log_lines(&agent, &["client certificate rotation is off"]).is_empty()
     });
+    // --tls-key-exchange reaches the API clients: no ML-KEM offered, X25519 negotiated.
+    assert!(
+        handshakes(node.metrics, "apiserver-client", "X25519") >= 1,
+        "{}",
+        http_get(node.metrics, "/metrics")
+    );
+    assert_eq!(handshakes(node.metrics, "apiserver-client", "X25519MLKEM768"), 0);
     assert!(node.client_pair().is_some());
     let log = agent.log();
     assert!(log.lines().all(|l| l.starts_with('{') && l.ends_with('}')), "JSON lines:\n{log}");

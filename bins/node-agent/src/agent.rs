@@ -46,6 +46,8 @@ pub async fn run(config: AgentConfig, cancel: CancellationToken) -> Result<()> {
     let client_live = LiveIdentity::empty();
     let server_live = LiveIdentity::empty();
     let metrics = Metrics::new(client_live.clone(), server_live.clone());
+    // Before any TLS: the API clients' key exchanges, counted as they complete.
+    config.tls_key_exchange.install_observed(metrics.handshakes().observer("apiserver-client"))?;
     let mut tasks: JoinSet<Result<()>> = JoinSet::new();
 
     // Serve from disk first: the pairs an earlier run stored are in use before the endpoint

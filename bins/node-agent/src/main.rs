@@ -47,10 +47,6 @@ fn main() -> ExitCode {
         }
     };
     init_logging(config.log_format);
-    if let Err(e) = config.tls_key_exchange.install() {
-        eprintln!("node-agent: {e}");
-        return ExitCode::FAILURE;
-    }
     // One thread: the agent waits almost all the time, and file writes go to the blocking pool.
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(runtime) => runtime,

@@ -335,6 +335,7 @@ mod tests {
             let (_, rx) = watch::channel(RotationStatus { deadline, ..status(now) });
             metrics.track(which, rx);
         }
+        metrics.handshakes().observe("apiserver-client", "X25519MLKEM768");
         metrics.handshakes().observe("serving", "X25519MLKEM768");
         let doc = format!(
             "{}# node-agent metrics\n\nServed at `/metrics` on `--metrics-addr`.\n\n{}",

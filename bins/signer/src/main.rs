@@ -52,7 +52,9 @@ async fn run(cli: Cli) -> Result<()> {
         }
     };
     init_logging(config.log_format);
-    config.tls_key_exchange.install()?;
+    // Before any TLS: the API client's key exchanges (`controller`), counted as they complete.
+    let handshakes = TlsHandshakes::default();
+    config.tls_key_exchange.install_observed(handshakes.observer("apiserver-client"))?;
     if used_deprecated_alias {
         tracing::warn!(
             "--experimental-cluster-signing-duration is deprecated; use --cluster-signing-duration"
@@ -62,7 +64,6 @@ async fn run(cli: Cli) -> Result<()> {
     let shutdown = CancellationToken::new();
     cancel_on_signals(shutdown.clone())?;
     let metrics = SignerMetrics::default();
-    let handshakes = TlsHandshakes::default();
     if let Some(addr) = config.metrics_addr {
         let registry = metrics::registry(&metrics, &handshakes);
         let stop = shutdown.clone();

@@ -36,6 +36,7 @@ mod tests {
         }
         let handshakes = TlsHandshakes::default();
         handshakes.observe("apiserver", "X25519MLKEM768");
+        handshakes.observe("apiserver-client", "X25519MLKEM768");
         let mut exposition = String::new();
         prometheus_client::encoding::text::encode(&mut exposition, &registry(&metrics, &handshakes)).unwrap();
 

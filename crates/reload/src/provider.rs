@@ -5,9 +5,11 @@ use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
 
-use rustls::CommonState;
 use rustls::crypto::aws_lc_rs::{self, kx_group};
-use rustls::crypto::{CryptoProvider, SupportedKxGroup};
+use rustls::crypto::{
+    ActiveKeyExchange, CompletedKeyExchange, CryptoProvider, SharedSecret, SupportedKxGroup,
+};
+use rustls::{CommonState, NamedGroup, ProtocolVersion, SupportedProtocolVersion};
 
 use crate::Error;
 
@@ -66,7 +68,34 @@ impl KeyExchange {
     /// Binaries call it once, before any TLS; installing the same policy again is fine, another
     /// one is refused (the process would otherwise speak two policies).
     pub fn install(self) -> Result<(), Error> {
-        if self.unshared_provider().install_default().is_ok() {
+        self.install_provider(self.unshared_provider())
+    }
+
+    /// [`install`](Self::install) with `observe` told the group of every key exchange the
+    /// process default provider completes, i.e. of every handshake of kube's clients.
+    pub fn install_observed(self, observe: HandshakeObserver) -> Result<(), Error> {
+        let provider = Arc::unwrap_or_clone(self.observed_provider(observe));
+        self.install_provider(provider)
+    }
+
+    /// [`provider`](Self::provider) whose key exchanges tell `observe` the group of every
+    /// exchange they complete: client side, the group the server chose (also when it chose the
+    /// classical half of a hybrid share); server side, the group it negotiated. rustls wants its
+    /// groups `'static`, so each call leaks one small wrapper per group: build it once per
+    /// process (as [`install_observed`](Self::install_observed) does).
+    pub fn observed_provider(self, observe: HandshakeObserver) -> Arc<CryptoProvider> {
+        let kx_groups = self
+            .groups()
+            .into_iter()
+            .map(|inner| -> &'static dyn SupportedKxGroup {
+                Box::leak(Box::new(Observed { inner, observe: Arc::clone(&observe) }))
+            })
+            .collect();
+        Arc::new(CryptoProvider { kx_groups, ..aws_lc_rs::default_provider() })
+    }
+
+    fn install_provider(self, provider: CryptoProvider) -> Result<(), Error> {
+        if provider.install_default().is_ok() {
             return Ok(());
         }
         let installed = CryptoProvider::get_default().map(|p| p.kx_groups.iter().map(|g| g.name()).collect());
@@ -109,15 +138,102 @@ pub type HandshakeObserver = Arc<dyn Fn(&'static str) + Send + Sync>;
 /// session, `unknown` for a group without a name.
 pub fn negotiated_group(connection: &CommonState) -> &'static str {
     match connection.negotiated_key_exchange_group() {
-        Some(group) => group.name().as_str().unwrap_or("unknown"),
+        Some(group) => group_name(group.name()),
         None => "none",
+    }
+}
+
+fn group_name(group: NamedGroup) -> &'static str {
+    group.as_str().unwrap_or("unknown")
+}
+
+/// A key-exchange group that reports the exchanges it completes.
+struct Observed {
+    inner: &'static dyn SupportedKxGroup,
+    observe: HandshakeObserver,
+}
+
+impl fmt::Debug for Observed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Observed").field("inner", &self.inner).finish_non_exhaustive()
+    }
+}
+
+impl SupportedKxGroup for Observed {
+    fn start(&self) -> Result<Box<dyn ActiveKeyExchange>, rustls::Error> {
+        let inner = self.inner.start()?;
+        Ok(Box::new(ObservedExchange { inner, observe: Arc::clone(&self.observe) }))
+    }
+
+    fn start_and_complete(&self, peer_pub_key: &[u8]) -> Result<CompletedKeyExchange, rustls::Error> {
+        let completed = self.inner.start_and_complete(peer_pub_key)?;
+        (self.observe)(group_name(completed.group));
+        Ok(completed)
+    }
+
+    fn name(&self) -> NamedGroup {
+        self.inner.name()
+    }
+
+    fn fips(&self) -> bool {
+        self.inner.fips()
+    }
+
+    fn usable_for_version(&self, version: ProtocolVersion) -> bool {
+        self.inner.usable_for_version(version)
+    }
+}
+
+/// One exchange of an [`Observed`] group.
+struct ObservedExchange {
+    inner: Box<dyn ActiveKeyExchange>,
+    observe: HandshakeObserver,
+}
+
+impl ActiveKeyExchange for ObservedExchange {
+    fn complete(self: Box<Self>, peer_pub_key: &[u8]) -> Result<SharedSecret, rustls::Error> {
+        let group = self.inner.group();
+        let secret = self.inner.complete(peer_pub_key)?;
+        (self.observe)(group_name(group));
+        Ok(secret)
+    }
+
+    fn complete_for_tls_version(
+        self: Box<Self>,
+        peer_pub_key: &[u8],
+        tls_version: &SupportedProtocolVersion,
+    ) -> Result<SharedSecret, rustls::Error> {
+        let group = self.inner.group();
+        let secret = self.inner.complete_for_tls_version(peer_pub_key, tls_version)?;
+        (self.observe)(group_name(group));
+        Ok(secret)
+    }
+
+    fn hybrid_component(&self) -> Option<(NamedGroup, &[u8])> {
+        self.inner.hybrid_component()
+    }
+
+    fn complete_hybrid_component(
+        self: Box<Self>,
+        peer_pub_key: &[u8],
+    ) -> Result<SharedSecret, rustls::Error> {
+        let group = self.inner.hybrid_component().map_or_else(|| self.inner.group(), |(group, _)| group);
+        let secret = self.inner.complete_hybrid_component(peer_pub_key)?;
+        (self.observe)(group_name(group));
+        Ok(secret)
+    }
+
+    fn pub_key(&self) -> &[u8] {
+        self.inner.pub_key()
+    }
+
+    fn group(&self) -> NamedGroup {
+        self.inner.group()
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use rustls::NamedGroup;
-
     use super::*;
 
     #[test]

@@ -4,10 +4,11 @@
 
 mod support;
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use kubecert_reload::{KeyExchange, LiveIdentity, negotiated_group};
+use rustls::ClientConfig;
 use rustls_pki_types::ServerName;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::{TlsAcceptor, TlsConnector};
@@ -23,6 +24,16 @@ async fn handshake(
     client: KeyExchange,
     server: KeyExchange,
 ) -> Result<(String, String), String> {
+    let config = LiveIdentity::empty().client_config(ca.roots(), client).unwrap();
+    handshake_with(ca, config, server).await
+}
+
+/// [`handshake`] with any client config.
+async fn handshake_with(
+    ca: &TestCa,
+    config: ClientConfig,
+    server: KeyExchange,
+) -> Result<(String, String), String> {
     let serving = LiveIdentity::new(ca.identity("localhost"));
     let acceptor = TlsAcceptor::from(Arc::new(serving.server_config(None, server).unwrap()));
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -33,7 +44,6 @@ async fn handshake(
         Ok::<_, String>(negotiated_group(tls.get_ref().1))
     });
 
-    let config = LiveIdentity::empty().client_config(ca.roots(), client).unwrap();
     let connector = TlsConnector::from(Arc::new(config));
     let tcp = TcpStream::connect(addr).await.unwrap();
     let name = ServerName::try_from("localhost").unwrap();
@@ -72,4 +82,25 @@ async fn a_post_quantum_only_client_cannot_reach_a_classic_server() {
     // A pq-preferred client falls back to X25519 with a classic server.
     let fallback = handshake(&ca, KeyExchange::PqPreferred, KeyExchange::Classic).await.unwrap();
     assert_eq!(fallback.1, "X25519");
+}
+
+/// What node-agent and `signer controller` count as `endpoint="apiserver-client"`: the observed
+/// provider reports the group each client handshake completed with, also when the server took
+/// the classical half of the hybrid key share.
+#[tokio::test]
+async fn the_observed_provider_reports_the_group_of_each_client_handshake() {
+    let ca = TestCa::new();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = Arc::clone(&seen);
+    let provider =
+        KeyExchange::PqPreferred.observed_provider(Arc::new(move |group| log.lock().unwrap().push(group)));
+    let config = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(ca.roots())
+        .with_no_client_auth();
+    handshake_with(&ca, config.clone(), KeyExchange::PqPreferred).await.unwrap();
+    handshake_with(&ca, config.clone(), KeyExchange::Classic).await.unwrap();
+    handshake_with(&ca, config, KeyExchange::PqRequired).await.unwrap();
+    assert_eq!(*seen.lock().unwrap(), ["X25519MLKEM768", "X25519", "X25519MLKEM768"]);
 }
