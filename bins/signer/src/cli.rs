@@ -27,6 +27,19 @@ pub enum Command {
     /// Bootstrap tokens.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Refuses recovery (`serve --recovery-max-expired`) to the certificate with this serial,
+    /// from the next attempt on: writes it to DATA_DIR/recovery-deny-list.
+    DenySerial(DenySerialArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DenySerialArgs {
+    /// The certificate's serial number in hex (`node-agent status` shows it; `:` separators and
+    /// upper case are fine).
+    pub serial: String,
+    /// The data directory of `signer serve`.
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: PathBuf,
 }
 
 /// Flags shared by `serve` and `controller`; every one can also be set in the config file or as
@@ -69,6 +82,11 @@ pub struct ServeArgs {
     #[arg(long, value_name = "ADDR")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub listen: Option<SocketAddr>,
+    /// Let nodes whose client certificate expired less than this long ago recover with its key
+    /// (Go duration, e.g. 720h; off when unset).
+    #[arg(long, value_name = "D")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recovery_max_expired: Option<String>,
     #[command(flatten)]
     #[serde(flatten)]
     pub common: CommonArgs,

@@ -7,12 +7,14 @@
 //! - `signer controller`: the controllers against any Kubernetes API, with optional leader
 //!   election so that several replicas can run.
 //! - `signer token create`: a bootstrap token for nodes, as `kubeadm token create` makes it.
+//! - `signer deny-serial`: refuse recovery with an expired certificate to one serial.
 
 mod cli;
 mod config;
 mod controller;
 mod metrics;
 mod pki;
+mod recovery;
 mod run;
 mod serve;
 mod token;
@@ -39,6 +41,11 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Token(TokenCommand::Create(args)) => {
             init_logging(LogFormat::Text);
             return token::create(args).await;
+        }
+        Command::DenySerial(args) => {
+            let serial = recovery::deny_serial(&args.data_dir, &args.serial)?;
+            println!("serial {serial} is refused recovery from now on");
+            return Ok(());
         }
         Command::Serve(mut args) => {
             let alias = config::apply_deprecated_alias(&mut args.common);

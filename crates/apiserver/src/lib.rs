@@ -65,7 +65,7 @@ pub use authz::{
     Attributes, CERTIFICATE_CONTROLLER_USER, Decision, MASTERS_GROUP, ResourceAttributes, SIGNER_USER,
     authorize,
 };
-pub use server::{Api, Config, RunningServer, TlsConfig, start};
+pub use server::{Api, ClientCertificate, Config, RunningServer, TlsConfig, start};
 pub use table::human_duration;
 
 use std::net::SocketAddr;

@@ -13,7 +13,9 @@
 //!   request fails;
 //! * [`PairFileWatcher`]: reloads the identity when a kubelet-style `<prefix>-current.pem` is
 //!   switched by anyone, never publishing a half-written or mismatched pair, nor an expired one
-//!   over one that is still valid.
+//!   over one that is still valid;
+//! * [`ExpiryTolerantClientVerifier`]: server-side client-certificate verification that checks
+//!   everything but the leaf's expiry, for recovery with an expired certificate's key.
 //!
 //! It does not decide when to rotate, write certificate files, or build CSRs: that is
 //! `kubecert-rotation`, `kubecert-store` and `kubecert-csr`, wired together by the node agent.
@@ -21,6 +23,7 @@
 //! See `examples/src/bin/mtls-client.rs` in the repository for another agent reusing these crates.
 
 mod client;
+mod client_auth;
 mod connector;
 mod error;
 mod identity;
@@ -28,6 +31,7 @@ mod kube_client;
 mod live;
 mod watch;
 
+pub use client_auth::ExpiryTolerantClientVerifier;
 pub use client::{BoxFuture, ConnectionCounts, Connector, DEFAULT_DRAIN_GRACE, RotatingClient};
 pub use connector::ResponseBody;
 pub use error::Error;
