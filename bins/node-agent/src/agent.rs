@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::api::{ApiHealth, BootstrapCredentials, client_for, kubeconfig_identity};
-use crate::bootstrap::{BootstrapPaths, ensure_client_certificate};
+use crate::bootstrap::{BootstrapOptions, BootstrapPaths, ensure_client_certificate};
 use crate::config::{AgentConfig, feature_gate_notice};
 use crate::http;
 use crate::metrics::{Metrics, Which};
@@ -68,13 +68,14 @@ pub async fn run(config: AgentConfig, cancel: CancellationToken) -> Result<()> {
     let serving_tls = config.rotate_server_certificates.then(|| server_live.clone());
     tasks.spawn(http::serve(listener, http::router(metrics.clone()), serving_tls, cancel.clone()));
 
+    let options = BootstrapOptions { reuse_stored_key: !config.rotate_certificates };
     let paths = BootstrapPaths {
         kubeconfig: &config.kubeconfig,
         bootstrap_kubeconfig: config.bootstrap_kubeconfig.as_deref(),
         cert_dir: &config.cert_dir,
     };
     tokio::select! {
-        bootstrapped = ensure_client_certificate(paths, &node_name, &client_store) => bootstrapped?,
+        bootstrapped = ensure_client_certificate(paths, &node_name, &client_store, options) => bootstrapped?,
         () = cancel.cancelled() => return Ok(()),
     }
 
@@ -96,7 +97,8 @@ pub async fn run(config: AgentConfig, cancel: CancellationToken) -> Result<()> {
         let template = fixed_template(CertificateTemplate::node_client(&node_name));
         let status = loops.spawn(CLIENT_PREFIX, CertificatePurpose::Client, source, sink, template, initial);
         metrics.track(Which::Client, status);
-        loops.tasks.spawn(watchdog::run(client_live, loops.health.clone(), cancel.clone()));
+        let limit = config.exit_after_expired()?;
+        loops.tasks.spawn(watchdog::run(client_live, loops.health.clone(), cancel.clone(), limit));
     } else {
         info!("client certificate rotation is off (--rotate-certificates=false)");
     }

@@ -87,6 +87,12 @@ pub struct Cli {
     #[arg(long, value_name = "NAME=BOOL,…", value_delimiter = ',', value_parser = parse_feature_gate)]
     #[serde(skip_serializing_if = "Vec::is_empty", serialize_with = "gates_as_map")]
     pub feature_gates: Vec<(String, bool)>,
+    /// Exit when the node has had no valid client certificate this long while the API server
+    /// answers, so that a restart bootstraps again (kubelet: 5m; shorter for rehearsals)
+    /// [default: 5m].
+    #[arg(long, value_name = "D")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exit_after_expired: Option<String>,
 }
 
 /// Subcommands; without one, the agent runs.

@@ -55,6 +55,10 @@ pub struct AgentConfig {
     pub key_algorithm: KeyAlgorithmName,
     /// Kubelet feature gates (a table of name = bool), accepted for compatibility.
     pub feature_gates: BTreeMap<String, bool>,
+    /// How long the node may be without a valid client certificate while the API server answers
+    /// before the agent exits for a restart into bootstrap (SPEC T-3; the kubelet's is fixed at
+    /// 5m). Shorter values are for rehearsals with short lifetimes (Go duration).
+    pub exit_after_expired: String,
 }
 
 impl Default for AgentConfig {
@@ -72,6 +76,7 @@ impl Default for AgentConfig {
             log_format: LogFormat::Text,
             key_algorithm: KeyAlgorithmName::EcdsaP256,
             feature_gates: BTreeMap::new(),
+            exit_after_expired: humantime::format_duration(crate::watchdog::EXIT_AFTER).to_string(),
         }
     }
 }
@@ -106,6 +111,13 @@ pub fn feature_gate_notice(name: &str, enabled: bool) -> String {
 }
 
 impl AgentConfig {
+    /// `exit_after_expired` as a duration; an error names the setting and the value.
+    pub fn exit_after_expired(&self) -> Result<std::time::Duration> {
+        humantime::parse_duration(&self.exit_after_expired).with_context(|| {
+            format!("exit_after_expired: {:?} is not a duration such as 5m or 30s", self.exit_after_expired)
+        })
+    }
+
     /// The node name: configured, else the host name lowercased (as the kubelet does).
     pub fn node_name(&self) -> Result<String> {
         match &self.node_name {

@@ -8,6 +8,9 @@
 //!   swapping them into live TLS connections without failing a request;
 //! - `/metrics` (the kubelet's certificate metrics, plus rotation-overdue and last-rotation) and
 //!   `/healthz`;
+//! - recovery: when the client certificate has expired and bootstrap fails, a certificate for a
+//!   new key in exchange for proof of the expired one's key (`signer serve --recovery-max-expired`),
+//!   and `<cert-dir>/RECOVERY-NEEDED` naming the fix when nothing works;
 //! - `node-agent status`: what is in a cert dir.
 //!
 //! It owns configuration (figment over clap), wiring and signals; the logic lives in the
@@ -21,6 +24,7 @@ mod cli;
 mod config;
 mod http;
 mod metrics;
+mod recovery;
 mod sink;
 mod status;
 mod watchdog;
