@@ -180,6 +180,9 @@ async fn obtain(
             match bootstrap_once(bootstrap_path, &key, node_name, deadline).await {
                 Ok(chain) => return commit(store, &chain, &key).await,
                 Err((error, fresh)) => {
+                    if expired.is_some() {
+                        warn!(error = error.message(), "bootstrap failed; trying recovery with the expired certificate's key");
+                    }
                     fresh_key = fresh;
                     if fresh {
                         PendingKey::remove(paths.cert_dir).context("deleting the pending bootstrap key")?;
