@@ -213,7 +213,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn stops_when_cancelled() {
         let cancel = CancellationToken::new();
-        let task = tokio::spawn(run(LiveIdentity::empty(), ApiHealth::default(), cancel.clone()));
+        let task = tokio::spawn(run(LiveIdentity::empty(), ApiHealth::default(), cancel.clone(), EXIT_AFTER));
         tokio::time::sleep(Duration::from_secs(60)).await;
         cancel.cancel();
         assert!(task.await.unwrap().is_ok());
