@@ -7,7 +7,9 @@
 //! - an agent off past its certificate's expiry *and* its bootstrap token's lifetime recovers with
 //!   the expired certificate's key (`--recovery-max-expired`): new key, same identity, recorded;
 //! - a refused recovery (deny-listed serial) is logged with its reason, the agent reports not
-//!   ready and writes RECOVERY-NEEDED, and the command the file names fixes it.
+//!   ready and writes RECOVERY-NEEDED, and the command the file names fixes it;
+//! - the renewal canary passes every 5 s without touching the live certificate or leaving CSRs,
+//!   and fails at the approve stage under a deny-all policy.
 //!
 //! Lifetimes: the scenario is 60 s certificates, a 30 s token and 150 s off. The signer
 //! takes any lifetime, so these tests use the same proportions at a third of the time: 20 s
@@ -41,8 +43,13 @@ struct Lockout {
 impl Lockout {
     /// `signer serve` with short certificates and `extra` flags, and a bootstrap token of `ttl`.
     fn new(name: &str, extra: &[&str], ttl: &str) -> Self {
+        Self::with_lifetime(name, LIFETIME, extra, ttl)
+    }
+
+    /// [`Lockout::new`] with certificates of `lifetime`.
+    fn with_lifetime(name: &str, lifetime: &str, extra: &[&str], ttl: &str) -> Self {
         let dir = TempDir::new(name);
-        let mut args = vec!["--cluster-signing-duration", LIFETIME, "--backdate", "0s"];
+        let mut args = vec!["--cluster-signing-duration", lifetime, "--backdate", "0s"];
         args.extend_from_slice(extra);
         let signer = SignerServe::start(&dir.path().join("signer"), &args);
         let node = Self { dir, name: name.to_owned(), metrics: free_local_addr(), signer };
@@ -251,4 +258,95 @@ fn status(node: &Lockout) -> (i32, String) {
 fn base64_decode(text: &str) -> Vec<u8> {
     use base64::Engine as _;
     base64::engine::general_purpose::STANDARD.decode(text).expect("base64")
+}
+
+/// A value of an OpenMetrics sample line (`name{labels} value`), if present.
+fn sample(metrics: &str, series: &str) -> Option<f64> {
+    metrics.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+/// Canary CSRs in the API (by their annotation).
+fn canary_csrs(kubectl: &Path, admin: &Path) -> usize {
+    let jsonpath = "jsonpath={range .items[*]}{.metadata.annotations.kubecert\\.io/canary}{\"\\n\"}{end}";
+    run_ok(kubectl, &["--kubeconfig", str(admin), "get", "csr", "-o", jsonpath]).lines().filter(|l| *l == "true").count()
+}
+
+fn canary_once(node: &Lockout) -> (i32, String) {
+    let kubeconfig = node.path("kubelet.conf");
+    let out = std::process::Command::new(binary("node-agent"))
+        .args(["canary", "--once", "--json", "--kubeconfig", str(&kubeconfig)])
+        .output()
+        .expect("run node-agent canary");
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+#[test]
+fn the_canary_passes_every_5_s_without_touching_the_live_certificate() {
+    let signer_metrics = free_local_addr().to_string();
+    let node = Lockout::with_lifetime("lockout-canary", "24h", &["--metrics-addr", &signer_metrics], "1h");
+    let mut agent = node.agent(1, &["--canary-interval", "5s"]);
+    let live = node.wait_for_new_leaf(None, Duration::from_secs(30));
+    let live_pem = std::fs::read(node.path("pki/kubelet-client-current.pem")).expect("the live pair");
+    std::thread::sleep(Duration::from_secs(30));
+
+    let metrics = http_get(node.metrics, "/metrics");
+    let successes = sample(&metrics, "kubecert_node_canary_successes_total").unwrap_or_default();
+    assert!(successes >= 5.0, "at least 5 runs passed in 30 s:\n{metrics}");
+    for stage in ["create", "approve", "sign", "verify", "authenticate", "cleanup"] {
+        let failures = sample(&metrics, &format!("kubecert_node_canary_failures_total{{stage=\"{stage}\"}}"));
+        assert_eq!(failures, Some(0.0), "{stage}:\n{metrics}");
+    }
+    assert!(sample(&metrics, "kubecert_node_canary_last_success_timestamp_seconds").unwrap_or_default() > 0.0);
+    assert!(sample(&metrics, "kubecert_node_canary_renewal_headroom_seconds").unwrap_or_default() > 0.0);
+    assert_eq!(node.leaf().map(|l| l.serial_hex), Some(live.serial_hex.clone()), "the live serial is unchanged");
+    assert_eq!(std::fs::read(node.path("pki/kubelet-client-current.pem")).ok(), Some(live_pem));
+
+    let (code, out) = canary_once(&node);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("\"ok\":true"), "{out}");
+
+    // The signer does not count canaries as renewals: one issuance (the bootstrap).
+    let signer = http_get(signer_metrics.parse().expect("address"), "/metrics");
+    let issued = "kubecert_signer_issuances_total{signer=\"kubernetes.io/kube-apiserver-client-kubelet\"}";
+    assert_eq!(sample(&signer, issued), Some(1.0), "{signer}");
+    assert!(sample(&signer, "kubecert_signer_canary_issuances_total").unwrap_or_default() >= 6.0, "{signer}");
+    assert_running(&mut agent);
+
+    let Some(kubectl) = kubectl() else { return };
+    assert_eq!(canary_csrs(&kubectl, &node.signer.admin_kubeconfig()), 0, "no canary CSR is left");
+}
+
+#[test]
+fn a_deny_all_policy_fails_the_canary_at_approve_and_leaves_the_live_certificate() {
+    let mut node = Lockout::with_lifetime("lockout-canary-denied", "24h", &[], "1h");
+    let mut agent = node.agent(1, &["--canary-interval", "2s"]);
+    let live = node.wait_for_new_leaf(None, Duration::from_secs(30));
+    let live_pem = std::fs::read(node.path("pki/kubelet-client-current.pem")).expect("the live pair");
+
+    // The same signer, now denying every node client request (only RSA keys allowed).
+    let (data_dir, addr) = (node.signer.data_dir.clone(), node.signer.addr);
+    node.signer.process.kill();
+    let policy = node.path("deny-all.toml");
+    std::fs::write(
+        &policy,
+        "[policy.signers.\"kubernetes.io/kube-apiserver-client-kubelet\"]\nallowed_key_types = [\"rsa\"]\n",
+    )
+    .expect("write the policy");
+    let restarted = Instant::now();
+    node.signer = SignerServe::start_at(&data_dir, addr, &["--config", str(&policy), "--cluster-signing-duration", "24h"]);
+    let approve = "kubecert_node_canary_failures_total{stage=\"approve\"}";
+    wait_for("a canary failure at the approve stage", Duration::from_secs(10), || {
+        sample(&http_get(node.metrics, "/metrics"), approve).unwrap_or_default() >= 1.0
+    });
+    eprintln!("first approve-stage failure {:?} after the deny-all signer started", restarted.elapsed());
+    let log = agent.log();
+    assert!(log.contains("renewal canary failed") && log.contains("KeyNotAllowed"), "{log}");
+
+    let (code, out) = canary_once(&node);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("\"stage\":\"approve\""), "{out}");
+    assert_eq!(node.leaf().map(|l| l.serial_hex), Some(live.serial_hex.clone()), "the live serial is unchanged");
+    assert_eq!(std::fs::read(node.path("pki/kubelet-client-current.pem")).ok(), Some(live_pem));
+    assert!(node.healthz().starts_with("HTTP/1.0 200"), "the node stays ready");
+    assert_running(&mut agent);
 }

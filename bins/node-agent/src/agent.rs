@@ -1,5 +1,6 @@
 //! The running agent: the metrics endpoint, bootstrap, then the rotation loops for the client
-//! and (optionally) serving certificates, the identities they feed, and the T-3 watchdog.
+//! and (optionally) serving certificates, the identities they feed, the T-3 watchdog and the
+//! renewal canary.
 
 use std::net::IpAddr;
 use std::path::Path;
@@ -20,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::api::{ApiHealth, BootstrapCredentials, client_for, kubeconfig_identity};
+use crate::canary::{self, Canary, CanaryMetrics};
 use crate::bootstrap::{BootstrapOptions, BootstrapPaths, ensure_client_certificate};
 use crate::config::{AgentConfig, feature_gate_notice};
 use crate::http;
@@ -45,7 +47,13 @@ pub async fn run(config: AgentConfig, cancel: CancellationToken) -> Result<()> {
 
     let client_live = LiveIdentity::empty();
     let server_live = LiveIdentity::empty();
+    let canary_interval = config.canary_interval()?;
+    let canary_metrics = canary_interval.map(|_| CanaryMetrics::default());
     let metrics = Metrics::new(client_live.clone(), server_live.clone());
+    let metrics = match &canary_metrics {
+        Some(canary) => metrics.with_canary(canary.clone()),
+        None => metrics,
+    };
     let mut tasks: JoinSet<Result<()>> = JoinSet::new();
 
     // Serve from disk first: the pairs an earlier run stored are in use before the endpoint
@@ -89,6 +97,22 @@ pub async fn run(config: AgentConfig, cancel: CancellationToken) -> Result<()> {
         cancel: cancel.clone(),
         tasks,
     };
+
+    if let (Some(interval), Some(canary_metrics)) = (canary_interval, canary_metrics) {
+        let canary = Canary {
+            kubeconfig: config.kubeconfig.clone(),
+            node_name: node_name.clone(),
+            live: client_live.clone(),
+            user: loops.user.clone(),
+            key_algorithm: loops.key_algorithm,
+        };
+        info!(interval = ?interval, "renewal canary on");
+        let stop = cancel.clone();
+        loops.tasks.spawn(async move {
+            canary::run(canary, interval, canary_metrics, stop).await;
+            Ok(())
+        });
+    }
 
     if config.rotate_certificates {
         let bootstrap = config.bootstrap_kubeconfig.clone().map(BootstrapCredentials::new);

@@ -11,6 +11,8 @@
 //! - recovery: when the client certificate has expired and bootstrap fails, a certificate for a
 //!   new key in exchange for proof of the expired one's key (`signer serve --recovery-max-expired`),
 //!   and `<cert-dir>/RECOVERY-NEEDED` naming the fix when nothing works;
+//! - the renewal canary (`--canary-interval`, `node-agent canary --once`): renewal proven end to
+//!   end with a throwaway key, without touching the live credentials;
 //! - `node-agent status`: what is in a cert dir.
 //!
 //! It owns configuration (figment over clap), wiring and signals; the logic lives in the
@@ -20,6 +22,7 @@ mod addresses;
 mod agent;
 mod api;
 mod bootstrap;
+mod canary;
 mod cli;
 mod config;
 mod http;
@@ -40,8 +43,16 @@ use crate::cli::{Cli, Command};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Some(Command::Status(args)) = &cli.command {
-        return ExitCode::from(status::run(&args.cert_dir));
+    match &cli.command {
+        Some(Command::Status(args)) => return ExitCode::from(status::run(&args.cert_dir)),
+        Some(Command::Canary(args)) => {
+            init_logging(kubecert_cli::LogFormat::Text);
+            if rustls::crypto::ring::default_provider().install_default().is_err() {
+                tracing::debug!("a TLS crypto provider was already installed");
+            }
+            return ExitCode::from(canary::run_cli(args));
+        }
+        None => {}
     }
     let config = match config::load(&cli) {
         Ok(config) => config,

@@ -69,6 +69,7 @@ impl Tracked {
 pub struct Metrics {
     tracked: Arc<[Tracked; 2]>,
     server_rotation_seconds: Histogram,
+    canary: Option<crate::canary::CanaryMetrics>,
 }
 
 impl Metrics {
@@ -78,7 +79,14 @@ impl Metrics {
         Self {
             tracked: Arc::new([tracked(Which::Client, client), tracked(Which::Server, server)]),
             server_rotation_seconds: Histogram::new(ROTATION_BUCKETS),
+            canary: None,
         }
+    }
+
+    /// Adds the renewal canary's series (when it runs).
+    pub fn with_canary(mut self, canary: crate::canary::CanaryMetrics) -> Self {
+        self.canary = Some(canary);
+        self
     }
 
     /// Reports `status` for `which` from now on (call once per certificate).
@@ -95,6 +103,9 @@ impl Metrics {
             self.server_rotation_seconds.clone(),
         );
         registry.register_collector(Box::new(self.clone()));
+        if let Some(canary) = &self.canary {
+            canary.register(&mut registry);
+        }
         registry
     }
 

@@ -120,7 +120,9 @@ async fn serve(state: AppState, req: Request) -> ApiResult<Response> {
         Target::UnknownResource => Err(ApiError::path_not_found()),
         Target::Resource(rr) => {
             let name = rr.name.clone().unwrap_or_default();
-            if let Decision::Deny(reason) = authorize(&user, &rr.attributes()) {
+            if let Decision::Deny(reason) = authorize(&user, &rr.attributes())
+                && !crate::canary::may_delete_own_canary(&state.store, &user, &rr)?
+            {
                 return Err(ApiError::forbidden(&rr.rt.subject(&name), &reason));
             }
             accepts_json(req.headers())?;

@@ -42,6 +42,7 @@ mod admission;
 mod apply;
 mod auth;
 mod authz;
+mod canary;
 mod discovery;
 mod gnostic;
 mod handlers;

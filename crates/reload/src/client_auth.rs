@@ -20,6 +20,7 @@ use rustls::crypto::CryptoProvider;
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{DigitallySignedStruct, DistinguishedName, RootCertStore, SignatureScheme};
+use rustls_pki_types::pem::PemObject as _;
 use rustls_pki_types::{CertificateDer, UnixTime};
 
 use crate::Error;
@@ -41,6 +42,26 @@ impl ExpiryTolerantClientVerifier {
             .map_err(|e| Error::ClientVerifier(e.to_string()))?;
         Ok(Self { inner })
     }
+}
+
+/// Checks that `leaf_der` is a client certificate the CAs in `roots_pem` trust at `now`: chain,
+/// signatures, validity and the clientAuth usage, what an API server checks before it
+/// authenticates a client with it. Uses the process's default crypto provider.
+pub fn verify_client_certificate(roots_pem: &[u8], leaf_der: &[u8], now: SystemTime) -> Result<(), Error> {
+    let provider = CryptoProvider::get_default()
+        .cloned()
+        .ok_or_else(|| Error::ClientVerifier("no TLS crypto provider is installed".into()))?;
+    let mut roots = RootCertStore::empty();
+    for ca in CertificateDer::pem_slice_iter(roots_pem) {
+        let ca = ca.map_err(|e| Error::ClientVerifier(format!("CA bundle: {e}")))?;
+        roots.add(ca).map_err(Error::Tls)?;
+    }
+    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+        .build()
+        .map_err(|e| Error::ClientVerifier(e.to_string()))?;
+    let at = UnixTime::since_unix_epoch(now.duration_since(UNIX_EPOCH).unwrap_or_default());
+    verifier.verify_client_cert(&CertificateDer::from(leaf_der), &[], at).map_err(Error::Tls)?;
+    Ok(())
 }
 
 /// The instant to verify `leaf` at: `now`, or its NotAfter once that has passed. A leaf that does
@@ -117,6 +138,7 @@ mod tests {
     struct Ca {
         issuer: Issuer<'static, KeyPair>,
         der: CertificateDer<'static>,
+        pem: String,
     }
 
     fn ca(name: &str) -> Ca {
@@ -126,7 +148,7 @@ mod tests {
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::DigitalSignature];
         let cert = params.self_signed(&key).unwrap();
-        Ca { der: cert.der().clone(), issuer: Issuer::new(params, key) }
+        Ca { der: cert.der().clone(), pem: cert.pem(), issuer: Issuer::new(params, key) }
     }
 
     /// A leaf valid from `not_after − 1 day` to `not_after`, with `usage` as its only EKU.
@@ -168,6 +190,20 @@ mod tests {
         assert!(verifier.verify_client_cert(&foreign, &[], unix(now)).is_err(), "unknown issuer");
         let serving = leaf(&ours, now - Duration::from_secs(60), ExtendedKeyUsagePurpose::ServerAuth);
         assert!(verifier.verify_client_cert(&serving, &[], unix(now)).is_err(), "no clientAuth usage");
+    }
+
+    #[test]
+    fn a_client_certificate_is_verified_against_a_pem_bundle_now() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let (ours, theirs) = (ca("cluster"), ca("elsewhere"));
+        let pem = ours.pem.clone();
+        let now = SystemTime::now();
+        let valid = leaf(&ours, now + Duration::from_secs(600), ExtendedKeyUsagePurpose::ClientAuth);
+        assert!(verify_client_certificate(pem.as_bytes(), &valid, now).is_ok());
+        let expired = leaf(&ours, now - Duration::from_secs(1), ExtendedKeyUsagePurpose::ClientAuth);
+        assert!(verify_client_certificate(pem.as_bytes(), &expired, now).is_err());
+        let foreign = leaf(&theirs, now + Duration::from_secs(600), ExtendedKeyUsagePurpose::ClientAuth);
+        assert!(verify_client_certificate(pem.as_bytes(), &foreign, now).is_err());
     }
 
     #[test]
