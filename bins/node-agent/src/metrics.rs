@@ -327,11 +327,13 @@ mod tests {
         }
     }
 
-    /// docs/metrics/node-agent.md: every series, as exposed once both certificates rotate.
+    /// docs/metrics/node-agent.md: every series, as exposed once both certificates rotate and
+    /// the renewal canary runs.
     #[test]
     fn generated_docs_metrics() {
         let now = SystemTime::now();
-        let metrics = Metrics::new(LiveIdentity::empty(), LiveIdentity::empty());
+        let metrics = Metrics::new(LiveIdentity::empty(), LiveIdentity::empty())
+            .with_canary(crate::canary::CanaryMetrics::default());
         for which in [Which::Client, Which::Server] {
             let deadline = Some(Deadline { at: now, reason: DeadlineReason::Scheduled });
             let (_, rx) = watch::channel(RotationStatus { deadline, ..status(now) });
