@@ -59,9 +59,11 @@ impl Lockout {
 
     /// A new bootstrap token, written to the node's bootstrap kubeconfig (what an operator does).
     fn new_token(&self, ttl: &str) {
-        create_bootstrap_token(&self.signer.admin_kubeconfig(), &self.path("bootstrap.kubeconfig"), &[
-            "--ttl", ttl,
-        ]);
+        create_bootstrap_token(
+            &self.signer.admin_kubeconfig(),
+            &self.path("bootstrap.kubeconfig"),
+            &["--ttl", ttl],
+        );
     }
 
     fn path(&self, name: &str) -> PathBuf {
@@ -69,7 +71,21 @@ impl Lockout {
     }
 
     fn agent(&self, run: u32, extra: &[&str]) -> Process {
-        start_node_agent(self.dir.path(), &self.name, self.metrics, extra, &self.path(&format!("agent-{run}.log")))
+        start_node_agent(
+            self.dir.path(),
+            &self.name,
+            self.metrics,
+            extra,
+            &self.path(&format!("agent-{run}.log")),
+        )
+    }
+
+    /// Runs the agent until it has bootstrapped, then kills it; returns its certificate.
+    fn bootstrap_then_stop(&self, limit: Duration) -> Certificate {
+        let mut first = self.agent(1, &[]);
+        let leaf = self.wait_for_new_leaf(None, limit);
+        first.kill();
+        leaf
     }
 
     /// The leaf of the current client pair, if there is one.
@@ -118,7 +134,10 @@ fn assert_token_refused(kubectl: &Path, bootstrap: &Path) {
         .output()
         .expect("run kubectl");
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && stderr.contains("You must be logged in"), "the token has expired too: {stderr}");
+    assert!(
+        !out.status.success() && stderr.contains("You must be logged in"),
+        "the token has expired too: {stderr}"
+    );
 }
 
 fn assert_running(agent: &mut Process) {
@@ -130,9 +149,7 @@ fn assert_running(agent: &mut Process) {
 #[test]
 fn an_expired_certificate_at_start_rebootstraps_with_a_new_key() {
     let node = Lockout::new("lockout-rebootstrap", &[], "1h");
-    let mut first = node.agent(1, &[]);
-    let old = node.wait_for_new_leaf(None, Duration::from_secs(30));
-    first.kill();
+    let old = node.bootstrap_then_stop(Duration::from_secs(30));
     sleep_past_expiry(&old);
 
     let mut second = node.agent(2, &[]);
@@ -145,7 +162,10 @@ fn an_expired_certificate_at_start_rebootstraps_with_a_new_key() {
 
     let Some(kubectl) = kubectl() else { return };
     let admin = node.signer.admin_kubeconfig();
-    let requestors = run_ok(&kubectl, &["--kubeconfig", str(&admin), "get", "csr", "-o", "jsonpath={.items[*].spec.username}"]);
+    let requestors = run_ok(
+        &kubectl,
+        &["--kubeconfig", str(&admin), "get", "csr", "-o", "jsonpath={.items[*].spec.username}"],
+    );
     let bootstraps = requestors.split_whitespace().filter(|u| u.starts_with("system:bootstrap:")).count();
     assert_eq!(bootstraps, 2, "two bootstrap requests, with two keys: {requestors}");
 }
@@ -162,23 +182,30 @@ fn a_running_agent_past_expiry_exits_only_while_the_api_answers() {
     sleep_past_expiry(&leaf);
     std::thread::sleep(Duration::from_secs(8));
     assert_running(&mut agent);
-    assert!(agent.log().contains("not exiting because the API server is not known to be reachable"), "{}", agent.log());
+    assert!(
+        agent.log().contains("not exiting because the API server is not known to be reachable"),
+        "{}",
+        agent.log()
+    );
     assert!(node.healthz().starts_with("HTTP/1.0 503"), "not ready without a valid certificate");
 
     // The API answers again (401: the certificate and the token have expired): exit.
-    node.signer = SignerServe::start_at(&data_dir, addr, &["--cluster-signing-duration", LIFETIME, "--backdate", "0s"]);
+    node.signer =
+        SignerServe::start_at(&data_dir, addr, &["--cluster-signing-duration", LIFETIME, "--backdate", "0s"]);
     wait_for("the agent exits", Duration::from_secs(60), || agent.try_wait().is_some());
     let status = agent.try_wait().expect("exited");
     assert!(!status.success(), "{status}");
-    assert!(agent.log().contains("while the API server answers; exiting so that a restart bootstraps again"), "{}", agent.log());
+    assert!(
+        agent.log().contains("while the API server answers; exiting so that a restart bootstraps again"),
+        "{}",
+        agent.log()
+    );
 }
 
 #[test]
 fn an_agent_off_past_expiry_and_its_token_recovers_with_a_new_key() {
     let node = Lockout::new("lockout-recover", &["--recovery-max-expired", "1h"], TOKEN_TTL);
-    let mut first = node.agent(1, &[]);
-    let old = node.wait_for_new_leaf(None, Duration::from_secs(10));
-    first.kill();
+    let old = node.bootstrap_then_stop(Duration::from_secs(10));
     let off = Instant::now();
     std::thread::sleep(OFF);
     assert!(old.is_expired_at(SystemTime::now()));
@@ -217,11 +244,10 @@ fn an_agent_off_past_expiry_and_its_token_recovers_with_a_new_key() {
 #[test]
 fn a_denied_serial_is_refused_with_its_reason_until_an_operator_gives_a_new_token() {
     let node = Lockout::new("lockout-denied", &["--recovery-max-expired", "1h"], TOKEN_TTL);
-    let mut first = node.agent(1, &[]);
-    let old = node.wait_for_new_leaf(None, Duration::from_secs(10));
-    first.kill();
+    let old = node.bootstrap_then_stop(Duration::from_secs(10));
     let data_dir = str(&node.signer.data_dir).to_owned();
-    let said = run_ok(&binary("signer"), &["deny-serial", &old.serial_hex.to_uppercase(), "--data-dir", &data_dir]);
+    let said =
+        run_ok(&binary("signer"), &["deny-serial", &old.serial_hex.to_uppercase(), "--data-dir", &data_dir]);
     assert!(said.contains(old.serial_hex.trim_start_matches('0')), "{said}");
     sleep_past_expiry(&old);
 
@@ -231,7 +257,10 @@ fn a_denied_serial_is_refused_with_its_reason_until_an_operator_gives_a_new_toke
     assert!(log.contains("RecoverySerialDenied"), "the reason is logged:\n{log}");
     let notice = node.recovery_needed().expect("the notice");
     assert!(notice.contains("RecoverySerialDenied") && notice.contains("bootstrap: 401"), "{notice}");
-    assert!(notice.contains("signer token create --kubeconfig ADMIN_KUBECONFIG --write-bootstrap-kubeconfig"), "{notice}");
+    assert!(
+        notice.contains("signer token create --kubeconfig ADMIN_KUBECONFIG --write-bootstrap-kubeconfig"),
+        "{notice}"
+    );
     assert!(notice.contains(str(&node.path("bootstrap.kubeconfig"))), "{notice}");
     assert!(node.healthz().starts_with("HTTP/1.0 503"), "not ready");
     assert_running(&mut second);
@@ -268,7 +297,10 @@ fn sample(metrics: &str, series: &str) -> Option<f64> {
 /// Canary CSRs in the API (by their annotation).
 fn canary_csrs(kubectl: &Path, admin: &Path) -> usize {
     let jsonpath = "jsonpath={range .items[*]}{.metadata.annotations.kubecert\\.io/canary}{\"\\n\"}{end}";
-    run_ok(kubectl, &["--kubeconfig", str(admin), "get", "csr", "-o", jsonpath]).lines().filter(|l| *l == "true").count()
+    run_ok(kubectl, &["--kubeconfig", str(admin), "get", "csr", "-o", jsonpath])
+        .lines()
+        .filter(|l| *l == "true")
+        .count()
 }
 
 fn canary_once(node: &Lockout) -> (i32, String) {
@@ -296,9 +328,15 @@ fn the_canary_passes_every_5_s_without_touching_the_live_certificate() {
         let failures = sample(&metrics, &format!("kubecert_node_canary_failures_total{{stage=\"{stage}\"}}"));
         assert_eq!(failures, Some(0.0), "{stage}:\n{metrics}");
     }
-    assert!(sample(&metrics, "kubecert_node_canary_last_success_timestamp_seconds").unwrap_or_default() > 0.0);
+    assert!(
+        sample(&metrics, "kubecert_node_canary_last_success_timestamp_seconds").unwrap_or_default() > 0.0
+    );
     assert!(sample(&metrics, "kubecert_node_canary_renewal_headroom_seconds").unwrap_or_default() > 0.0);
-    assert_eq!(node.leaf().map(|l| l.serial_hex), Some(live.serial_hex.clone()), "the live serial is unchanged");
+    assert_eq!(
+        node.leaf().map(|l| l.serial_hex),
+        Some(live.serial_hex.clone()),
+        "the live serial is unchanged"
+    );
     assert_eq!(std::fs::read(node.path("pki/kubelet-client-current.pem")).ok(), Some(live_pem));
 
     let (code, out) = canary_once(&node);
@@ -333,7 +371,11 @@ fn a_deny_all_policy_fails_the_canary_at_approve_and_leaves_the_live_certificate
     )
     .expect("write the policy");
     let restarted = Instant::now();
-    node.signer = SignerServe::start_at(&data_dir, addr, &["--config", str(&policy), "--cluster-signing-duration", "24h"]);
+    node.signer = SignerServe::start_at(
+        &data_dir,
+        addr,
+        &["--config", str(&policy), "--cluster-signing-duration", "24h"],
+    );
     let approve = "kubecert_node_canary_failures_total{stage=\"approve\"}";
     wait_for("a canary failure at the approve stage", Duration::from_secs(10), || {
         sample(&http_get(node.metrics, "/metrics"), approve).unwrap_or_default() >= 1.0
@@ -345,7 +387,11 @@ fn a_deny_all_policy_fails_the_canary_at_approve_and_leaves_the_live_certificate
     let (code, out) = canary_once(&node);
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("\"stage\":\"approve\""), "{out}");
-    assert_eq!(node.leaf().map(|l| l.serial_hex), Some(live.serial_hex.clone()), "the live serial is unchanged");
+    assert_eq!(
+        node.leaf().map(|l| l.serial_hex),
+        Some(live.serial_hex.clone()),
+        "the live serial is unchanged"
+    );
     assert_eq!(std::fs::read(node.path("pki/kubelet-client-current.pem")).ok(), Some(live_pem));
     assert!(node.healthz().starts_with("HTTP/1.0 200"), "the node stays ready");
     assert_running(&mut agent);

@@ -21,8 +21,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::api::{ApiHealth, BootstrapCredentials, client_for, kubeconfig_identity};
-use crate::canary::{self, Canary, CanaryMetrics};
 use crate::bootstrap::{BootstrapOptions, BootstrapPaths, ensure_client_certificate};
+use crate::canary::{self, Canary, CanaryMetrics};
 use crate::config::{AgentConfig, feature_gate_notice};
 use crate::http;
 use crate::metrics::{Metrics, Which};

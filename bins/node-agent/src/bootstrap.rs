@@ -137,7 +137,9 @@ fn cluster_of(paths: BootstrapPaths<'_>) -> Result<kubecert_store::kubeconfig::C
 fn expired_stored_pair(store: &CertificateStore, node_name: &str, now: SystemTime) -> Option<StoredPair> {
     let template = CertificateTemplate::node_client(node_name);
     match store.current() {
-        Ok(Some(pair)) if pair.leaf().is_expired_at(now) && template.is_satisfied_by(pair.leaf()) => Some(pair),
+        Ok(Some(pair)) if pair.leaf().is_expired_at(now) && template.is_satisfied_by(pair.leaf()) => {
+            Some(pair)
+        }
         _ => None,
     }
 }
@@ -181,7 +183,10 @@ async fn obtain(
                 Ok(chain) => return commit(store, &chain, &key).await,
                 Err((error, fresh)) => {
                     if expired.is_some() {
-                        warn!(error = error.message(), "bootstrap failed; trying recovery with the expired certificate's key");
+                        warn!(
+                            error = error.message(),
+                            "bootstrap failed; trying recovery with the expired certificate's key"
+                        );
                     }
                     fresh_key = fresh;
                     if fresh {
@@ -283,8 +288,12 @@ fn write_recovery_needed(cert_dir: &Path, text: &str) {
         return;
     }
     match kubecert_store::write_private_file(&path, text.as_bytes()) {
-        Ok(()) => error!(file = %path.display(), "no way to a client certificate without an operator; see the file"),
-        Err(e) => error!(file = %path.display(), error = %e, "no way to a client certificate without an operator, and the file saying so cannot be written"),
+        Ok(()) => {
+            error!(file = %path.display(), "no way to a client certificate without an operator; see the file")
+        }
+        Err(e) => {
+            error!(file = %path.display(), error = %e, "no way to a client certificate without an operator, and the file saying so cannot be written")
+        }
     }
 }
 

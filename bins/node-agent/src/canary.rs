@@ -131,7 +131,8 @@ impl Canary {
         if let Some(created) = &name {
             let deleted = csrs.delete(created, &DeleteParams::default()).await;
             if let (Ok(()), Err(e)) = (&result, deleted) {
-                result = Err((Stage::Cleanup, format!("deleting {created}: {}", kubecert_cli::error_chain(&e))));
+                result =
+                    Err((Stage::Cleanup, format!("deleting {created}: {}", kubecert_cli::error_chain(&e))));
             }
         }
         let (stage, error) = match result {
@@ -159,7 +160,10 @@ impl Canary {
         }
         let template = CertificateTemplate::node_client(&self.node_name);
         if !template.is_satisfied_by(live.leaf()) {
-            return Err(create(format!("the client certificate in use is not system:node:{}", self.node_name)));
+            return Err(create(format!(
+                "the client certificate in use is not system:node:{}",
+                self.node_name
+            )));
         }
         let key = PrivateKey::generate(self.key_algorithm).map_err(|e| create(e.to_string()))?;
         let usages = usages_for(self.key_algorithm, CertificatePurpose::Client);
@@ -178,11 +182,15 @@ impl Canary {
             return Err(verify("the issued certificate is not for the canary's key".into()));
         }
         if !template.is_satisfied_by(leaf) || !leaf.key_usage.contains(&KeyUsage::ClientAuth) {
-            return Err(verify(format!("the issued certificate is not a node client certificate: {:?}", leaf.subject)));
+            return Err(verify(format!(
+                "the issued certificate is not a node client certificate: {:?}",
+                leaf.subject
+            )));
         }
         let trust = self.trust().map_err(|e| verify(kubecert_cli::error_chain(&*e)))?;
-        verify_client_certificate(&trust, &leaf.der, SystemTime::now())
-            .map_err(|e| verify(format!("the issued certificate does not chain to the kubeconfig's CA bundle: {e}")))?;
+        verify_client_certificate(&trust, &leaf.der, SystemTime::now()).map_err(|e| {
+            verify(format!("the issued certificate does not chain to the kubeconfig's CA bundle: {e}"))
+        })?;
         self.authenticate(&chain, &key).await.map_err(|e| (Stage::Authenticate, e))
     }
 
@@ -286,13 +294,21 @@ impl CanaryMetrics {
         }
         let canary = registry.sub_registry_with_prefix("kubecert_node_canary");
         canary.register("successes", "Renewal canary runs that passed every stage", self.successes.clone());
-        canary.register("failures", "Renewal canary runs that failed, by the failing stage", self.failures.clone());
+        canary.register(
+            "failures",
+            "Renewal canary runs that failed, by the failing stage",
+            self.failures.clone(),
+        );
         canary.register(
             "last_success_timestamp_seconds",
             "Unix time of the last renewal canary run that passed every stage (0: none yet)",
             self.last_success.clone(),
         );
-        canary.register("duration_seconds", "How long the last renewal canary run took", self.duration.clone());
+        canary.register(
+            "duration_seconds",
+            "How long the last renewal canary run took",
+            self.duration.clone(),
+        );
         canary.register(
             "renewal_headroom_seconds",
             "At the last canary run: seconds until the client certificate in use expires, i.e. how long renewal may \
@@ -338,8 +354,16 @@ pub async fn run(canary: Canary, interval: Duration, metrics: CanaryMetrics, can
         let not_after = canary.live.current().map(|identity| identity.leaf().not_after);
         metrics.observe(&report, not_after, SystemTime::now());
         match (report.stage, &report.error) {
-            (None, _) => info!(csr = report.csr.as_deref().unwrap_or_default(), duration = report.duration_seconds, "renewal canary passed"),
-            (Some(stage), error) => warn!(stage = stage.as_str(), error = error.as_deref().unwrap_or_default(), "renewal canary failed"),
+            (None, _) => info!(
+                csr = report.csr.as_deref().unwrap_or_default(),
+                duration = report.duration_seconds,
+                "renewal canary passed"
+            ),
+            (Some(stage), error) => warn!(
+                stage = stage.as_str(),
+                error = error.as_deref().unwrap_or_default(),
+                "renewal canary failed"
+            ),
         }
     }
 }
@@ -371,7 +395,11 @@ pub fn run_cli(args: &CanaryArgs) -> u8 {
         match (report.stage, &report.error) {
             (None, _) => println!("renewal canary passed in {:.2} s", report.duration_seconds),
             (Some(stage), error) => {
-                println!("renewal canary failed at stage {}: {}", stage.as_str(), error.as_deref().unwrap_or_default())
+                println!(
+                    "renewal canary failed at stage {}: {}",
+                    stage.as_str(),
+                    error.as_deref().unwrap_or_default()
+                )
             }
         }
     }
@@ -397,7 +425,13 @@ async fn from_kubeconfig(args: &CanaryArgs) -> anyhow::Result<Canary> {
     };
     let live = LiveIdentity::new(identity);
     let user = client_for(&args.kubeconfig, live.clone()).await?;
-    Ok(Canary { kubeconfig: args.kubeconfig.clone(), node_name, live, user, key_algorithm: KeyAlgorithm::EcdsaP256 })
+    Ok(Canary {
+        kubeconfig: args.kubeconfig.clone(),
+        node_name,
+        live,
+        user,
+        key_algorithm: KeyAlgorithm::EcdsaP256,
+    })
 }
 
 #[cfg(test)]

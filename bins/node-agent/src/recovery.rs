@@ -137,11 +137,20 @@ mod tests {
 
     #[test]
     fn the_file_names_the_failures_and_the_command() {
-        let failures = vec!["bootstrap: 401 Unauthorized".to_owned(), "recovery: RecoveryWindowExceeded".to_owned()];
-        let text = recovery_needed_text("n1", Some(Path::new("/etc/kubecert/bootstrap.kubeconfig")), None, &failures);
+        let failures =
+            vec!["bootstrap: 401 Unauthorized".to_owned(), "recovery: RecoveryWindowExceeded".to_owned()];
+        let text = recovery_needed_text(
+            "n1",
+            Some(Path::new("/etc/kubecert/bootstrap.kubeconfig")),
+            None,
+            &failures,
+        );
         assert!(text.contains("node n1"), "{text}");
         assert!(text.contains("- bootstrap: 401 Unauthorized\n- recovery: RecoveryWindowExceeded"), "{text}");
-        assert!(text.contains("signer token create --kubeconfig ADMIN_KUBECONFIG --write-bootstrap-kubeconfig"), "{text}");
+        assert!(
+            text.contains("signer token create --kubeconfig ADMIN_KUBECONFIG --write-bootstrap-kubeconfig"),
+            "{text}"
+        );
         assert!(text.contains("/etc/kubecert/bootstrap.kubeconfig on this node"), "{text}");
         let without = recovery_needed_text("n1", None, None, &failures);
         assert!(without.contains("restart node-agent with --bootstrap-kubeconfig"), "{without}");
@@ -151,11 +160,15 @@ mod tests {
     fn only_refusals_and_rejected_credentials_need_an_operator() {
         let api = |code: u16| {
             kube::Error::Api(
-                kube::core::Status { code, message: "m".into(), reason: "r".into(), ..Default::default() }.boxed(),
+                kube::core::Status { code, message: "m".into(), reason: "r".into(), ..Default::default() }
+                    .boxed(),
             )
         };
         for code in [401, 403, 404, 429] {
-            assert!(matches!(AttemptError::from_kube("x", &api(code)), AttemptError::NeedsOperator(_)), "{code}");
+            assert!(
+                matches!(AttemptError::from_kube("x", &api(code)), AttemptError::NeedsOperator(_)),
+                "{code}"
+            );
         }
         for code in [500, 503, 504] {
             assert!(matches!(AttemptError::from_kube("x", &api(code)), AttemptError::Transient(_)), "{code}");

@@ -104,10 +104,7 @@ async fn watch(
             }
             Verdict::SleepUntil(at) => at,
         };
-        if !healthy
-            && !warned
-            && missing_since(valid_until, started, now).is_some_and(|s| now >= s + limit)
-        {
+        if !healthy && !warned && missing_since(valid_until, started, now).is_some_and(|s| now >= s + limit) {
             warned = true;
             error!(
                 "no valid client certificate for more than {} s; not exiting because the API server is not known \
@@ -172,7 +169,9 @@ mod tests {
         let health = ApiHealth::default();
         health.set(healthy);
         let clock = move || base + start.elapsed();
-        match tokio::time::timeout(limit, watch(live, health, CancellationToken::new(), clock, EXIT_AFTER)).await {
+        match tokio::time::timeout(limit, watch(live, health, CancellationToken::new(), clock, EXIT_AFTER))
+            .await
+        {
             Ok(result) => {
                 let message = result.expect_err("the watchdog only returns to exit").to_string();
                 assert!(message.contains("while the API server answers"), "{message}");

@@ -145,15 +145,21 @@ async fn recover(
     let deny_list = match recovery.deny_list() {
         Ok(list) => list,
         // Fail closed: a deny list that cannot be read might list this serial.
-        Err(e) => return status(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", &format!("recovery deny list: {e}")),
+        Err(e) => {
+            return status(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "InternalError",
+                &format!("recovery deny list: {e}"),
+            );
+        }
     };
     let now = SystemTime::now();
     let who = cert.subject.common_name.clone().unwrap_or_default();
-    let attempts = recovery
-        .attempts
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-        .record(&who, now, recovery.policy.attempt_period);
+    let attempts = recovery.attempts.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).record(
+        &who,
+        now,
+        recovery.policy.attempt_period,
+    );
     if let Err(refusal) = decide_recovery(&recovery.policy, &cert, &requested, &deny_list, attempts, now) {
         warn!(user = %who, serial = %cert.serial_hex, reason = refusal.reason(), "recovery refused: {refusal}");
         let code = match refusal {
@@ -196,10 +202,10 @@ async fn issue_as_node(
     let csr = recovery_csr(wanted, serial);
     let requested = request_certificate(&csrs, &csr, SystemTime::now()).await?;
     let certificate = wait_for_certificate(csrs.clone(), &requested, ISSUE_TIMEOUT).await?;
-    let mut issued = csrs.get(&requested.name).await.map_err(|source| request::Error::Get {
-        name: requested.name.clone(),
-        source,
-    })?;
+    let mut issued = csrs
+        .get(&requested.name)
+        .await
+        .map_err(|source| request::Error::Get { name: requested.name.clone(), source })?;
     let status = issued.status.get_or_insert_with(Default::default);
     status.certificate = Some(k8s_openapi::ByteString(certificate));
     Ok(issued)
@@ -216,7 +222,13 @@ fn recovery_csr(wanted: CertificateSigningRequest, serial: &str) -> CertificateS
             annotations: Some([(RECOVERED_FROM_ANNOTATION.to_owned(), serial.to_owned())].into()),
             ..ObjectMeta::default()
         },
-        spec: CertificateSigningRequestSpec { request, signer_name, usages, expiration_seconds, ..Default::default() },
+        spec: CertificateSigningRequestSpec {
+            request,
+            signer_name,
+            usages,
+            expiration_seconds,
+            ..Default::default()
+        },
         status: None,
     }
 }

@@ -97,7 +97,11 @@ impl PeerCertificate {
             let secs = t.timestamp();
             SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(secs.max(0).unsigned_abs())
         };
-        Some(Self { user, not_before: at(cert.validity().not_before), not_after: at(cert.validity().not_after) })
+        Some(Self {
+            user,
+            not_before: at(cert.validity().not_before),
+            not_after: at(cert.validity().not_after),
+        })
     }
 
     /// The user, if the certificate is valid at `now` (x509 authenticator: expired → 401).

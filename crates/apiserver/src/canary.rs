@@ -38,9 +38,7 @@ mod tests {
 
     #[test]
     fn only_the_requesters_own_marked_requests_count() {
-        let csr = |annotation: &str, username: &str| {
-            json!({"metadata": {"annotations": {CANARY_ANNOTATION: annotation}}, "spec": {"username": username}})
-        };
+        let csr = |annotation: &str, username: &str| json!({"metadata": {"annotations": {CANARY_ANNOTATION: annotation}}, "spec": {"username": username}});
         assert!(is_own_canary(&csr("true", "system:node:n1"), "system:node:n1"));
         assert!(!is_own_canary(&csr("true", "system:node:n2"), "system:node:n1"));
         assert!(!is_own_canary(&csr("false", "system:node:n1"), "system:node:n1"));

@@ -114,11 +114,9 @@ impl fmt::Display for RecoveryRefusal {
             Self::SerialDenied { serial } => {
                 write!(f, "certificate serial {serial} is on the signer's recovery deny list")
             }
-            Self::NotExpired { valid_for } => write!(
-                f,
-                "certificate is still valid for {} s; renew with it instead",
-                valid_for.as_secs()
-            ),
+            Self::NotExpired { valid_for } => {
+                write!(f, "certificate is still valid for {} s; renew with it instead", valid_for.as_secs())
+            }
             Self::OutsideWindow { expired_for, window } => write!(
                 f,
                 "certificate expired {} s ago, more than the recovery window of {} s",
@@ -224,7 +222,9 @@ pub fn decide_recovery(
     now: SystemTime,
 ) -> Result<(), RecoveryRefusal> {
     if node_name(cert).is_none() {
-        return Err(RecoveryRefusal::NotANode { common_name: cert.subject.common_name.clone().unwrap_or_default() });
+        return Err(RecoveryRefusal::NotANode {
+            common_name: cert.subject.common_name.clone().unwrap_or_default(),
+        });
     }
     if attempts > policy.max_attempts {
         return Err(RecoveryRefusal::RateLimited { attempts, period: policy.attempt_period });
@@ -293,7 +293,13 @@ mod tests {
         }
     }
 
-    fn decide(cert: &Certificate, requested: &Subject, deny: &DenyList, attempts: usize, now: SystemTime) -> Result<(), RecoveryRefusal> {
+    fn decide(
+        cert: &Certificate,
+        requested: &Subject,
+        deny: &DenyList,
+        attempts: usize,
+        now: SystemTime,
+    ) -> Result<(), RecoveryRefusal> {
         decide_recovery(&RecoveryPolicy::new(720 * HOUR), cert, requested, deny, attempts, now)
     }
 
@@ -311,7 +317,11 @@ mod tests {
         let same = subject("system:node:n1", &[NODES_GROUP]);
         let none = DenyList::default();
         let cases: Vec<(Result<(), RecoveryRefusal>, &str, &str)> = vec![
-            (decide(&certificate(now - 721 * HOUR), &same, &none, 1, now), "RecoveryWindowExceeded", "2595600 s ago"),
+            (
+                decide(&certificate(now - 721 * HOUR), &same, &none, 1, now),
+                "RecoveryWindowExceeded",
+                "2595600 s ago",
+            ),
             (decide(&certificate(now + HOUR), &same, &none, 1, now), "RecoveryNotExpired", "still valid"),
             (decide(&certificate(now), &same, &none, 1, now), "RecoveryNotExpired", "still valid"),
             (
@@ -325,11 +335,21 @@ mod tests {
                 "system:node:n2",
             ),
             (
-                decide(&certificate(now - HOUR), &subject("system:node:n1", &["system:masters"]), &none, 1, now),
+                decide(
+                    &certificate(now - HOUR),
+                    &subject("system:node:n1", &["system:masters"]),
+                    &none,
+                    1,
+                    now,
+                ),
                 "RecoveryIdentityChanged",
                 "system:masters",
             ),
-            (decide(&certificate(now - HOUR), &same, &none, 6, now), "RecoveryRateLimited", "6 recovery attempts"),
+            (
+                decide(&certificate(now - HOUR), &same, &none, 6, now),
+                "RecoveryRateLimited",
+                "6 recovery attempts",
+            ),
         ];
         for (result, reason, message) in cases {
             let refusal = result.expect_err(reason);

@@ -17,8 +17,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rustls::client::danger::HandshakeSignatureValid;
 use rustls::crypto::CryptoProvider;
-use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::WebPkiClientVerifier;
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{DigitallySignedStruct, DistinguishedName, RootCertStore, SignatureScheme};
 use rustls_pki_types::pem::PemObject as _;
 use rustls_pki_types::{CertificateDer, UnixTime};
@@ -165,11 +165,8 @@ mod tests {
     fn verifier(ca: &Ca) -> ExpiryTolerantClientVerifier {
         let mut roots = RootCertStore::empty();
         roots.add(ca.der.clone()).unwrap();
-        ExpiryTolerantClientVerifier::new(
-            Arc::new(roots),
-            Arc::new(rustls::crypto::ring::default_provider()),
-        )
-        .unwrap()
+        ExpiryTolerantClientVerifier::new(Arc::new(roots), Arc::new(rustls::crypto::ring::default_provider()))
+            .unwrap()
     }
 
     fn unix(t: SystemTime) -> UnixTime {
@@ -181,7 +178,8 @@ mod tests {
         let (ours, theirs) = (ca("cluster"), ca("elsewhere"));
         let verifier = verifier(&ours);
         let now = SystemTime::now();
-        let expired_long_ago = leaf(&ours, now - Duration::from_secs(90 * 86_400), ExtendedKeyUsagePurpose::ClientAuth);
+        let expired_long_ago =
+            leaf(&ours, now - Duration::from_secs(90 * 86_400), ExtendedKeyUsagePurpose::ClientAuth);
         assert!(verifier.verify_client_cert(&expired_long_ago, &[], unix(now)).is_ok());
         let valid = leaf(&ours, now + Duration::from_secs(3600), ExtendedKeyUsagePurpose::ClientAuth);
         assert!(verifier.verify_client_cert(&valid, &[], unix(now)).is_ok());

@@ -31,8 +31,8 @@ mod kube_client;
 mod live;
 mod watch;
 
-pub use client_auth::{ExpiryTolerantClientVerifier, verify_client_certificate};
 pub use client::{BoxFuture, ConnectionCounts, Connector, DEFAULT_DRAIN_GRACE, RotatingClient};
+pub use client_auth::{ExpiryTolerantClientVerifier, verify_client_certificate};
 pub use connector::ResponseBody;
 pub use error::Error;
 pub use identity::Identity;

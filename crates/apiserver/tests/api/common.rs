@@ -72,7 +72,12 @@ impl Pki {
         })
     }
 
-    fn client_with(&self, cn: &str, orgs: &[&str], adjust: impl FnOnce(&mut CertificateParams)) -> ClientCert {
+    fn client_with(
+        &self,
+        cn: &str,
+        orgs: &[&str],
+        adjust: impl FnOnce(&mut CertificateParams),
+    ) -> ClientCert {
         let key = KeyPair::generate().unwrap();
         let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
         p.distinguished_name.push(DnType::CommonName, cn);
