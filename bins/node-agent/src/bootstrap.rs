@@ -198,7 +198,7 @@ async fn obtain(
         }
         if let Some(expired) = expired {
             let key = recovery_key(paths.cert_dir, expired)?;
-            match recover(paths.kubeconfig, expired, &key, node_name).await {
+            match recover(server_kubeconfig(paths), expired, &key, node_name).await {
                 Ok(chain) => {
                     let pair = commit(store, &chain, &key).await?;
                     info!(from_serial = %expired.leaf().serial_hex, serial = %pair.leaf().serial_hex, "recovered with the expired certificate's key");
@@ -223,6 +223,15 @@ async fn obtain(
         }
         warn!(%error, failures, retry_in = ?delay, new_key = fresh_key, "bootstrap attempt failed");
         tokio::time::sleep(delay).await;
+    }
+}
+
+/// Where recovery finds the API server: the node's kubeconfig, or the bootstrap kubeconfig when
+/// an earlier run stored its pair but stopped before writing the kubeconfig.
+fn server_kubeconfig<'a>(paths: BootstrapPaths<'a>) -> &'a Path {
+    match paths.bootstrap_kubeconfig {
+        Some(bootstrap) if !paths.kubeconfig.exists() => bootstrap,
+        _ => paths.kubeconfig,
     }
 }
 
@@ -367,6 +376,22 @@ mod tests {
         PendingKey::remove(dir.path()).unwrap();
         let fresh = bootstrap_key(&store, dir.path(), true).unwrap();
         assert_ne!(first.public_key_der(), fresh.public_key_der());
+    }
+
+    #[test]
+    fn recovery_reaches_the_server_of_the_bootstrap_kubeconfig_until_the_node_has_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let (kubeconfig, bootstrap) =
+            (dir.path().join("kubelet.conf"), dir.path().join("bootstrap.kubeconfig"));
+        let paths = |bootstrap_kubeconfig| BootstrapPaths {
+            kubeconfig: &kubeconfig,
+            bootstrap_kubeconfig,
+            cert_dir: dir.path(),
+        };
+        assert_eq!(server_kubeconfig(paths(Some(&bootstrap))), bootstrap);
+        assert_eq!(server_kubeconfig(paths(None)), kubeconfig);
+        std::fs::write(&kubeconfig, "").unwrap();
+        assert_eq!(server_kubeconfig(paths(Some(&bootstrap))), kubeconfig);
     }
 
     #[test]

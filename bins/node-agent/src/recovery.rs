@@ -63,7 +63,8 @@ impl AttemptError {
 }
 
 /// Asks the signer at the server of `kubeconfig` for a certificate for `key`, authenticating with
-/// the expired pair `expired`. Returns the issued chain (PEM).
+/// the expired pair `expired` (any other credentials of the kubeconfig are sent too, and ignored
+/// by the endpoint). Returns the issued chain (PEM).
 pub async fn recover(
     kubeconfig: &Path,
     expired: &StoredPair,
