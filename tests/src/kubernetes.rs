@@ -214,6 +214,18 @@ fn leaf(
     sans: Vec<SanType>,
     usage: ExtendedKeyUsagePurpose,
 ) -> Pair {
+    leaf_with(issuer, cn, orgs, sans, usage, |_| {})
+}
+
+/// [`leaf`] with a last adjustment of its parameters (validity).
+fn leaf_with(
+    issuer: &Issuer<'_, KeyPair>,
+    cn: &str,
+    orgs: &[&str],
+    sans: Vec<SanType>,
+    usage: ExtendedKeyUsagePurpose,
+    adjust: impl FnOnce(&mut CertificateParams),
+) -> Pair {
     let key = KeyPair::generate().expect("generate a key");
     let mut params = CertificateParams::new(Vec::<String>::new()).expect("leaf parameters");
     params.distinguished_name.push(DnType::CommonName, cn);
@@ -224,6 +236,7 @@ fn leaf(
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     params.extended_key_usages = vec![usage];
     params.use_authority_key_identifier_extension = true;
+    adjust(&mut params);
     let cert = params.signed_by(&key, issuer).expect("sign a leaf").pem();
     Pair { cert, key }
 }
@@ -255,11 +268,39 @@ pub fn write_client_certificate(
     crt: &Path,
     key: &Path,
 ) {
+    write_client_certificate_with(ca_cert, ca_key, cn, orgs, (crt, key), |_| {});
+}
+
+/// [`write_client_certificate`] for a certificate that expired a day ago.
+pub fn write_expired_client_certificate(
+    ca_cert: &Path,
+    ca_key: &Path,
+    cn: &str,
+    orgs: &[&str],
+    crt: &Path,
+    key: &Path,
+) {
+    let now = std::time::SystemTime::now();
+    let day = Duration::from_secs(86_400);
+    write_client_certificate_with(ca_cert, ca_key, cn, orgs, (crt, key), |params| {
+        params.not_before = (now - 2 * day).into();
+        params.not_after = (now - day).into();
+    });
+}
+
+fn write_client_certificate_with(
+    ca_cert: &Path,
+    ca_key: &Path,
+    cn: &str,
+    orgs: &[&str],
+    (crt, key): (&Path, &Path),
+    adjust: impl FnOnce(&mut CertificateParams),
+) {
     let ca_pem = fs::read_to_string(ca_cert).unwrap_or_else(|e| panic!("read {}: {e}", ca_cert.display()));
     let ca_key_pem = fs::read_to_string(ca_key).unwrap_or_else(|e| panic!("read {}: {e}", ca_key.display()));
     let issuer = Issuer::from_ca_cert_pem(&ca_pem, KeyPair::from_pem(&ca_key_pem).expect("CA key"))
         .expect("load the CA");
-    let pair = leaf(&issuer, cn, orgs, vec![], ExtendedKeyUsagePurpose::ClientAuth);
+    let pair = leaf_with(&issuer, cn, orgs, vec![], ExtendedKeyUsagePurpose::ClientAuth, adjust);
     write(crt, &pair.cert);
     write(key, pair.key.serialize_pem());
 }
