@@ -7,7 +7,8 @@
 //! - an agent off past its certificate's expiry *and* its bootstrap token's lifetime recovers with
 //!   the expired certificate's key (`--recovery-max-expired`): new key, same identity, recorded;
 //! - a refused recovery (deny-listed serial) is logged with its reason, the agent reports not
-//!   ready and writes RECOVERY-NEEDED, and the command the file names fixes it;
+//!   ready and writes RECOVERY-NEEDED, and the command the file names fixes it; outside the
+//!   window (and without a bootstrap kubeconfig) it is refused, and then rate limited;
 //! - the renewal canary passes every 5 s without touching the live certificate or leaving CSRs,
 //!   and fails at the approve stage under a deny-all policy.
 //!
@@ -80,10 +81,12 @@ impl Lockout {
         )
     }
 
-    /// Runs the agent until it has bootstrapped, then kills it; returns its certificate.
+    /// Runs the agent until it has bootstrapped (certificate stored, kubeconfig written), then
+    /// kills it; returns its certificate.
     fn bootstrap_then_stop(&self, limit: Duration) -> Certificate {
         let mut first = self.agent(1, &[]);
         let leaf = self.wait_for_new_leaf(None, limit);
+        wait_for("the kubeconfig", limit, || self.path("kubelet.conf").exists());
         first.kill();
         leaf
     }
@@ -287,6 +290,34 @@ fn status(node: &Lockout) -> (i32, String) {
 fn base64_decode(text: &str) -> Vec<u8> {
     use base64::Engine as _;
     base64::engine::general_purpose::STANDARD.decode(text).expect("base64")
+}
+
+#[test]
+fn recovery_outside_its_window_is_refused_then_rate_limited() {
+    let node = Lockout::new("lockout-window", &["--recovery-max-expired", "2s"], "1h");
+    let old = node.bootstrap_then_stop(Duration::from_secs(30));
+    // As kubeadm leaves a node: no bootstrap kubeconfig any more.
+    std::fs::remove_file(node.path("bootstrap.kubeconfig")).expect("delete the bootstrap kubeconfig");
+    sleep_past_expiry(&old);
+    std::thread::sleep(Duration::from_secs(3));
+
+    let mut agent = node.agent(2, &[]);
+    wait_for("RECOVERY-NEEDED", Duration::from_secs(10), || node.recovery_needed().is_some());
+    let notice = node.recovery_needed().expect("the notice");
+    assert!(
+        notice.contains("RecoveryWindowExceeded") && notice.contains("recovery window of 2 s"),
+        "{notice}"
+    );
+    assert!(
+        notice.contains("reading bootstrap kubeconfig"),
+        "the missing bootstrap kubeconfig is named:\n{notice}"
+    );
+    // Attempts at 0, 2, 6, 14, 30 s (each backoff stretched by up to 10 %), then 62 s: the sixth
+    // in ten minutes is over the signer's limit of five.
+    wait_for("the rate limit", Duration::from_secs(80), || agent.log().contains("RecoveryRateLimited"));
+    assert!(node.healthz().starts_with("HTTP/1.0 503"), "not ready");
+    assert_eq!(node.leaf().map(|l| l.serial_hex), Some(old.serial_hex), "nothing was issued");
+    assert_running(&mut agent);
 }
 
 /// A value of an OpenMetrics sample line (`name{labels} value`), if present.

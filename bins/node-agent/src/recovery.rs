@@ -45,8 +45,8 @@ impl AttemptError {
         }
     }
 
-    /// Classifies a kube error: 401/403/404/429 from the API need an operator (for 429, the
-    /// signer's recovery rate limit, the agent retries later anyway).
+    /// Classifies a kube error: 401/403/404/429 from the API need an operator (the agent keeps
+    /// retrying on its backoff anyway).
     pub fn from_kube(context: &str, error: &kube::Error) -> Self {
         match error {
             kube::Error::Api(status) => {
@@ -72,6 +72,12 @@ pub async fn recover(
     node_name: &str,
 ) -> Result<Vec<u8>, AttemptError> {
     let transient = |e: anyhow::Error| AttemptError::Transient(kubecert_cli::error_chain(&*e));
+    if !kubeconfig.exists() {
+        return Err(AttemptError::NeedsOperator(format!(
+            "recovery: no kubeconfig names the API server ({} does not exist)",
+            kubeconfig.display()
+        )));
+    }
     let identity = Identity::new(expired.chain.clone(), &expired.key)
         .context("loading the expired client certificate for TLS")
         .map_err(transient)?;

@@ -7,7 +7,7 @@
 //! kubecert-authority's `decide_recovery` allows it (window, deny list, same identity, rate
 //! limit), the request is created *as the node* — the same approver and signer then handle it as
 //! a renewal — annotated `kubecert.io/recovered-from-serial: <hex>`, and the answer is the issued
-//! object. A refusal is a `Status` with the refusal's reason (403, or 429 for the rate limit).
+//! object. A refusal is a 403 `Status` with the refusal's reason.
 //!
 //! It lives in the signer, not in an API server: against a real kube-apiserver (`signer
 //! controller`) nothing listens for it (see the README).
@@ -27,7 +27,7 @@ use k8s_openapi::api::certificates::v1::{CertificateSigningRequest, CertificateS
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kubecert_apiserver::{Api, ClientCertificate, UserInfo};
 use kubecert_authority::{
-    DenyList, RecoveryAttempts, RecoveryPolicy, RecoveryRefusal, decide_recovery, node_name, normalize_serial,
+    DenyList, RecoveryAttempts, RecoveryPolicy, decide_recovery, node_name, normalize_serial,
 };
 use kubecert_csr::{Certificate, SIGNER_KUBE_APISERVER_CLIENT_KUBELET, parse_csr_pem};
 use kubecert_k8s::request::{self, request_certificate, wait_for_certificate};
@@ -162,11 +162,9 @@ async fn recover(
     );
     if let Err(refusal) = decide_recovery(&recovery.policy, &cert, &requested, &deny_list, attempts, now) {
         warn!(user = %who, serial = %cert.serial_hex, reason = refusal.reason(), "recovery refused: {refusal}");
-        let code = match refusal {
-            RecoveryRefusal::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-            _ => StatusCode::FORBIDDEN,
-        };
-        return status(code, refusal.reason(), &refusal.to_string());
+        // 403 for every refusal, the rate limit included: clients retry 429 by themselves
+        // (kube-rs does), which would only spend the node's attempts.
+        return status(StatusCode::FORBIDDEN, refusal.reason(), &refusal.to_string());
     }
     let node = node_name(&cert).unwrap_or_default().to_owned();
     info!(node = %node, serial = %cert.serial_hex, "recovery allowed; requesting a certificate for the node's new key");
