@@ -293,10 +293,13 @@ fn recovery_key(cert_dir: &Path, expired: &StoredPair) -> Result<PrivateKey> {
 
 fn write_recovery_needed(cert_dir: &Path, text: &str) {
     let path = recovery_needed_path(cert_dir);
-    if std::fs::read_to_string(&path).is_ok_and(|old| old == text) {
+    let old = std::fs::read_to_string(&path).ok();
+    if old.as_deref() == Some(text) {
         return;
     }
     match kubecert_store::write_private_file(&path, text.as_bytes()) {
+        // Said once; later rounds only refresh the file (the errors' details change).
+        Ok(()) if old.is_some() => {}
         Ok(()) => {
             error!(file = %path.display(), "no way to a client certificate without an operator; see the file")
         }
