@@ -22,7 +22,6 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use kubecert_tests::kubernetes::{
     BOOTSTRAP_GROUP, Cluster, ClusterOptions, go_or_skip, write_client_certificate,
-    write_expired_client_certificate,
 };
 use kubecert_tests::{SignerServe, TempDir, kubectl, run_ok, workspace_root};
 use rcgen::{CertificateParams, DnType, KeyPair};
@@ -573,12 +572,7 @@ impl Server {
             .iter()
             .map(|(who, file, cn, orgs)| {
                 let (crt, key) = (scratch.join(format!("{file}.crt")), scratch.join(format!("{file}.key")));
-                let write = if *who == Who::ExpiredNode {
-                    write_expired_client_certificate
-                } else {
-                    write_client_certificate
-                };
-                write(ca, ca_key, cn, orgs, &crt, &key);
+                write_client_certificate(ca, ca_key, cn, orgs, (&crt, &key), *who == Who::ExpiredNode);
                 (*who, (crt, key))
             })
             .collect();
