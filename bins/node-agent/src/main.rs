@@ -47,9 +47,7 @@ fn main() -> ExitCode {
         Some(Command::Status(args)) => return ExitCode::from(status::run(&args.cert_dir)),
         Some(Command::Canary(args)) => {
             init_logging(kubecert_cli::LogFormat::Text);
-            if rustls::crypto::ring::default_provider().install_default().is_err() {
-                tracing::debug!("a TLS crypto provider was already installed");
-            }
+            install_crypto_provider();
             return ExitCode::from(canary::run_cli(args));
         }
         None => {}
@@ -62,9 +60,7 @@ fn main() -> ExitCode {
         }
     };
     init_logging(config.log_format);
-    if rustls::crypto::ring::default_provider().install_default().is_err() {
-        tracing::debug!("a TLS crypto provider was already installed");
-    }
+    install_crypto_provider();
     // One thread: the agent waits almost all the time, and file writes go to the blocking pool.
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(runtime) => runtime,
@@ -85,5 +81,12 @@ fn main() -> ExitCode {
             eprintln!("node-agent: {}", kubecert_cli::error_chain(&*e));
             ExitCode::FAILURE
         }
+    }
+}
+
+/// The process's one TLS crypto provider (see DESIGN.md).
+fn install_crypto_provider() {
+    if rustls::crypto::ring::default_provider().install_default().is_err() {
+        tracing::debug!("a TLS crypto provider was already installed");
     }
 }
