@@ -354,6 +354,7 @@ fn the_canary_passes_every_5_s_without_touching_the_live_certificate() {
 
     let metrics = http_get(node.metrics, "/metrics");
     let successes = sample(&metrics, "kubecert_node_canary_successes_total").unwrap_or_default();
+    eprintln!("canary runs passed in 30 s: {successes}");
     assert!(successes >= 5.0, "at least 5 runs passed in 30 s:\n{metrics}");
     for stage in ["create", "approve", "sign", "verify", "authenticate", "cleanup"] {
         let failures = sample(&metrics, &format!("kubecert_node_canary_failures_total{{stage=\"{stage}\"}}"));
