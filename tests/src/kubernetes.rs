@@ -207,12 +207,14 @@ fn ca() -> (Pair, Issuer<'static, KeyPair>) {
     (Pair { cert, key }, Issuer::new(params, issuer_key))
 }
 
+/// A leaf for `cn`/`orgs` signed by `issuer`; `adjust` changes its parameters last (validity).
 fn leaf(
     issuer: &Issuer<'_, KeyPair>,
     cn: &str,
     orgs: &[&str],
     sans: Vec<SanType>,
     usage: ExtendedKeyUsagePurpose,
+    adjust: impl FnOnce(&mut CertificateParams),
 ) -> Pair {
     let key = KeyPair::generate().expect("generate a key");
     let mut params = CertificateParams::new(Vec::<String>::new()).expect("leaf parameters");
@@ -224,6 +226,7 @@ fn leaf(
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     params.extended_key_usages = vec![usage];
     params.use_authority_key_identifier_extension = true;
+    adjust(&mut params);
     let cert = params.signed_by(&key, issuer).expect("sign a leaf").pem();
     Pair { cert, key }
 }
@@ -247,19 +250,28 @@ fn kubeconfig(path: &Path, api: SocketAddr, ca: &Path, user: &str, cert: &Path, 
 /// Writes a client certificate (common name `cn`, organizations `orgs`) signed by the CA of
 /// `ca_cert` and `ca_key` (PEM files) to `crt`, and its key to `key`: an identity for any API
 /// server that trusts that CA, the real one or `signer serve` (DATA_DIR/pki/ca.{crt,key}).
+/// With `expired`, the certificate expired a day ago.
 pub fn write_client_certificate(
     ca_cert: &Path,
     ca_key: &Path,
     cn: &str,
     orgs: &[&str],
-    crt: &Path,
-    key: &Path,
+    (crt, key): (&Path, &Path),
+    expired: bool,
 ) {
+    let now = std::time::SystemTime::now();
+    let day = Duration::from_secs(86_400);
+    let adjust = |params: &mut CertificateParams| {
+        if expired {
+            params.not_before = (now - 2 * day).into();
+            params.not_after = (now - day).into();
+        }
+    };
     let ca_pem = fs::read_to_string(ca_cert).unwrap_or_else(|e| panic!("read {}: {e}", ca_cert.display()));
     let ca_key_pem = fs::read_to_string(ca_key).unwrap_or_else(|e| panic!("read {}: {e}", ca_key.display()));
     let issuer = Issuer::from_ca_cert_pem(&ca_pem, KeyPair::from_pem(&ca_key_pem).expect("CA key"))
         .expect("load the CA");
-    let pair = leaf(&issuer, cn, orgs, vec![], ExtendedKeyUsagePurpose::ClientAuth);
+    let pair = leaf(&issuer, cn, orgs, vec![], ExtendedKeyUsagePurpose::ClientAuth, adjust);
     write(crt, &pair.cert);
     write(key, pair.key.serialize_pem());
 }
@@ -326,6 +338,7 @@ impl Cluster {
                 localhost("kubernetes.default.svc"),
             ],
             ExtendedKeyUsagePurpose::ServerAuth,
+            |_| {},
         );
         let clients = [
             ("admin", "kubernetes-admin", vec!["system:masters"]),
@@ -341,7 +354,7 @@ impl Cluster {
         let etcd_peer = free_local_addr();
         let api = free_local_addr();
         for (file, cn, orgs) in &clients {
-            let pair = leaf(&issuer, cn, orgs, vec![], ExtendedKeyUsagePurpose::ClientAuth);
+            let pair = leaf(&issuer, cn, orgs, vec![], ExtendedKeyUsagePurpose::ClientAuth, |_| {});
             let (crt, key) = (path(&format!("{file}.crt")), path(&format!("{file}.key")));
             write(&crt, &pair.cert);
             write(&key, pair.key.serialize_pem());
@@ -480,7 +493,7 @@ impl Cluster {
     /// organizations `orgs`, signed by the cluster CA.
     pub fn client_kubeconfig(&self, name: &str, cn: &str, orgs: &[&str]) -> PathBuf {
         let (crt, key) = (self.dir.join(format!("pki/{name}.crt")), self.dir.join(format!("pki/{name}.key")));
-        write_client_certificate(&self.ca_cert(), &self.ca_key(), cn, orgs, &crt, &key);
+        write_client_certificate(&self.ca_cert(), &self.ca_key(), cn, orgs, (&crt, &key), false);
         let path = self.dir.join(format!("{name}.kubeconfig"));
         kubeconfig(&path, self.api, &self.ca_cert(), cn, &crt, &key);
         path

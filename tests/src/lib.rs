@@ -295,6 +295,17 @@ pub fn start_node_agent(
     Process::spawn(&binary("node-agent"), &args, log)
 }
 
+/// `GET path` over plain HTTP/1.0 (a node agent's `/healthz` or `/metrics`); the whole response.
+pub fn http_get(addr: SocketAddr, path: &str) -> String {
+    use std::io::{Read as _, Write as _};
+    let mut stream = TcpStream::connect(addr).expect("connect to the metrics endpoint");
+    stream.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").expect("send");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("read response");
+    response
+}
+
 /// Runs a command and returns its stdout, failing the test with its stderr when it fails.
 pub fn run_ok(program: &Path, args: &[&str]) -> String {
     let out = Command::new(program)

@@ -66,15 +66,18 @@ enum Who {
     Publisher,
     /// An authenticated user without any binding.
     Nobody,
+    /// `system:node:diff-node` with a certificate from the CA that expired a day ago.
+    ExpiredNode,
     /// Bootstrap tokens.
     Token(&'static str),
     /// No credentials.
     Anonymous,
 }
 
-const CERTIFICATE_USERS: [(Who, &str, &str, &[&str]); 5] = [
+const CERTIFICATE_USERS: [(Who, &str, &str, &[&str]); 6] = [
     (Who::Admin, "admin", "kubernetes-admin", &["system:masters"]),
     (Who::Node, "node", NODE, &["system:nodes"]),
+    (Who::ExpiredNode, "expired-node", NODE, &["system:nodes"]),
     (Who::Controller, "controller", "system:serviceaccount:kube-system:certificate-controller", &[]),
     (Who::Nobody, "nobody", "jane", &[]),
     (
@@ -430,6 +433,7 @@ fn requests(m: &Materials) -> Vec<Request> {
         get("secret: get as Table", Who::Admin, format!("{SECRETS}/bootstrap-token-abcdef")).table(),
         get("token: valid, list CSRs", Who::Token(TOKEN), CSRS),
         get("token: expired", Who::Token(EXPIRED_TOKEN), CSRS),
+        get("certificate: expired, from the CA", Who::ExpiredNode, CSRS),
         get("token: without usage-bootstrap-authentication", Who::Token(NO_USAGE_TOKEN), CSRS),
         get("token: wrong secret", Who::Token(WRONG_SECRET_TOKEN), CSRS),
         get("token: not a bootstrap token", Who::Token("not-a-token"), CSRS),
@@ -658,7 +662,7 @@ impl Server {
             .iter()
             .map(|(who, file, cn, orgs)| {
                 let (crt, key) = (scratch.join(format!("{file}.crt")), scratch.join(format!("{file}.key")));
-                write_client_certificate(ca, ca_key, cn, orgs, &crt, &key);
+                write_client_certificate(ca, ca_key, cn, orgs, (&crt, &key), *who == Who::ExpiredNode);
                 (*who, (crt, key))
             })
             .collect();

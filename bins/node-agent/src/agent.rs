@@ -1,5 +1,6 @@
 //! The running agent: the metrics endpoint, bootstrap, then the rotation loops for the client
-//! and (optionally) serving certificates, the identities they feed, and the T-3 watchdog.
+//! and (optionally) serving certificates, the identities they feed, the T-3 watchdog and the
+//! renewal canary.
 
 use std::net::IpAddr;
 use std::path::Path;
@@ -20,7 +21,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::api::{ApiHealth, BootstrapCredentials, client_for, kubeconfig_identity};
-use crate::bootstrap::{BootstrapPaths, ensure_client_certificate};
+use crate::bootstrap::{BootstrapOptions, BootstrapPaths, ensure_client_certificate};
+use crate::canary::{self, Canary, CanaryMetrics};
 use crate::config::{AgentConfig, feature_gate_notice};
 use crate::metrics::{Metrics, Which};
 use crate::sink::{StoreSink, log_warnings};
@@ -45,9 +47,15 @@ pub async fn run(config: AgentConfig, cancel: CancellationToken) -> Result<()> {
 
     let client_live = LiveIdentity::empty();
     let server_live = LiveIdentity::empty();
+    let canary_interval = config.canary_interval()?;
+    let canary_metrics = canary_interval.map(|_| CanaryMetrics::default());
     let metrics = Metrics::new(client_live.clone(), server_live.clone());
     // Before any TLS: the API clients' key exchanges, counted as they complete.
     config.tls_key_exchange.install_observed(metrics.handshakes().observer("apiserver-client"))?;
+    let metrics = match &canary_metrics {
+        Some(canary) => metrics.with_canary(canary.clone()),
+        None => metrics,
+    };
     let mut tasks: JoinSet<Result<()>> = JoinSet::new();
 
     // Serve from disk first: the pairs an earlier run stored are in use before the endpoint
@@ -74,13 +82,14 @@ pub async fn run(config: AgentConfig, cancel: CancellationToken) -> Result<()> {
     });
     tasks.spawn(http::serve(listener, http::router(metrics.clone()), serving_tls, cancel.clone()));
 
+    let options = BootstrapOptions { reuse_stored_key: !config.rotate_certificates };
     let paths = BootstrapPaths {
         kubeconfig: &config.kubeconfig,
         bootstrap_kubeconfig: config.bootstrap_kubeconfig.as_deref(),
         cert_dir: &config.cert_dir,
     };
     tokio::select! {
-        bootstrapped = ensure_client_certificate(paths, &node_name, &client_store) => bootstrapped?,
+        bootstrapped = ensure_client_certificate(paths, &node_name, &client_store, options) => bootstrapped?,
         () = cancel.cancelled() => return Ok(()),
     }
 
@@ -102,6 +111,22 @@ pub async fn run(config: AgentConfig, cancel: CancellationToken) -> Result<()> {
         tasks,
     };
 
+    if let (Some(interval), Some(canary_metrics)) = (canary_interval, canary_metrics) {
+        let canary = Canary {
+            kubeconfig: config.kubeconfig.clone(),
+            node_name: node_name.clone(),
+            live: client_live.clone(),
+            user: loops.user.clone(),
+            key_algorithm: loops.key_algorithm,
+        };
+        info!(interval = ?interval, "renewal canary on");
+        let stop = cancel.clone();
+        loops.tasks.spawn(async move {
+            canary::run(canary, interval, canary_metrics, stop).await;
+            Ok(())
+        });
+    }
+
     if config.rotate_certificates {
         let bootstrap = config.bootstrap_kubeconfig.clone().map(BootstrapCredentials::new);
         let source = loops.source(SIGNER_KUBE_APISERVER_CLIENT_KUBELET, bootstrap);
@@ -110,7 +135,8 @@ pub async fn run(config: AgentConfig, cancel: CancellationToken) -> Result<()> {
         let status = loops.spawn(CLIENT_PREFIX, CertificatePurpose::Client, source, sink, template, initial);
         fleet.client_rotation = Some(status.clone());
         metrics.track(Which::Client, status);
-        loops.tasks.spawn(watchdog::run(client_live, loops.health.clone(), cancel.clone()));
+        let limit = config.exit_after_expired()?;
+        loops.tasks.spawn(watchdog::run(client_live, loops.health.clone(), cancel.clone(), limit));
     } else {
         info!("client certificate rotation is off (--rotate-certificates=false)");
     }

@@ -94,6 +94,17 @@ pub struct Cli {
     #[arg(long, value_name = "NAME=BOOL,…", value_delimiter = ',', value_parser = parse_feature_gate)]
     #[serde(skip_serializing_if = "Vec::is_empty", serialize_with = "gates_as_map")]
     pub feature_gates: Vec<(String, bool)>,
+    /// Exit when the node has had no valid client certificate this long while the API server
+    /// answers, so that a restart bootstraps again (kubelet: 5m; shorter for rehearsals)
+    /// [default: 5m].
+    #[arg(long, value_name = "D")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exit_after_expired: Option<String>,
+    /// Run the renewal canary this often (Go duration, e.g. 1h; off when unset): a throwaway-key
+    /// renewal through the approver and signer, verified, used to authenticate, then deleted.
+    #[arg(long, value_name = "D")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub canary_interval: Option<String>,
 }
 
 /// Subcommands; without one, the agent runs.
@@ -102,6 +113,30 @@ pub enum Command {
     /// Shows the client and serving certificates in a cert dir; exits with 1 when one of them
     /// has expired or cannot be read.
     Status(StatusArgs),
+    /// Runs the renewal canary once: a throwaway-key renewal through the cluster's approver and
+    /// signer, verified and used to authenticate, then deleted; exits with 1 naming the failing
+    /// stage.
+    Canary(CanaryArgs),
+}
+
+/// `node-agent canary`.
+#[derive(Debug, Args)]
+pub struct CanaryArgs {
+    /// Run once and exit (the only mode; the agent runs it periodically with --canary-interval).
+    #[arg(long, required = true)]
+    pub once: bool,
+    /// Print the result as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+    /// The node's kubeconfig: its client certificate is the live one.
+    #[arg(long, value_name = "FILE", default_value = crate::config::DEFAULT_KUBECONFIG)]
+    pub kubeconfig: PathBuf,
+    /// Node name [default: from the client certificate's system:node:<name>].
+    #[arg(long, value_name = "NAME")]
+    pub node_name: Option<String>,
+    /// Key exchange of the canary's TLS connections to the API server.
+    #[arg(long, value_name = "POLICY", default_value_t = KeyExchange::default())]
+    pub tls_key_exchange: KeyExchange,
 }
 
 /// `node-agent status`.

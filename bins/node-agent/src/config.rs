@@ -59,6 +59,13 @@ pub struct AgentConfig {
     pub tls_key_exchange: KeyExchange,
     /// Kubelet feature gates (a table of name = bool), accepted for compatibility.
     pub feature_gates: BTreeMap<String, bool>,
+    /// How long the node may be without a valid client certificate while the API server answers
+    /// before the agent exits for a restart into bootstrap (SPEC T-3; the kubelet's is fixed at
+    /// 5m). Shorter values are for rehearsals with short lifetimes (Go duration).
+    pub exit_after_expired: String,
+    /// How often the renewal canary runs (Go duration; off when unset): a throwaway-key renewal
+    /// through the approver and signer, verified, used to authenticate, then deleted.
+    pub canary_interval: Option<String>,
 }
 
 impl Default for AgentConfig {
@@ -77,6 +84,8 @@ impl Default for AgentConfig {
             key_algorithm: KeyAlgorithmName::EcdsaP256,
             tls_key_exchange: KeyExchange::default(),
             feature_gates: BTreeMap::new(),
+            exit_after_expired: humantime::format_duration(crate::watchdog::EXIT_AFTER).to_string(),
+            canary_interval: None,
         }
     }
 }
@@ -111,6 +120,22 @@ pub fn feature_gate_notice(name: &str, enabled: bool) -> String {
 }
 
 impl AgentConfig {
+    /// `canary_interval` as a duration, if set; an error names the setting and the value.
+    pub fn canary_interval(&self) -> Result<Option<std::time::Duration>> {
+        let Some(value) = &self.canary_interval else { return Ok(None) };
+        let interval = humantime::parse_duration(value)
+            .with_context(|| format!("canary_interval: {value:?} is not a duration such as 1h or 30s"))?;
+        anyhow::ensure!(!interval.is_zero(), "canary_interval must be more than 0s");
+        Ok(Some(interval))
+    }
+
+    /// `exit_after_expired` as a duration; an error names the setting and the value.
+    pub fn exit_after_expired(&self) -> Result<std::time::Duration> {
+        humantime::parse_duration(&self.exit_after_expired).with_context(|| {
+            format!("exit_after_expired: {:?} is not a duration such as 5m or 30s", self.exit_after_expired)
+        })
+    }
+
     /// The node name: configured, else the host name lowercased (as the kubelet does).
     pub fn node_name(&self) -> Result<String> {
         match &self.node_name {

@@ -9,6 +9,11 @@
 //! - `/metrics` (the kubelet's certificate metrics, plus rotation-overdue and last-rotation) and
 //!   `/healthz`;
 //! - the fleet view: its certificates' status on the node's own Lease, for `signer fleet`;
+//! - recovery: when the client certificate has expired and bootstrap fails, a certificate for a
+//!   new key in exchange for proof of the expired one's key (`signer serve --recovery-max-expired`),
+//!   and `<cert-dir>/RECOVERY-NEEDED` naming the fix when nothing works;
+//! - the renewal canary (`--canary-interval`, `node-agent canary --once`): renewal proven end to
+//!   end with a throwaway key, without touching the live credentials;
 //! - `node-agent status`: what is in a cert dir.
 //!
 //! It owns configuration (figment over clap), wiring and signals; the logic lives in the
@@ -18,11 +23,13 @@ mod addresses;
 mod agent;
 mod api;
 mod bootstrap;
+mod canary;
 mod cli;
 mod config;
 mod fleet;
 mod http;
 mod metrics;
+mod recovery;
 mod sink;
 mod status;
 mod watchdog;
@@ -38,8 +45,13 @@ use crate::cli::{Cli, Command};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Some(Command::Status(args)) = &cli.command {
-        return ExitCode::from(status::run(&args.cert_dir));
+    match &cli.command {
+        Some(Command::Status(args)) => return ExitCode::from(status::run(&args.cert_dir)),
+        Some(Command::Canary(args)) => {
+            init_logging(kubecert_cli::LogFormat::Text);
+            return ExitCode::from(canary::run_cli(args));
+        }
+        None => {}
     }
     let config = match config::load(&cli) {
         Ok(config) => config,

@@ -71,6 +71,7 @@ pub struct Metrics {
     tracked: Arc<[Tracked; 2]>,
     server_rotation_seconds: Histogram,
     handshakes: TlsHandshakes,
+    canary: Option<crate::canary::CanaryMetrics>,
 }
 
 impl Metrics {
@@ -81,7 +82,14 @@ impl Metrics {
             tracked: Arc::new([tracked(Which::Client, client), tracked(Which::Server, server)]),
             server_rotation_seconds: Histogram::new(ROTATION_BUCKETS),
             handshakes: TlsHandshakes::default(),
+            canary: None,
         }
+    }
+
+    /// Adds the renewal canary's series (when it runs).
+    pub fn with_canary(mut self, canary: crate::canary::CanaryMetrics) -> Self {
+        self.canary = Some(canary);
+        self
     }
 
     /// Reports `status` for `which` from now on (call once per certificate).
@@ -99,6 +107,9 @@ impl Metrics {
         );
         registry.register_collector(Box::new(self.clone()));
         self.handshakes.register(&mut registry);
+        if let Some(canary) = &self.canary {
+            canary.register(&mut registry);
+        }
         registry
     }
 
@@ -325,11 +336,13 @@ mod tests {
         }
     }
 
-    /// docs/metrics/node-agent.md: every series, as exposed once both certificates rotate.
+    /// docs/metrics/node-agent.md: every series, as exposed once both certificates rotate and
+    /// the renewal canary runs.
     #[test]
     fn generated_docs_metrics() {
         let now = SystemTime::now();
-        let metrics = Metrics::new(LiveIdentity::empty(), LiveIdentity::empty());
+        let metrics = Metrics::new(LiveIdentity::empty(), LiveIdentity::empty())
+            .with_canary(crate::canary::CanaryMetrics::default());
         for which in [Which::Client, Which::Server] {
             let deadline = Some(Deadline { at: now, reason: DeadlineReason::Scheduled });
             let (_, rx) = watch::channel(RotationStatus { deadline, ..status(now) });

@@ -14,7 +14,8 @@ use tracing::error;
 
 use crate::api::ApiHealth;
 
-/// How long the node may be without a valid client certificate (kubelet: 5 minutes).
+/// How long the node may be without a valid client certificate (kubelet: 5 minutes; the
+/// `exit_after_expired` setting, for rehearsals with short lifetimes).
 pub const EXIT_AFTER: Duration = Duration::from_secs(5 * 60);
 /// Re-check period while the limit has passed but the API is not known to be healthy.
 pub const UNHEALTHY_RECHECK: Duration = Duration::from_secs(10);
@@ -68,8 +69,13 @@ pub fn verdict(
 
 /// Returns `Err` (for the process to exit non-zero) once [`verdict`] says so; `Ok` when
 /// cancelled.
-pub async fn run(live: LiveIdentity, health: ApiHealth, cancel: CancellationToken) -> anyhow::Result<()> {
-    watch(live, health, cancel, SystemTime::now).await
+pub async fn run(
+    live: LiveIdentity,
+    health: ApiHealth,
+    cancel: CancellationToken,
+    limit: Duration,
+) -> anyhow::Result<()> {
+    watch(live, health, cancel, SystemTime::now, limit).await
 }
 
 /// [`run`] with a wall clock of the caller's (tests run it on tokio's paused time).
@@ -78,6 +84,7 @@ async fn watch(
     health: ApiHealth,
     cancel: CancellationToken,
     clock: impl Fn() -> SystemTime,
+    limit: Duration,
 ) -> anyhow::Result<()> {
     let started = clock();
     let mut swaps = live.subscribe();
@@ -86,7 +93,7 @@ async fn watch(
         let valid_until = live.current().map(|identity| identity.leaf().not_after);
         let now = clock();
         let healthy = health.is_healthy();
-        let wake_at = match verdict(valid_until, started, now, healthy, EXIT_AFTER) {
+        let wake_at = match verdict(valid_until, started, now, healthy, limit) {
             Verdict::Exit(since) => {
                 anyhow::bail!(
                     "no valid client certificate for {} s (since {}) while the API server answers; exiting so that \
@@ -97,15 +104,12 @@ async fn watch(
             }
             Verdict::SleepUntil(at) => at,
         };
-        if !healthy
-            && !warned
-            && missing_since(valid_until, started, now).is_some_and(|s| now >= s + EXIT_AFTER)
-        {
+        if !healthy && !warned && missing_since(valid_until, started, now).is_some_and(|s| now >= s + limit) {
             warned = true;
             error!(
                 "no valid client certificate for more than {} s; not exiting because the API server is not known \
                  to be reachable",
-                EXIT_AFTER.as_secs()
+                limit.as_secs()
             );
         }
         let sleep = wake_at.duration_since(now).unwrap_or_default().min(WALL_CLOCK_RECHECK);
@@ -165,7 +169,9 @@ mod tests {
         let health = ApiHealth::default();
         health.set(healthy);
         let clock = move || base + start.elapsed();
-        match tokio::time::timeout(limit, watch(live, health, CancellationToken::new(), clock)).await {
+        match tokio::time::timeout(limit, watch(live, health, CancellationToken::new(), clock, EXIT_AFTER))
+            .await
+        {
             Ok(result) => {
                 let message = result.expect_err("the watchdog only returns to exit").to_string();
                 assert!(message.contains("while the API server answers"), "{message}");
@@ -206,7 +212,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn stops_when_cancelled() {
         let cancel = CancellationToken::new();
-        let task = tokio::spawn(run(LiveIdentity::empty(), ApiHealth::default(), cancel.clone()));
+        let task = tokio::spawn(run(LiveIdentity::empty(), ApiHealth::default(), cancel.clone(), EXIT_AFTER));
         tokio::time::sleep(Duration::from_secs(60)).await;
         cancel.cancel();
         assert!(task.await.unwrap().is_ok());

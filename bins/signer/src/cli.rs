@@ -31,6 +31,19 @@ pub enum Command {
     /// Shows every node's certificates, riskiest first, from the status node agents publish on
     /// their Leases in kube-node-lease.
     Fleet(FleetArgs),
+    /// Refuses recovery (`serve --recovery-max-expired`) to the certificate with this serial,
+    /// from the next attempt on: writes it to DATA_DIR/recovery-deny-list.
+    DenySerial(DenySerialArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DenySerialArgs {
+    /// The certificate's serial number in hex (`node-agent status` shows it; `:` separators and
+    /// upper case are fine).
+    pub serial: String,
+    /// The data directory of `signer serve`.
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: PathBuf,
 }
 
 /// Flags shared by `serve` and `controller`; every one can also be set in the config file or as
@@ -79,6 +92,11 @@ pub struct ServeArgs {
     #[arg(long, value_name = "ADDR")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub listen: Option<SocketAddr>,
+    /// Let nodes whose client certificate expired less than this long ago recover with its key
+    /// (Go duration, e.g. 720h; off when unset).
+    #[arg(long, value_name = "D")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recovery_max_expired: Option<String>,
     #[command(flatten)]
     #[serde(flatten)]
     pub common: CommonArgs,

@@ -30,6 +30,9 @@ pub struct SignerConfig {
     pub data_dir: Option<PathBuf>,
     /// `serve`: HTTPS address of the API.
     pub listen: SocketAddr,
+    /// `serve`: how long after expiry a node's client certificate still lets it recover with its
+    /// key, at `POST /apis/kubecert.io/v1/recover` (Go duration; recovery is off when unset).
+    pub recovery_max_expired: Option<String>,
     /// Lifetime of issued certificates, and the most a request may ask for (Go duration).
     pub cluster_signing_duration: String,
     /// How far NotBefore lies before the signing time (Go duration).
@@ -84,6 +87,7 @@ impl Default for SignerConfig {
         Self {
             data_dir: None,
             listen: SocketAddr::from(([127, 0, 0, 1], 6443)),
+            recovery_max_expired: None,
             cluster_signing_duration: "8760h".into(),
             backdate: "5m".into(),
             metrics_addr: None,

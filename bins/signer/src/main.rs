@@ -8,6 +8,7 @@
 //!   election so that several replicas can run.
 //! - `signer token create`: a bootstrap token for nodes, as `kubeadm token create` makes it.
 //! - `signer fleet`: every node's certificates, riskiest first, from their Leases.
+//! - `signer deny-serial`: refuse recovery with an expired certificate to one serial.
 
 mod cli;
 mod config;
@@ -15,6 +16,7 @@ mod controller;
 mod fleet;
 mod metrics;
 mod pki;
+mod recovery;
 mod run;
 mod serve;
 mod token;
@@ -46,7 +48,13 @@ async fn run(cli: Cli) -> Result<()> {
         }
         Command::Fleet(args) => {
             init_logging(LogFormat::Text);
+            KeyExchange::default().install()?;
             return fleet::run(args).await;
+        }
+        Command::DenySerial(args) => {
+            let serial = recovery::deny_serial(&args.data_dir, &args.serial)?;
+            println!("serial {serial} is refused recovery from now on");
+            return Ok(());
         }
         Command::Serve(mut args) => {
             let alias = config::apply_deprecated_alias(&mut args.common);

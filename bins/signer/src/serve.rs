@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{SignerConfig, duration};
 use crate::pki::{self, DataDir};
+use crate::recovery::Recovery;
 use crate::run::{reloading_signer, run_controllers};
 
 pub async fn serve(
@@ -58,8 +59,13 @@ pub async fn serve(
     let (cert_chain_pem, key_pem) = pki::serving_certificate(&dir, &ca, config.listen)?;
     let admin = pki::admin_kubeconfig(&dir, &ca, &pki::server_url(config.listen))?;
 
-    let api = kubecert_apiserver::Api::open(&kubecert_apiserver::Config::new(dir.api_state()))
+    let mut api = kubecert_apiserver::Api::open(&kubecert_apiserver::Config::new(dir.api_state()))
         .context("opening the API state")?;
+    if let Some(window) = &config.recovery_max_expired {
+        let policy = kubecert_authority::RecoveryPolicy::new(duration("recovery_max_expired", window)?);
+        tracing::info!(window = ?policy.max_expired, "recovery with expired client certificates is on");
+        api = api.clone().with_routes(Recovery::new(policy, &root, api).routes());
+    }
     let client = kube::Client::new(api.service_as(UserInfo::authenticated(SIGNER_USER, vec![])), "default");
     let controllers = tokio::spawn(run_controllers(
         client,

@@ -77,6 +77,39 @@ pub fn user_from_certificate(der: &[u8]) -> Option<UserInfo> {
     Some(user)
 }
 
+/// A client certificate that chained to the client CA, with the user it names and its validity.
+#[derive(Clone, Debug)]
+pub(crate) struct PeerCertificate {
+    /// The user it names (AU-2).
+    pub user: UserInfo,
+    /// Start of validity.
+    pub not_before: SystemTime,
+    /// End of validity.
+    pub not_after: SystemTime,
+}
+
+impl PeerCertificate {
+    /// Parses a verified leaf; `None` as for [`user_from_certificate`].
+    pub fn from_der(der: &[u8]) -> Option<Self> {
+        let user = user_from_certificate(der)?;
+        let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+        let at = |t: x509_parser::time::ASN1Time| {
+            let secs = t.timestamp();
+            SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(secs.max(0).unsigned_abs())
+        };
+        Some(Self {
+            user,
+            not_before: at(cert.validity().not_before),
+            not_after: at(cert.validity().not_after),
+        })
+    }
+
+    /// The user, if the certificate is valid at `now` (x509 authenticator: expired → 401).
+    pub fn user_at(&self, now: SystemTime) -> Option<&UserInfo> {
+        (self.not_before <= now && now <= self.not_after).then_some(&self.user)
+    }
+}
+
 /// Splits a bootstrap token `<id>.<secret>` (regex `^[a-z0-9]{6}\.[a-z0-9]{16}$`).
 pub fn parse_bootstrap_token(token: &str) -> Option<(&str, &str)> {
     let (id, secret) = token.split_once('.')?;

@@ -37,9 +37,11 @@ pub(crate) struct AppState {
     pub limits: Limits,
 }
 
-/// The identity a TLS connection authenticated with (AU-2), attached per request.
+/// The identity a TLS connection authenticated with (AU-2), attached per request. Its
+/// certificate chained to the client CA but may have expired since (the TLS layer does not check
+/// expiry): [`authenticate`] checks the time on every request, as kube-apiserver does.
 #[derive(Clone, Debug, Default)]
-pub(crate) struct PeerIdentity(pub Option<UserInfo>);
+pub(crate) struct PeerIdentity(pub Option<crate::auth::PeerCertificate>);
 
 /// A JSON response.
 pub(crate) fn json_response(code: StatusCode, body: &Value) -> Response {
@@ -63,8 +65,9 @@ fn authenticate(state: &AppState, req: &Request) -> ApiResult<UserInfo> {
     if let Some(user) = req.extensions().get::<UserInfo>() {
         return Ok(user.clone());
     }
-    if let Some(PeerIdentity(Some(user))) = req.extensions().get::<PeerIdentity>() {
-        return Ok(user.clone());
+    if let Some(PeerIdentity(Some(peer))) = req.extensions().get::<PeerIdentity>() {
+        // An expired (or not yet valid) certificate is a 401, never a fall-back to a token.
+        return peer.user_at(SystemTime::now()).cloned().ok_or_else(ApiError::unauthorized);
     }
     if let Some(value) = header_str(req.headers(), header::AUTHORIZATION) {
         let token = value
@@ -117,7 +120,9 @@ async fn serve(state: AppState, req: Request) -> ApiResult<Response> {
         Target::UnknownResource => Err(ApiError::path_not_found()),
         Target::Resource(rr) => {
             let name = rr.name.clone().unwrap_or_default();
-            if let Decision::Deny(reason) = authorize(&user, &rr.attributes()) {
+            if let Decision::Deny(reason) = authorize(&user, &rr.attributes())
+                && !crate::canary::may_delete_own_canary(&state.store, &user, &rr)?
+            {
                 return Err(ApiError::forbidden(&rr.rt.subject(&name), &reason));
             }
             accepts_json(req.headers())?;

@@ -13,7 +13,6 @@ use axum::body::Body;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use rustls::RootCertStore;
-use rustls::server::WebPkiClientVerifier;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::TcpListener;
@@ -23,7 +22,7 @@ use tower::ServiceExt as _;
 use kubecert_reload::{HandshakeObserver, KeyExchange, negotiated_group};
 
 use crate::Error;
-use crate::auth::{UserInfo, user_from_certificate};
+use crate::auth::{PeerCertificate, UserInfo};
 use crate::handlers::{self, AppState, Limits, PeerIdentity};
 use crate::store::Store;
 
@@ -80,7 +79,16 @@ impl std::fmt::Debug for TlsConfig {
 #[derive(Clone)]
 pub struct Api {
     state: AppState,
+    routes: Option<Router>,
 }
+
+/// The leaf client certificate (DER) a TLS connection presented, attached to each of its requests
+/// for routes added with [`Api::with_routes`]. It chained to the client CA with the clientAuth
+/// usage, but it may have expired: the TLS layer does not check the time (the API's own
+/// authentication does, per request). A route that accepts expired certificates decides itself
+/// how long after expiry it still trusts one.
+#[derive(Clone, Debug)]
+pub struct ClientCertificate(pub Vec<u8>);
 
 impl Api {
     /// Opens (or creates) the state in `config.data_dir`.
@@ -95,13 +103,29 @@ impl Api {
                     bookmark_interval: config.bookmark_interval,
                 },
             },
+            routes: None,
         })
+    }
+
+    /// Adds `routes` in front of the Kubernetes API (paths they match are theirs; every other
+    /// path is the API's). Requests reach them without the API's authentication: they get the
+    /// connection's [`ClientCertificate`] extension, if any, and authenticate as they need.
+    pub fn with_routes(mut self, routes: Router) -> Self {
+        self.routes = Some(match self.routes.take() {
+            Some(existing) => existing.merge(routes),
+            None => routes,
+        });
+        self
     }
 
     /// The router. Requests are authenticated from a [`UserInfo`] extension when present,
     /// else from the TLS peer certificate, else from a bearer token.
     pub fn router(&self) -> Router {
-        Router::new().fallback(handlers::dispatch).with_state(self.state.clone())
+        let api = Router::new().fallback(handlers::dispatch).with_state(self.state.clone());
+        match &self.routes {
+            Some(routes) => api.merge(routes.clone()),
+            None => api,
+        }
     }
 
     /// The same API as an in-memory tower service whose every request runs as `user`
@@ -166,15 +190,14 @@ async fn serve_connection(
     if let Some(observe) = &handshakes {
         observe(negotiated_group(tls.get_ref().1));
     }
-    let identity = PeerIdentity(
-        tls.get_ref()
-            .1
-            .peer_certificates()
-            .and_then(|chain| chain.first())
-            .and_then(|leaf| user_from_certificate(leaf)),
-    );
+    let leaf = tls.get_ref().1.peer_certificates().and_then(|chain| chain.first()).map(|leaf| leaf.to_vec());
+    let identity = PeerIdentity(leaf.as_deref().and_then(PeerCertificate::from_der));
+    let presented = leaf.map(ClientCertificate);
     let service = tower::service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
         req.extensions_mut().insert(identity.clone());
+        if let Some(presented) = &presented {
+            req.extensions_mut().insert(presented.clone());
+        }
         router.clone().oneshot(req.map(Body::new))
     });
     let service = hyper_util::service::TowerToHyperService::new(service);
@@ -191,7 +214,8 @@ fn pem_error(what: &'static str) -> impl Fn(rustls_pki_types::pem::Error) -> Err
 }
 
 /// The rustls server config: our cert, client certs optional but verified against the CA
-/// (with the clientAuth usage) when presented, so bearer tokens work too.
+/// (with the clientAuth usage) when presented, so bearer tokens work too. Their expiry is
+/// checked per request, not here (kubecert-reload's `ExpiryTolerantClientVerifier`).
 fn server_config(tls: &TlsConfig) -> Result<rustls::ServerConfig, Error> {
     let provider = tls.key_exchange.provider();
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&tls.cert_chain_pem)
@@ -208,14 +232,12 @@ fn server_config(tls: &TlsConfig) -> Result<rustls::ServerConfig, Error> {
     if roots.is_empty() {
         return Err(Error::Pem { what: "client CA", detail: "no CERTIFICATE block".into() });
     }
-    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-        .allow_unauthenticated()
-        .build()
+    let verifier = kubecert_reload::ExpiryTolerantClientVerifier::new(Arc::new(roots), provider.clone())
         .map_err(|e| Error::Pem { what: "client CA", detail: e.to_string() })?;
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(Error::Tls)?
-        .with_client_cert_verifier(verifier)
+        .with_client_cert_verifier(Arc::new(verifier))
         .with_single_cert(chain, key)
         .map_err(Error::Tls)?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];

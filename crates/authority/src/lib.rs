@@ -17,7 +17,9 @@
 //! - CA material from bytes, one CA for all signers or one per signer ([`SignerAuthorities`],
 //!   SPEC SG-1), a [`MaterialFingerprint`] to notice changed files, and a fresh self-signed CA for
 //!   a first start ([`CertificateAuthority::generate`]);
-//! - which requests the cleaner deletes ([`cleanup_reason`], SPEC CL-1).
+//! - which requests the cleaner deletes ([`cleanup_reason`], SPEC CL-1);
+//! - whether a node may recover with its expired certificate's key ([`decide_recovery`]: the
+//!   window, the deny list, same identity, a per-node rate limit).
 //!
 //! What it does not do: no API calls (SubjectAccessReviews are described by [`AccessReview`] and
 //! answered by the caller), no files (the signer binary reads and watches CA files), no clock
@@ -49,6 +51,7 @@ mod error;
 mod issue;
 mod policy;
 mod recognize;
+mod recovery;
 mod signer;
 mod subject;
 #[cfg(test)]
@@ -79,5 +82,8 @@ pub use policy::{
     requesting_node,
 };
 pub use recognize::{AccessReview, Recognized, recognize};
+pub use recovery::{
+    DenyList, RecoveryAttempts, RecoveryPolicy, RecoveryRefusal, decide_recovery, node_name, normalize_serial,
+};
 pub use signer::{SignOutcome, Signer};
 pub use validation::{FailureKind, ValidatedRequest, ValidationFailure, validate_for_signer};

@@ -70,4 +70,8 @@ pub enum Error {
     /// The configuration asks for something this crate does not do.
     #[error("unsupported: {0}")]
     Unsupported(String),
+    /// A client-certificate verifier could not be built from the given CAs (none, or none
+    /// usable).
+    #[error("client certificate verifier: {0}")]
+    ClientVerifier(String),
 }

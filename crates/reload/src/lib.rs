@@ -16,7 +16,9 @@
 //!   as the process default, for kube's; [`negotiated_group`] names what a handshake chose;
 //! * [`PairFileWatcher`]: reloads the identity when a kubelet-style `<prefix>-current.pem` is
 //!   switched by anyone, never publishing a half-written or mismatched pair, nor an expired one
-//!   over one that is still valid.
+//!   over one that is still valid;
+//! * [`ExpiryTolerantClientVerifier`]: server-side client-certificate verification that checks
+//!   everything but the leaf's expiry, for recovery with an expired certificate's key.
 //!
 //! It does not decide when to rotate, write certificate files, or build CSRs: that is
 //! `kubecert-rotation`, `kubecert-store` and `kubecert-csr`, wired together by the node agent.
@@ -24,6 +26,7 @@
 //! See `examples/src/bin/mtls-client.rs` in the repository for another agent reusing these crates.
 
 mod client;
+mod client_auth;
 mod connector;
 mod error;
 mod identity;
@@ -33,6 +36,7 @@ mod provider;
 mod watch;
 
 pub use client::{BoxFuture, ConnectionCounts, Connector, DEFAULT_DRAIN_GRACE, RotatingClient};
+pub use client_auth::{ExpiryTolerantClientVerifier, verify_client_certificate};
 pub use connector::ResponseBody;
 pub use error::Error;
 pub use identity::Identity;

@@ -60,13 +60,33 @@ impl Pki {
     }
 
     pub fn client_with_usage(&self, cn: &str, orgs: &[&str], eku: ExtendedKeyUsagePurpose) -> ClientCert {
+        self.client_with(cn, orgs, |p| p.extended_key_usages = vec![eku])
+    }
+
+    /// A client certificate (clientAuth) with CN and O that expired a day ago.
+    pub fn expired_client(&self, cn: &str, orgs: &[&str]) -> ClientCert {
+        let day = std::time::Duration::from_secs(86_400);
+        let now = std::time::SystemTime::now();
+        self.client_with(cn, orgs, |p| {
+            p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+            p.not_before = (now - 2 * day).into();
+            p.not_after = (now - day).into();
+        })
+    }
+
+    fn client_with(
+        &self,
+        cn: &str,
+        orgs: &[&str],
+        adjust: impl FnOnce(&mut CertificateParams),
+    ) -> ClientCert {
         let key = KeyPair::generate().unwrap();
         let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
         p.distinguished_name.push(DnType::CommonName, cn);
         for o in orgs {
             p.distinguished_name.push(DnType::OrganizationName, *o);
         }
-        p.extended_key_usages = vec![eku];
+        adjust(&mut p);
         ClientCert { cert_pem: p.signed_by(&key, &self.issuer).unwrap().pem(), key_pem: key.serialize_pem() }
     }
 

@@ -642,6 +642,12 @@ async fn bootstrap_token_authentication_over_tls() {
             .await
             .is_err()
     );
+    // An expired certificate from the CA passes the handshake (the TLS layer does not check the
+    // time, as kube-apiserver's) and every request with it is 401, never anonymous.
+    let expired = pki.expired_client("kubernetes-admin", &["system:masters"]);
+    let raw_expired = common::Raw::new(addr, &pki, common::Credential::Cert(&expired)).await;
+    assert_status(&raw_expired.json("GET", CSRS, &json!({})).await, 401, "Unauthorized");
+    assert_status(&raw_expired.json("GET", "/version", &json!({})).await, 401, "Unauthorized");
     // AU-2: CN/O become user/groups.
     let node = pki.client("system:node:n7", &["system:nodes"]);
     let raw_node = common::Raw::new(addr, &pki, common::Credential::Cert(&node)).await;

@@ -64,8 +64,10 @@ pub struct SignerMetrics {
     pub approvals: Counter,
     /// Requests denied, by deny reason.
     pub denials: Family<ReasonLabel, Counter>,
-    /// Certificates issued, by signer name.
+    /// Certificates issued, by signer name (renewal canaries excluded).
     pub issuances: Family<SignerLabel, Counter>,
+    /// Certificates issued for node-agent's renewal canary (annotation `kubecert.io/canary`).
+    pub canary_issuances: Counter,
     /// Requests failed by the signer (validation) or steps that errored, by reason.
     pub failures: Family<ReasonLabel, Counter>,
     /// Seconds from the `Approved` condition to the certificate being stored.
@@ -82,6 +84,7 @@ impl Default for SignerMetrics {
             approvals: Counter::default(),
             denials: Family::default(),
             issuances: Family::default(),
+            canary_issuances: Counter::default(),
             failures: Family::default(),
             approve_to_issue_seconds: Histogram::new([
                 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
@@ -97,7 +100,16 @@ impl SignerMetrics {
     pub fn register(&self, registry: &mut Registry) {
         registry.register("approvals", "Certificate signing requests approved", self.approvals.clone());
         registry.register("denials", "Certificate signing requests denied, by reason", self.denials.clone());
-        registry.register("issuances", "Certificates issued, by signer name", self.issuances.clone());
+        registry.register(
+            "issuances",
+            "Certificates issued, by signer name (renewal canaries excluded)",
+            self.issuances.clone(),
+        );
+        registry.register(
+            "canary_issuances",
+            "Certificates issued for node renewal canaries (not renewals)",
+            self.canary_issuances.clone(),
+        );
         registry.register(
             "failures",
             "Requests failed or controller steps that errored, by reason",

@@ -74,8 +74,12 @@ async fn reconcile(
         .map_err(|source| ControllerError::Api { action: "writing status of", name: name.clone(), source })?;
     match &outcome {
         SignOutcome::Issued(issued) => {
-            let signer_name = csr.spec.signer_name.clone();
-            ctx.metrics.issuances.get_or_create(&SignerLabel { signer: signer_name }).inc();
+            if is_canary(&csr) {
+                ctx.metrics.canary_issuances.inc();
+            } else {
+                let signer_name = csr.spec.signer_name.clone();
+                ctx.metrics.issuances.get_or_create(&SignerLabel { signer: signer_name }).inc();
+            }
             if let Some(seconds) = seconds_since_approval(&csr, now) {
                 ctx.metrics.approve_to_issue_seconds.observe(seconds);
             }
@@ -108,4 +112,10 @@ fn seconds_since_approval(csr: &CertificateSigningRequest, now: SystemTime) -> O
     let approved = conditions.iter().find(|c| c.type_ == CONDITION_APPROVED)?;
     let approved_at = SystemTime::from(approved.last_update_time.as_ref()?.0);
     now.duration_since(approved_at).ok().map(|d| d.as_secs_f64())
+}
+
+/// Whether `csr` is node-agent's renewal canary (annotation `kubecert.io/canary: "true"`): it
+/// goes through the same approval and signing, but is not a renewal.
+fn is_canary(csr: &CertificateSigningRequest) -> bool {
+    csr.metadata.annotations.as_ref().and_then(|a| a.get("kubecert.io/canary")).is_some_and(|v| v == "true")
 }
