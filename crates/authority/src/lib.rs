@@ -46,6 +46,7 @@ mod cleanup;
 mod conditions;
 mod config;
 mod error;
+mod generations;
 mod issue;
 mod policy;
 mod recognize;
@@ -70,6 +71,10 @@ pub use conditions::{
 };
 pub use config::{KeyType, POLICY_SIGNERS, PolicyConfig, SignerPolicy};
 pub use error::Error;
+pub use generations::{
+    ActivationRules, CaGenerations, DEFAULT_ACTIVATE_AT, DEFAULT_PREPARE_AT, Generation, Phase, PhaseTimes,
+    PreparePlan, Schedule, SigningChain, Step, Transition, TrustingShare, from_unix_seconds, unix_seconds,
+};
 pub use issue::{
     DEFAULT_BACKDATE, DEFAULT_TTL, IssuancePolicy, IssuedCertificate, MIN_DURATION, Randomness,
     SHORT_LIVED_THRESHOLD, Validity,
