@@ -84,5 +84,5 @@ pub use policy::{
     requesting_node,
 };
 pub use recognize::{AccessReview, Recognized, recognize};
-pub use signer::{SignOutcome, Signer};
+pub use signer::{IssuanceLedger, SignOutcome, Signer};
 pub use validation::{FailureKind, ValidatedRequest, ValidationFailure, validate_for_signer};
