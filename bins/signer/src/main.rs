@@ -8,6 +8,7 @@
 //!   election so that several replicas can run.
 //! - `signer token create`: a bootstrap token for nodes, as `kubeadm token create` makes it.
 
+mod ca;
 mod cli;
 mod config;
 mod controller;
@@ -40,6 +41,10 @@ async fn run(cli: Cli) -> Result<()> {
             init_logging(LogFormat::Text);
             return token::create(args).await;
         }
+        Command::Ca(args) => {
+            init_logging(LogFormat::Text);
+            return ca::cli::run(args).await;
+        }
         Command::Serve(mut args) => {
             let alias = config::apply_deprecated_alias(&mut args.common);
             (Mode::Serve, alias, config::load(&args.common, &args)?)
@@ -59,8 +64,9 @@ async fn run(cli: Cli) -> Result<()> {
     let shutdown = CancellationToken::new();
     cancel_on_signals(shutdown.clone())?;
     let metrics = SignerMetrics::default();
+    let ca_metrics = ca::runtime::CaMetrics::default();
     if let Some(addr) = config.metrics_addr {
-        let registry = metrics::registry(&metrics);
+        let registry = metrics::registry(&metrics, &ca_metrics);
         let stop = shutdown.clone();
         tokio::spawn(async move {
             if let Err(e) = run::serve_metrics(addr, registry, stop.clone()).await {
@@ -70,8 +76,8 @@ async fn run(cli: Cli) -> Result<()> {
         });
     }
     match mode {
-        Mode::Serve => serve::serve(config, metrics, shutdown).await,
-        Mode::Controller => controller::controller(config, metrics, shutdown).await,
+        Mode::Serve => serve::serve(config, metrics, ca_metrics, shutdown).await,
+        Mode::Controller => controller::controller(config, metrics, ca_metrics, shutdown).await,
     }
 }
 

@@ -4,10 +4,13 @@
 use kubecert_k8s::controllers::SignerMetrics;
 use prometheus_client::registry::Registry;
 
-/// A registry with every series of `metrics`.
-pub fn registry(metrics: &SignerMetrics) -> Registry {
+use crate::ca::runtime::CaMetrics;
+
+/// A registry with every series of `metrics` and of the CA roll.
+pub fn registry(metrics: &SignerMetrics, ca: &CaMetrics) -> Registry {
     let mut registry = Registry::with_prefix("kubecert_signer");
     metrics.register(&mut registry);
+    ca.register(&mut registry);
     registry
 }
 
@@ -31,8 +34,14 @@ mod tests {
         for failure in Failure::ALL {
             metrics.fail(failure);
         }
+        let ca = CaMetrics::default();
+        let label =
+            |phase: &str| crate::ca::runtime::PhaseLabel { generation: "1".into(), phase: phase.into() };
+        ca.phase.get_or_create(&label("active")).set(1);
+        ca.transition_timestamp.get_or_create(&label("active")).set(0);
+        ca.issued_until.get_or_create(&crate::ca::runtime::GenerationLabel { generation: "1".into() }).set(0);
         let mut exposition = String::new();
-        prometheus_client::encoding::text::encode(&mut exposition, &registry(&metrics)).unwrap();
+        prometheus_client::encoding::text::encode(&mut exposition, &registry(&metrics, &ca)).unwrap();
 
         let reasons = docgen::member_docs(
             include_str!("../../../crates/authority/src/policy.rs"),

@@ -7,68 +7,92 @@
 use std::sync::Arc;
 
 use anyhow::{Context as _, Result};
-use arc_swap::ArcSwap;
 use kubecert_apiserver::{SIGNER_USER, TlsConfig, UserInfo};
-use kubecert_authority::{Policy, Signer, SignerAuthorities};
+use kubecert_authority::Policy;
+use kubecert_csr::SIGNER_KUBE_APISERVER_CLIENT_KUBELET;
 use kubecert_k8s::controllers::SignerMetrics;
 use tokio_util::sync::CancellationToken;
 
+use crate::ca::publish::Publication;
+use crate::ca::runtime::{CaMetrics, CaRuntime};
 use crate::config::{SignerConfig, duration};
 use crate::pki::{self, DataDir};
 use crate::run::{reloading_signer, run_controllers};
 
-pub async fn serve(config: SignerConfig, metrics: SignerMetrics, shutdown: CancellationToken) -> Result<()> {
+pub async fn serve(
+    config: SignerConfig,
+    metrics: SignerMetrics,
+    ca_metrics: CaMetrics,
+    shutdown: CancellationToken,
+) -> Result<()> {
     let root = config.data_dir.clone().context("serve needs --data-dir")?;
     std::fs::create_dir_all(&root).with_context(|| format!("creating data dir {}", root.display()))?;
     let dir = DataDir::new(&root);
     let issuance = config.issuance()?;
     let policy = Policy::new(config.policy.clone())?;
     let cleaner_interval = duration("cleaner_interval", &config.cleaner_interval)?;
+    let api = kubecert_apiserver::Api::open(&kubecert_apiserver::Config::new(dir.api_state()))
+        .context("opening the API state")?;
+    let client = kube::Client::new(api.service_as(UserInfo::authenticated(SIGNER_USER, vec![])), "default");
 
-    // The cluster CA: configured files (re-read when they change), or DATA_DIR/pki.
-    let (ca, signer) = match config.ca_files()? {
-        Some(selection) => {
+    // The cluster CA: CA generations (DATA_DIR/pki, or --ca-state-dir), else configured files
+    // (re-read when they change). The API trusts every trusted generation's root for clients.
+    let (ca, signer, client_ca_pem, generations) = match config.ca_settings()? {
+        Some(settings) => {
+            if config.ca_files()?.is_none() {
+                pki::load_or_create_ca(&dir, duration("ca_lifetime", &config.ca_lifetime)?)?;
+            }
+            let publication =
+                Publication::connect(Some(client.clone()), config.trust_bundle_out.clone()).await;
+            let runtime = CaRuntime {
+                settings,
+                issuance,
+                metrics: ca_metrics,
+                auto_roll: config.ca_auto_roll,
+                publication,
+            };
+            let (state, signer) = runtime.start()?;
+            let active = signer.load().authorities().get(SIGNER_KUBE_APISERVER_CLIENT_KUBELET).cloned();
+            let trusted = runtime.trusted_roots(&state)?;
+            (active.context("no active CA generation")?, signer, trusted, Some((runtime, state)))
+        }
+        None => {
+            let selection = config.ca_files()?.context("serve needs a CA")?;
             let reload = duration("ca_reload_interval", &config.ca_reload_interval)?;
             let signer = reloading_signer(selection.clone(), issuance, reload, shutdown.clone())?;
             let client_ca = match &selection {
                 crate::config::CaSelection::Shared(files) => pki::load_ca(files)?,
                 crate::config::CaSelection::PerSigner(map) => {
                     let files = map
-                        .get(kubecert_csr::SIGNER_KUBE_APISERVER_CLIENT_KUBELET)
+                        .get(SIGNER_KUBE_APISERVER_CLIENT_KUBELET)
                         .context("signer_cas needs a CA for kubernetes.io/kube-apiserver-client-kubelet: it also authenticates node clients")?;
                     pki::load_ca(files)?
                 }
             };
-            (client_ca, signer)
-        }
-        None => {
-            let ca = pki::load_or_create_ca(&dir)?;
-            let again = pki::load_ca(&dir.ca_files())?;
-            let signer =
-                Arc::new(ArcSwap::from_pointee(Signer::new(SignerAuthorities::shared(again), issuance)));
-            (ca, signer)
+            let pem = client_ca.certificate_pem().to_owned();
+            (Arc::new(client_ca), signer, pem, None)
         }
     };
     let (cert_chain_pem, key_pem) = pki::serving_certificate(&dir, &ca, config.listen)?;
-    let admin = pki::admin_kubeconfig(&dir, &ca, &pki::server_url(config.listen))?;
+    let admin = pki::admin_kubeconfig(&dir, &ca, client_ca_pem.as_bytes(), &pki::server_url(config.listen))?;
 
-    let api = kubecert_apiserver::Api::open(&kubecert_apiserver::Config::new(dir.api_state()))
-        .context("opening the API state")?;
-    let client = kube::Client::new(api.service_as(UserInfo::authenticated(SIGNER_USER, vec![])), "default");
     let controllers = tokio::spawn(run_controllers(
         client,
-        signer,
+        signer.clone(),
         policy,
         metrics.clone(),
         cleaner_interval,
         shutdown.clone(),
     ));
     metrics.leader.set(1);
+    if let Some((runtime, state)) = generations {
+        tokio::spawn(runtime.run(state, signer, shutdown.clone()));
+    }
 
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;
-    let tls = TlsConfig { cert_chain_pem, key_pem, client_ca_pem: ca.certificate_pem().as_bytes().to_vec() };
+    let tls = TlsConfig { cert_chain_pem, key_pem, client_ca_pem: client_ca_pem.into_bytes() };
     tracing::info!(
         listen = %listener.local_addr().unwrap_or(config.listen),
         admin_kubeconfig = %admin.display(),

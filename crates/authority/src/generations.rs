@@ -227,6 +227,16 @@ impl Schedule {
         Ok(Self { ca_lifetime, prepare_at, activate_at })
     }
 
+    /// When the schedule prepares the successor of `active` (Unix seconds).
+    pub fn prepare_time(&self, active: &Generation) -> u64 {
+        self.point(active, self.prepare_at)
+    }
+
+    /// When the schedule activates the successor of `active` (Unix seconds), publish age allowing.
+    pub fn activate_time(&self, active: &Generation) -> u64 {
+        self.point(active, self.activate_at)
+    }
+
     fn point(&self, generation: &Generation, fraction: f64) -> u64 {
         let lifetime = generation.root_not_after.saturating_sub(generation.root_not_before);
         // Lifetimes fit f64's 53-bit mantissa; truncation to whole seconds is the intent.
