@@ -7,15 +7,14 @@
 //! two rotations of 60-second certificates, takes about two minutes). `KUBECERT_E2E_ROTATIONS`
 //! sets how many rotations the first test waits for (default 2).
 
-use std::io::{Read as _, Write as _};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
 use kubecert_tests::probe::{Outcome, Prober};
 use kubecert_tests::{
-    Process, SERVING_POLICY, SignerServe, TempDir, binary, free_local_addr, kubectl, run_ok,
+    Process, SERVING_POLICY, SignerServe, TempDir, binary, free_local_addr, http_get, kubectl, run_ok,
     start_node_agent, wait_for,
 };
 
@@ -136,16 +135,6 @@ fn log_time(line: &str) -> f64 {
     let clock = line.get(11..26).unwrap_or_else(|| panic!("no timestamp in {line:?}"));
     let parts: Vec<f64> = clock.split(':').map(|p| p.parse().expect("clock field")).collect();
     parts[0] * 3600.0 + parts[1] * 60.0 + parts[2]
-}
-
-/// `GET path` over plain HTTP/1.0; the whole response.
-fn http_get(addr: SocketAddr, path: &str) -> String {
-    let mut stream = TcpStream::connect(addr).expect("connect to the metrics endpoint");
-    stream.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").expect("send");
-    let mut response = String::new();
-    stream.read_to_string(&mut response).expect("read response");
-    response
 }
 
 /// [`wait_for`] with a pause between checks: most checks run kubectl or `node-agent status`.
