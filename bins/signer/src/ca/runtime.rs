@@ -193,7 +193,7 @@ impl CaRuntime {
         }
     }
 
-    async fn auto_step(&self, state: &CaGenerations, now: SystemTime) -> Result<()> {
+    pub(super) async fn auto_step(&self, state: &CaGenerations, now: SystemTime) -> Result<()> {
         let steps = self.steps();
         let until = steps.retiring_issued_until(state)?;
         let Some(step) = state.due(now, &self.settings.schedule, &self.settings.rules, until) else {

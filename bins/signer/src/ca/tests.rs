@@ -243,3 +243,69 @@ fn the_ledger_rounds_up_writes_once_per_step_and_a_failed_write_is_an_error() {
     let err = dir.issued_until(1).unwrap_err().to_string();
     assert!(err.contains("issued-until: \"soon\" is not a number of Unix seconds"), "{err}");
 }
+
+#[tokio::test]
+async fn the_automatic_schedule_rolls_and_the_signer_follows_the_active_generation() {
+    use super::publish::Publication;
+    use super::runtime::{CaMetrics, CaRuntime};
+
+    let fixture = fixture();
+    let runtime = CaRuntime {
+        settings: fixture.settings.clone(),
+        issuance: kubecert_authority::IssuancePolicy::default(),
+        metrics: CaMetrics::default(),
+        auto_roll: true,
+        publication: Publication { api: None, file: Some(fixture.bundle_file.clone()) },
+    };
+    let (_, signer) = runtime.start().unwrap();
+    let signing_root = |signer: &arc_swap::ArcSwap<kubecert_authority::Signer>| {
+        let signer = signer.load();
+        let ca = signer.authorities().get(kubecert_csr::SIGNER_KUBELET_SERVING).unwrap().clone();
+        (ca.certificate().subject.common_name.clone().unwrap(), ca.chain().len())
+    };
+    assert_eq!(signing_root(&signer), ("test-ca".to_owned(), 0));
+    // Root: start-10 … start+600; prepare at 1/2 (start+295), activate at 0.8 (start+478).
+    let at = |secs: u64| fixture.start + Duration::from_secs(secs);
+    let phases = |runtime: &CaRuntime| -> Vec<Phase> {
+        let state = runtime.settings.dir.read_journal().unwrap().unwrap();
+        state.generations().iter().map(|g| g.phase).collect()
+    };
+    let step = |secs: u64| {
+        let state = runtime.settings.dir.read_journal().unwrap().unwrap();
+        let now = at(secs);
+        let runtime = &runtime;
+        async move { runtime.auto_step(&state, now).await.unwrap() }
+    };
+    step(290).await;
+    assert_eq!(phases(&runtime), [Phase::Active]);
+    step(296).await;
+    assert_eq!(phases(&runtime), [Phase::Active, Phase::Prepared]);
+    step(297).await;
+    assert_eq!(phases(&runtime), [Phase::Active, Phase::Published]);
+    assert_eq!(
+        std::fs::read_to_string(&fixture.bundle_file).unwrap().matches("BEGIN CERTIFICATE").count(),
+        2
+    );
+    step(470).await;
+    assert_eq!(phases(&runtime), [Phase::Active, Phase::Published], "not before 5/6");
+    step(479).await;
+    assert_eq!(phases(&runtime), [Phase::Retiring, Phase::Active]);
+    let (_, signer) = runtime.start().unwrap();
+    assert_eq!(
+        signing_root(&signer),
+        ("test-ca generation 2".to_owned(), 1),
+        "new key, with the cross-certificate"
+    );
+    step(480).await;
+    assert_eq!(phases(&runtime), [Phase::Retired, Phase::Active], "nothing issued by generation 1");
+    let (_, signer) = runtime.start().unwrap();
+    assert_eq!(
+        signing_root(&signer),
+        ("test-ca generation 2".to_owned(), 0),
+        "the old root is gone: leaf alone"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&fixture.bundle_file).unwrap(),
+        fixture.settings.dir.root_pem(2).unwrap()
+    );
+}
