@@ -288,7 +288,7 @@ fn root_params(
     params.not_after = datetime(not_after)?;
     params.serial_number = Some(rcgen::SerialNumber::from_slice(&random_serial(rng)?));
     params.key_identifier_method =
-        rcgen::KeyIdMethod::PreSpecified(key_identifier(&key.public_key_der()).map_err(Error::ca)?);
+        rcgen::KeyIdMethod::PreSpecified(key_identifier(key.public_key_der()).map_err(Error::ca)?);
     Ok(params)
 }
 
