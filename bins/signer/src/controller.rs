@@ -7,7 +7,6 @@ use kubecert_authority::Policy;
 use kubecert_k8s::controllers::{LeaderElection, SignerMetrics, run_when_leader};
 use tokio_util::sync::CancellationToken;
 
-use crate::ca::publish::Publication;
 use crate::ca::runtime::{CaMetrics, CaRuntime};
 use crate::config::{SignerConfig, duration};
 use crate::pki::host_name;
@@ -47,15 +46,7 @@ pub async fn controller(
     // With --ca-state-dir the CA generations decide which key signs; else the CA files do.
     let signer = match ca_settings {
         Some(settings) => {
-            let publication =
-                Publication::connect(Some(client.clone()), config.trust_bundle_out.clone()).await;
-            let runtime = CaRuntime {
-                settings,
-                issuance,
-                metrics: ca_metrics,
-                auto_roll: config.ca_auto_roll,
-                publication,
-            };
+            let runtime = CaRuntime::connect(settings, &config, client.clone(), ca_metrics).await?;
             let (state, signer) = runtime.start()?;
             tokio::spawn(runtime.run(state, signer.clone(), shutdown.clone()));
             signer

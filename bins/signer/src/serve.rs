@@ -13,7 +13,6 @@ use kubecert_csr::SIGNER_KUBE_APISERVER_CLIENT_KUBELET;
 use kubecert_k8s::controllers::SignerMetrics;
 use tokio_util::sync::CancellationToken;
 
-use crate::ca::publish::Publication;
 use crate::ca::runtime::{CaMetrics, CaRuntime};
 use crate::config::{SignerConfig, duration};
 use crate::pki::{self, DataDir};
@@ -42,15 +41,7 @@ pub async fn serve(
             if config.ca_files()?.is_none() {
                 pki::load_or_create_ca(&dir, duration("ca_lifetime", &config.ca_lifetime)?)?;
             }
-            let publication =
-                Publication::connect(Some(client.clone()), config.trust_bundle_out.clone()).await;
-            let runtime = CaRuntime {
-                settings,
-                issuance,
-                metrics: ca_metrics,
-                auto_roll: config.ca_auto_roll,
-                publication,
-            };
+            let runtime = CaRuntime::connect(settings, &config, client.clone(), ca_metrics).await?;
             let (state, signer) = runtime.start()?;
             let active = signer.load().authorities().get(SIGNER_KUBE_APISERVER_CLIENT_KUBELET).cloned();
             let trusted = runtime.trusted_roots(&state)?;

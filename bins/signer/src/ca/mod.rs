@@ -92,30 +92,14 @@ impl CaDir {
     /// Takes the directory's lock (blocking until other commands finish), creating the
     /// directory on first use.
     pub fn lock(&self) -> Result<File> {
-        std::fs::create_dir_all(&self.root)
-            .with_context(|| format!("creating CA state directory {}", self.root.display()))?;
-        let path = self.root.join("lock");
-        let file = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .with_context(|| format!("opening {}", path.display()))?;
+        let (file, path) = self.lock_file()?;
         file.lock().with_context(|| format!("locking {}", path.display()))?;
         Ok(file)
     }
 
     /// Like [`CaDir::lock`] but gives up at once (`None`) when another command holds it.
     pub fn try_lock(&self) -> Result<Option<File>> {
-        std::fs::create_dir_all(&self.root)
-            .with_context(|| format!("creating CA state directory {}", self.root.display()))?;
-        let path = self.root.join("lock");
-        let file = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .with_context(|| format!("opening {}", path.display()))?;
+        let (file, path) = self.lock_file()?;
         match file.try_lock() {
             Ok(()) => Ok(Some(file)),
             Err(std::fs::TryLockError::WouldBlock) => Ok(None),
@@ -123,6 +107,19 @@ impl CaDir {
                 Err(e).with_context(|| format!("locking {}", path.display()))
             }
         }
+    }
+
+    fn lock_file(&self) -> Result<(File, PathBuf)> {
+        std::fs::create_dir_all(&self.root)
+            .with_context(|| format!("creating CA state directory {}", self.root.display()))?;
+        let path = self.root.join("lock");
+        let file = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        Ok((file, path))
     }
 
     /// The journal, or `None` before first use.

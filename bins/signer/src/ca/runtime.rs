@@ -115,6 +115,23 @@ pub struct CaRuntime {
 }
 
 impl CaRuntime {
+    /// The runtime for `settings` as `config` asks (auto roll, bundle file), writing bundles
+    /// through `client`.
+    pub async fn connect(
+        settings: CaSettings,
+        config: &crate::config::SignerConfig,
+        client: kube::Client,
+        metrics: CaMetrics,
+    ) -> Result<Self> {
+        Ok(Self {
+            settings,
+            issuance: config.issuance()?,
+            metrics,
+            auto_roll: config.ca_auto_roll,
+            publication: Publication::connect(Some(client), config.trust_bundle_out.clone()).await,
+        })
+    }
+
     fn steps(&self) -> Steps<'_, Publication> {
         Steps {
             settings: &self.settings,
