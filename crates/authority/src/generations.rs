@@ -618,7 +618,7 @@ impl CaGenerations {
             return Err(refused(
                 "retire",
                 format!(
-                    "generation {id} signed certificates valid until {until} (unix seconds), {}s from now",
+                    "generation {id} may have signed certificates valid until {until} (unix seconds), {}s from now",
                     until - now_secs
                 ),
             ));
