@@ -137,7 +137,12 @@ fn a_manual_roll_chains_new_leaves_to_both_roots_and_retires_the_old_one_after_i
     assert!(
         ca_ok(&data, &bundle, &["activate", "--ca-min-publish-age", "0s"]).contains("generation 2 active")
     );
-    ca_refused(&data, &bundle, &["retire"], "retire refused: generation 1 may have signed certificates valid until");
+    ca_refused(
+        &data,
+        &bundle,
+        &["retire"],
+        "retire refused: generation 1 may have signed certificates valid until",
+    );
 
     wait_for("the signer to sign with generation 2", Duration::from_secs(20), || {
         http_get(metrics, "/metrics").contains("kubecert_signer_ca_active_generation 2")

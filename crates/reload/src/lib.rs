@@ -11,6 +11,8 @@
 //!   follow the identity: after a swap new requests use new connections, idle ones close at once,
 //!   busy ones right after their request, and long watches after a bounded grace period, so no
 //!   request fails;
+//! * [`LiveRoots`]: trust anchors swapped atomically (a CA roll), read by every handshake, for
+//!   verifying servers and client certificates;
 //! * [`PairFileWatcher`]: reloads the identity when a kubelet-style `<prefix>-current.pem` is
 //!   switched by anyone, never publishing a half-written or mismatched pair, nor an expired one
 //!   over one that is still valid.
@@ -26,12 +28,14 @@ mod error;
 mod identity;
 mod kube_client;
 mod live;
+mod roots;
 mod watch;
 
 pub use client::{BoxFuture, ConnectionCounts, Connector, DEFAULT_DRAIN_GRACE, RotatingClient};
 pub use connector::ResponseBody;
 pub use error::Error;
 pub use identity::Identity;
-pub use kube_client::kube_client;
+pub use kube_client::{kube_client, kube_client_with_roots};
 pub use live::{LiveIdentity, Snapshot};
+pub use roots::LiveRoots;
 pub use watch::{DEFAULT_RECHECK_INTERVAL, PairFileWatcher, WatchOptions, WatchStatus};

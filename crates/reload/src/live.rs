@@ -178,7 +178,7 @@ impl LiveIdentity {
     }
 }
 
-fn ring_provider() -> Arc<rustls::crypto::CryptoProvider> {
+pub(crate) fn ring_provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
