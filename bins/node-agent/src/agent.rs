@@ -25,6 +25,7 @@ use crate::config::{AgentConfig, feature_gate_notice};
 use crate::http;
 use crate::metrics::{Metrics, Which};
 use crate::sink::{StoreSink, log_warnings};
+use crate::trust;
 use crate::watchdog;
 
 /// Runs until `cancel` (then `Ok`) or until something fatal happens, such as the T-3 watchdog
@@ -45,7 +46,10 @@ pub async fn run(config: AgentConfig, cancel: CancellationToken) -> Result<()> {
 
     let client_live = LiveIdentity::empty();
     let server_live = LiveIdentity::empty();
-    let metrics = Metrics::new(client_live.clone(), server_live.clone());
+    let mut metrics = Metrics::new(client_live.clone(), server_live.clone());
+    if config.trust_source.is_some() {
+        metrics = metrics.with_trust();
+    }
     let mut tasks: JoinSet<Result<()>> = JoinSet::new();
 
     // Serve from disk first: the pairs an earlier run stored are in use before the endpoint
@@ -64,9 +68,19 @@ pub async fn run(config: AgentConfig, cancel: CancellationToken) -> Result<()> {
             let initial = initial_stored_certificate(&store, &server_live);
             (store, initial)
         });
+    // With --trust-source the trusted roots follow the CA roll (see trust.rs).
+    let trust = config.trust_source.as_ref().and_then(|_| {
+        trust::initial_roots(&[
+            config.client_ca_file.clone(),
+            Some(config.kubeconfig.clone()),
+            config.bootstrap_kubeconfig.clone(),
+        ])
+    });
+    let roots = trust.as_ref().map(|(roots, _)| roots.clone());
     let listener = http::bind(config.metrics_addr).await?;
     let serving_tls = config.rotate_server_certificates.then(|| server_live.clone());
-    tasks.spawn(http::serve(listener, http::router(metrics.clone()), serving_tls, cancel.clone()));
+    let app = http::router(metrics.clone());
+    tasks.spawn(http::serve(listener, app, serving_tls, roots.clone(), cancel.clone()));
 
     let paths = BootstrapPaths {
         kubeconfig: &config.kubeconfig,
@@ -82,12 +96,32 @@ pub async fn run(config: AgentConfig, cancel: CancellationToken) -> Result<()> {
         .with_context(|| format!("reading kubeconfig {}", config.kubeconfig.display()))?;
     let initial = initial_client_certificate(&client_store, &user_kubeconfig, &client_live)?;
     let mut loops = Loops {
-        user: client_for(&config.kubeconfig, client_live.clone()).await?,
+        user: client_for(&config.kubeconfig, client_live.clone(), roots.as_ref()).await?,
         health: ApiHealth::default(),
         key_algorithm: config.key_algorithm.algorithm(),
         cancel: cancel.clone(),
         tasks,
     };
+
+    if let (Some(source), Some((roots, initial))) = (&config.trust_source, trust) {
+        let keeper = trust::TrustKeeper {
+            source: trust::TrustSource::parse(source, &config.trust_bundle_name),
+            client_ca_file: config.client_ca_file.clone(),
+            kubeconfig: config.kubeconfig.clone(),
+            roots,
+            metrics: metrics.trust.clone().unwrap_or_default(),
+            current: Some(initial),
+        };
+        let (user, stop) = (loops.user.clone(), cancel.clone());
+        loops.tasks.spawn(async move {
+            keeper.run(Some(user), stop).await;
+            Ok(())
+        });
+    } else if config.trust_source.is_some() {
+        warn!(
+            "--trust-source: no CA to start from (no client CA file or kubeconfig CA); trust is not followed"
+        );
+    }
 
     if config.rotate_certificates {
         let bootstrap = config.bootstrap_kubeconfig.clone().map(BootstrapCredentials::new);

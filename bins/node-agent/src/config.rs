@@ -55,6 +55,12 @@ pub struct AgentConfig {
     pub key_algorithm: KeyAlgorithmName,
     /// Kubelet feature gates (a table of name = bool), accepted for compatibility.
     pub feature_gates: BTreeMap<String, bool>,
+    /// `bundles` or a PEM file: the trusted roots to follow (unset: the kubeconfig's CA, fixed).
+    pub trust_source: Option<String>,
+    /// The ClusterTrustBundle followed by `trust_source = "bundles"`.
+    pub trust_bundle_name: String,
+    /// Where the trusted roots are written (the kubelet's clientCAFile); unset: nowhere.
+    pub client_ca_file: Option<PathBuf>,
 }
 
 impl Default for AgentConfig {
@@ -72,6 +78,9 @@ impl Default for AgentConfig {
             log_format: LogFormat::Text,
             key_algorithm: KeyAlgorithmName::EcdsaP256,
             feature_gates: BTreeMap::new(),
+            trust_source: None,
+            trust_bundle_name: crate::trust::DEFAULT_TRUST_BUNDLE.to_owned(),
+            client_ca_file: None,
         }
     }
 }

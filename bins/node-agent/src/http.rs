@@ -15,7 +15,7 @@ use axum::routing::get;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
-use kubecert_reload::LiveIdentity;
+use kubecert_reload::{LiveIdentity, LiveRoots};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
@@ -62,11 +62,13 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener> {
     TcpListener::bind(addr).await.with_context(|| format!("binding the metrics address {addr}"))
 }
 
-/// Serves `app` on `listener` until `cancel`: over TLS with `serving` when given, else plain.
+/// Serves `app` on `listener` until `cancel`: over TLS with `serving` when given (verifying the
+/// client certificates clients present against `client_roots`, when given), else plain.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
     serving: Option<LiveIdentity>,
+    client_roots: Option<LiveRoots>,
     cancel: CancellationToken,
 ) -> Result<()> {
     let addr = listener.local_addr().context("reading the metrics address")?;
@@ -77,7 +79,8 @@ pub async fn serve(
             .await
             .context("metrics endpoint");
     };
-    let mut tls = serving.server_config(None).context("TLS configuration of the metrics endpoint")?;
+    let verifier = client_roots.map(|roots| roots.client_verifier());
+    let mut tls = serving.server_config(verifier).context("TLS configuration of the metrics endpoint")?;
     tls.alpn_protocols = vec![b"http/1.1".to_vec()];
     let acceptor = TlsAcceptor::from(Arc::new(tls));
     info!(%addr, "serving /metrics and /healthz over HTTPS with the serving certificate");

@@ -23,6 +23,7 @@ mod http;
 mod metrics;
 mod sink;
 mod status;
+mod trust;
 mod watchdog;
 
 use std::process::ExitCode;

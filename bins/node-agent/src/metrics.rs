@@ -69,6 +69,8 @@ impl Tracked {
 pub struct Metrics {
     tracked: Arc<[Tracked; 2]>,
     server_rotation_seconds: Histogram,
+    /// The trusted roots, shown only with `--trust-source`.
+    pub trust: Option<crate::trust::TrustMetrics>,
 }
 
 impl Metrics {
@@ -78,7 +80,14 @@ impl Metrics {
         Self {
             tracked: Arc::new([tracked(Which::Client, client), tracked(Which::Server, server)]),
             server_rotation_seconds: Histogram::new(ROTATION_BUCKETS),
+            trust: None,
         }
+    }
+
+    /// These metrics with the trust series of `--trust-source`.
+    pub fn with_trust(mut self) -> Self {
+        self.trust = Some(crate::trust::TrustMetrics::default());
+        self
     }
 
     /// Reports `status` for `which` from now on (call once per certificate).
@@ -94,6 +103,9 @@ impl Metrics {
             "Age in seconds of the serving certificate when it was replaced",
             self.server_rotation_seconds.clone(),
         );
+        if let Some(trust) = &self.trust {
+            trust.register(&mut registry);
+        }
         registry.register_collector(Box::new(self.clone()));
         registry
     }
@@ -316,11 +328,15 @@ mod tests {
         }
     }
 
-    /// docs/metrics/node-agent.md: every series, as exposed once both certificates rotate.
+    /// docs/metrics/node-agent.md: every series, as exposed once both certificates rotate and
+    /// with `--trust-source`.
     #[test]
     fn generated_docs_metrics() {
         let now = SystemTime::now();
-        let metrics = Metrics::new(LiveIdentity::empty(), LiveIdentity::empty());
+        let metrics = Metrics::new(LiveIdentity::empty(), LiveIdentity::empty()).with_trust();
+        if let Some(trust) = &metrics.trust {
+            trust.roots.get_or_create(&crate::trust::RootLabel { subject: "kubecert-ca".into() }).set(1);
+        }
         for which in [Which::Client, Which::Server] {
             let deadline = Some(Deadline { at: now, reason: DeadlineReason::Scheduled });
             let (_, rx) = watch::channel(RotationStatus { deadline, ..status(now) });
