@@ -3,6 +3,9 @@
 //! activated, with each step refused while its precondition does not hold; the agent's next
 //! rotation gets leaf + cross-certificate, which `openssl verify` accepts against the old root
 //! alone and against the new root alone; generation 1 retires once its last leaf has expired.
+//! The agent follows the trust bundle file (`--trust-source FILE --client-ca-file`): its client
+//! CA file, kubeconfig CA data and trusted-root metrics show both roots after publish and only
+//! the new one after retire.
 //!
 //! 127.0.0.1 only; bounded by the agent's first rotation (60-second certificates) plus the
 //! expiry of the last generation-1 leaf: about 70 seconds.
@@ -95,7 +98,12 @@ fn a_manual_roll_chains_new_leaves_to_both_roots_and_retires_the_old_one_after_i
     let node = dir.path().join("node");
     std::fs::create_dir_all(&node).expect("node dir");
     signer.create_token(&node.join("bootstrap.kubeconfig"));
-    let _agent = start_node_agent(&node, "node-1", free_local_addr(), &[], &dir.path().join("agent.log"));
+    // The agent follows the trust bundle file (part 3) into its client CA file and kubeconfig.
+    let client_ca = node.join("client-ca.crt");
+    let agent_metrics = free_local_addr();
+    let trust_flags = ["--trust-source", s(&bundle), "--client-ca-file", s(&client_ca)];
+    let _agent =
+        start_node_agent(&node, "node-1", agent_metrics, &trust_flags, &dir.path().join("agent.log"));
     let current = node.join("pki/kubelet-client-current.pem");
     wait_for("the agent's first certificate", Duration::from_secs(30), || current.exists());
     let first_leaf = std::fs::read_to_string(&current).expect("read pair");
@@ -122,6 +130,15 @@ fn a_manual_roll_chains_new_leaves_to_both_roots_and_retires_the_old_one_after_i
     ca_ok(&data, &bundle, &["publish"]);
     let published = std::fs::read_to_string(&bundle).expect("trust bundle");
     assert_eq!(published, format!("{old_root}{new_root}"), "old and new roots");
+    let node_trusts = |pem: &str| {
+        let kubeconfig = std::fs::read_to_string(node.join("kubelet.conf")).unwrap_or_default();
+        let ca_data = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, pem);
+        std::fs::read_to_string(&client_ca).is_ok_and(|file| file == pem) && kubeconfig.contains(&ca_data)
+    };
+    let metric_new = "kubecert_node_trusted_root{subject=\"kubecert-ca generation 2\"} 1";
+    wait_for("the node to trust both roots", Duration::from_secs(30), || {
+        node_trusts(&published) && http_get(agent_metrics, "/metrics").contains(metric_new)
+    });
     ca_refused(
         &data,
         &bundle,
@@ -188,4 +205,10 @@ fn a_manual_roll_chains_new_leaves_to_both_roots_and_retires_the_old_one_after_i
     assert_eq!(state["signing"]["with_cross_certificate"], false);
     let text = ca_ok(&data, &bundle, &["status"]);
     assert!(text.contains("signing: generation 2\n"), "{text}");
+    wait_for("the node to trust only the new root", Duration::from_secs(30), || {
+        let metrics = http_get(agent_metrics, "/metrics");
+        node_trusts(&new_root)
+            && metrics.contains(metric_new)
+            && !metrics.contains("kubecert_node_trusted_root{subject=\"kubecert-ca\"}")
+    });
 }
