@@ -9,6 +9,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::WebPkiSupportedAlgorithms;
 use rustls::server::WebPkiClientVerifier;
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{DigitallySignedStruct, DistinguishedName, RootCertStore, SignatureScheme};
@@ -33,6 +34,7 @@ struct Verifiers {
 #[derive(Clone)]
 pub struct LiveRoots {
     current: Arc<ArcSwap<Verifiers>>,
+    algorithms: WebPkiSupportedAlgorithms,
 }
 
 impl fmt::Debug for LiveRoots {
@@ -69,7 +71,8 @@ fn verifiers(pem: &[u8], generation: u64) -> Result<Verifiers, Error> {
 impl LiveRoots {
     /// Roots from PEM `CERTIFICATE` blocks (at least one).
     pub fn from_pem(pem: &[u8]) -> Result<Self, Error> {
-        Ok(Self { current: Arc::new(ArcSwap::from_pointee(verifiers(pem, 0)?)) })
+        let algorithms = ring_provider().signature_verification_algorithms;
+        Ok(Self { current: Arc::new(ArcSwap::from_pointee(verifiers(pem, 0)?)), algorithms })
     }
 
     /// Replaces the roots; a bundle that does not parse leaves the current ones. Returns the new
@@ -96,6 +99,34 @@ impl LiveRoots {
     }
 }
 
+/// The handshake signature checks of both verifiers: they do not depend on the roots, only on
+/// the crypto provider's algorithms.
+macro_rules! handshake_signatures {
+    () => {
+        fn verify_tls12_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.algorithms)
+        }
+
+        fn verify_tls13_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.algorithms)
+        }
+
+        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+            self.0.algorithms.supported_schemes()
+        }
+    };
+}
+
 #[derive(Debug)]
 struct ServerSide(LiveRoots);
 
@@ -112,27 +143,7 @@ impl ServerCertVerifier for ServerSide {
         current.server.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
     }
 
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.current.load().server.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.current.load().server.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.current.load().server.supported_verify_schemes()
-    }
+    handshake_signatures!();
 }
 
 #[derive(Debug)]
@@ -161,27 +172,7 @@ impl ClientCertVerifier for ClientSide {
         self.0.current.load().client.verify_client_cert(end_entity, intermediates, now)
     }
 
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.current.load().client.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.current.load().client.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.current.load().client.supported_verify_schemes()
-    }
+    handshake_signatures!();
 }
 
 #[cfg(test)]
