@@ -160,8 +160,9 @@ impl CaRuntime {
     }
 
     /// Follows the journal every reload interval until `shutdown`: swaps the signer when the
-    /// active generation or its chain changes, writes the bundles once at start (healing a crash
-    /// between a retire's journal and bundle writes), and runs due steps with `--ca-auto-roll`.
+    /// active generation or its chain changes, rewrites the bundles from the journal at start and
+    /// whenever it changes (healing a crash between a retire's journal and bundle writes), and
+    /// runs due steps with `--ca-auto-roll`.
     pub async fn run(
         self,
         mut state: CaGenerations,
@@ -169,9 +170,8 @@ impl CaRuntime {
         shutdown: CancellationToken,
     ) {
         let mut chain = state.signing_chain(SystemTime::now());
-        if let Err(e) = self.steps().sync_bundles(&state).await {
-            tracing::warn!(error = %kubecert_cli::error_chain(&*e), "writing the trust bundles");
-        }
+        // The journal the bundles were last written for.
+        let mut synced: Option<CaGenerations> = None;
         let mut ticks = tokio::time::interval(self.settings.reload_interval);
         loop {
             tokio::select! {
@@ -188,6 +188,15 @@ impl CaRuntime {
                 Ok(Some(read)) => state = read,
                 Ok(None) => {}
                 Err(e) => tracing::warn!(error = %kubecert_cli::error_chain(&*e), "reading the CA journal"),
+            }
+            if synced.as_ref() != Some(&state) {
+                match self.sync_bundles().await {
+                    Ok(true) => synced = Some(state.clone()),
+                    Ok(false) => {}
+                    Err(e) => {
+                        tracing::warn!(error = %kubecert_cli::error_chain(&*e), "writing the trust bundles")
+                    }
+                }
             }
             self.metrics.observe(&state, &self.settings.dir);
             let now_chain = state.signing_chain(now);
@@ -208,6 +217,16 @@ impl CaRuntime {
                 }
             }
         }
+    }
+
+    /// Writes the bundles as the journal says, under the lock (a command holding it may be
+    /// between its bundle and journal writes): `false` when a command holds it.
+    pub(super) async fn sync_bundles(&self) -> Result<bool> {
+        let Some(_lock) = self.settings.dir.try_lock()? else { return Ok(false) };
+        if let Some(state) = self.settings.dir.read_journal()? {
+            self.steps().sync_bundles(&state).await?;
+        }
+        Ok(true)
     }
 
     pub(super) async fn auto_step(&self, state: &CaGenerations, now: SystemTime) -> Result<()> {

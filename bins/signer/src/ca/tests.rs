@@ -308,4 +308,17 @@ async fn the_automatic_schedule_rolls_and_the_signer_follows_the_active_generati
         std::fs::read_to_string(&fixture.bundle_file).unwrap(),
         fixture.settings.dir.root_pem(2).unwrap()
     );
+
+    // The running signer rewrites the bundles from the journal, but never while a command holds
+    // the lock (it may be between its bundle and journal writes).
+    std::fs::write(&fixture.bundle_file, "stale").unwrap();
+    let held = runtime.settings.dir.lock().unwrap();
+    assert!(!runtime.sync_bundles().await.unwrap());
+    assert_eq!(std::fs::read_to_string(&fixture.bundle_file).unwrap(), "stale");
+    drop(held);
+    assert!(runtime.sync_bundles().await.unwrap());
+    assert_eq!(
+        std::fs::read_to_string(&fixture.bundle_file).unwrap(),
+        fixture.settings.dir.root_pem(2).unwrap()
+    );
 }
