@@ -381,6 +381,41 @@ mod tests {
     }
 
     #[test]
+    fn ca_generations_are_used_with_a_data_dir_ca_or_a_state_dir() {
+        let serve = SignerConfig { data_dir: Some("/d".into()), ..Default::default() };
+        let settings = serve.ca_settings().unwrap().expect("serve's own CA rolls");
+        assert_eq!(settings.dir, CaDir::new(std::path::Path::new("/d/pki/generations")));
+        assert_eq!(settings.import.cert, PathBuf::from("/d/pki/ca.crt"));
+        // Defaults: ten-year roots, prepare at 1/2, activate at 5/6, publish age capped at 24h.
+        assert_eq!(settings.schedule.ca_lifetime, Duration::from_secs(87600 * 3600));
+        assert_eq!(settings.rules.min_publish_age, Duration::from_secs(24 * 3600));
+        let rehearsal = SignerConfig { ca_lifetime: "600s".into(), ..serve };
+        let settings = rehearsal.ca_settings().unwrap().unwrap();
+        assert_eq!(settings.rules.min_publish_age, Duration::from_secs(100), "half of 5/6 - 1/2 of 600s");
+
+        let files =
+            SignerConfig { ca_cert: Some("c".into()), ca_key: Some("k".into()), ..Default::default() };
+        assert!(files.ca_settings().unwrap().is_none(), "CA files without a state dir: no roll");
+        let controller = SignerConfig { ca_state_dir: Some("/s".into()), ..files };
+        let settings = controller.ca_settings().unwrap().unwrap();
+        assert_eq!(settings.dir, CaDir::new(std::path::Path::new("/s")));
+        assert_eq!(settings.import.key, PathBuf::from("k"));
+
+        let bare = SignerConfig { ca_state_dir: Some("/s".into()), ..Default::default() };
+        assert!(bare.ca_settings().unwrap_err().to_string().contains("needs ca_cert and ca_key"));
+        let mut per_signer = SignerConfig { ca_state_dir: Some("/s".into()), ..Default::default() };
+        per_signer
+            .signer_cas
+            .insert("kubernetes.io/kubelet-serving".into(), CaFiles { cert: "a".into(), key: "b".into() });
+        assert!(per_signer.ca_settings().unwrap_err().to_string().contains("one CA for every signer"));
+        let bad = SignerConfig { ca_min_trusting_share: Some(1.5), ..controller };
+        assert!(bad.ca_settings().unwrap_err().to_string().contains("not between 0 and 1"));
+        let bad = SignerConfig { ca_prepare_at: 0.9, ..Default::default() };
+        let bad = SignerConfig { data_dir: Some("/d".into()), ..bad };
+        assert!(bad.ca_settings().unwrap_err().to_string().contains("prepare (0.9) < activate"));
+    }
+
+    #[test]
     fn durations_and_ca_selection() {
         let mut config = SignerConfig {
             backdate: "0s".into(),

@@ -64,7 +64,7 @@ impl Disk for Durable {
 }
 
 /// A CA generations state directory.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CaDir {
     root: PathBuf,
 }
