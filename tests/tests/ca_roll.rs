@@ -5,10 +5,10 @@
 //! alone and against the new root alone; generation 1 retires once its last leaf has expired.
 //! The agent follows the trust bundle file (`--trust-source FILE --client-ca-file`): its client
 //! CA file, kubeconfig CA data and trusted-root metrics show both roots after publish and only
-//! the new one after retire.
+//! the new one after retire. A second test lets `--ca-auto-roll` roll a one-minute CA by itself.
 //!
 //! 127.0.0.1 only; bounded by the agent's first rotation (60-second certificates) plus the
-//! expiry of the last generation-1 leaf: about 70 seconds.
+//! expiry of the last generation-1 leaf (about 70 seconds), and by the one-minute CA's schedule.
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -211,4 +211,60 @@ fn a_manual_roll_chains_new_leaves_to_both_roots_and_retires_the_old_one_after_i
             && metrics.contains(metric_new)
             && !metrics.contains("kubecert_node_trusted_root{subject=\"kubecert-ca\"}")
     });
+}
+
+#[test]
+fn the_automatic_schedule_rolls_a_rehearsal_ca_by_itself() {
+    let dir = TempDir::new("ca-auto-roll");
+    let data = dir.path().join("signer");
+    let bundle = dir.path().join("trust-bundle.pem");
+    let config = dir.path().join("signer.toml");
+    std::fs::write(&config, "ca_reload_interval = \"1s\"\n").expect("write config");
+    let metrics = free_local_addr();
+    let (metrics_flag, config_flag, bundle_flag) =
+        (metrics.to_string(), s(&config).to_owned(), s(&bundle).to_owned());
+    // A one-minute CA: prepare and publish at 30 s, activate at 50 s (after 10 s published),
+    // retire as soon as nothing the old key signed can still be valid.
+    let _signer = SignerServe::start(
+        &data,
+        &[
+            "--ca-lifetime",
+            "60s",
+            "--ca-auto-roll",
+            "--trust-bundle-out",
+            &bundle_flag,
+            "--metrics-addr",
+            &metrics_flag,
+            "--config",
+            &config_flag,
+        ],
+    );
+    wait_for("generation 2 to be published", Duration::from_secs(45), || {
+        std::fs::read_to_string(&bundle).is_ok_and(|pem| pem.matches("BEGIN CERTIFICATE").count() == 2)
+    });
+    let state = status(&data, &bundle);
+    assert_eq!(state["generations"][1]["phase"], "published", "{state}");
+    wait_for("generation 1 to be retired", Duration::from_secs(45), || {
+        status(&data, &bundle)["generations"][0]["phase"] == "retired"
+    });
+    let state = status(&data, &bundle);
+    assert_eq!(state["signing"]["generation"], 2);
+    let entered = &state["generations"][1]["entered"];
+    let (prepared, active) = (entered["prepared"].as_u64().unwrap(), entered["active"].as_u64().unwrap());
+    let root = state["generations"][0]["root_not_before"].as_u64().unwrap();
+    assert!((root + 30..root + 33).contains(&prepared), "prepared at 1/2 of the root's lifetime: {state}");
+    assert!(active >= root + 50, "activated at 5/6 of the root's lifetime: {state}");
+    let new_root = std::fs::read_to_string(data.join("pki/generations/2/ca.crt")).expect("new root");
+    assert_eq!(std::fs::read_to_string(&bundle).expect("bundle"), new_root);
+    let exposition = http_get(metrics, "/metrics");
+    assert!(
+        exposition.contains("kubecert_signer_ca_generation_phase{generation=\"1\",phase=\"retired\"} 1"),
+        "{exposition}"
+    );
+    assert!(
+        exposition.contains(&format!(
+            "kubecert_signer_ca_transition_timestamp_seconds{{generation=\"2\",phase=\"active\"}} {active}"
+        )),
+        "{exposition}"
+    );
 }
