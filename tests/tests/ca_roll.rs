@@ -164,6 +164,12 @@ fn a_manual_roll_chains_new_leaves_to_both_roots_and_retires_the_old_one_after_i
     wait_for("the signer to sign with generation 2", Duration::from_secs(20), || {
         http_get(metrics, "/metrics").contains("kubecert_signer_ca_active_generation 2")
     });
+    // The API follows: its serving certificate now comes from generation 2, with the
+    // cross-certificate, so clients that trust only the old root still verify it.
+    let serving = || std::fs::read_to_string(data.join("pki/apiserver.crt")).unwrap_or_default();
+    wait_for("the API's serving certificate from generation 2", Duration::from_secs(20), || {
+        pem_blocks(&serving(), "CERTIFICATE").get(1) == Some(&cross)
+    });
     // The agent's next rotation (42–54 s into its 60-second certificate) is signed by generation 2.
     let renewed = || std::fs::read_to_string(&current).unwrap_or_default();
     wait_for("a certificate from generation 2", Duration::from_secs(75), || {
@@ -211,6 +217,17 @@ fn a_manual_roll_chains_new_leaves_to_both_roots_and_retires_the_old_one_after_i
             && metrics.contains(metric_new)
             && !metrics.contains("kubecert_node_trusted_root{subject=\"kubecert-ca\"}")
     });
+    // Without a restart, the API trusts only the new root for clients and admin.kubeconfig
+    // follows (a new client certificate); the node, which trusts only the new root, still works.
+    let admin = data.join("admin.kubeconfig");
+    let new_data = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &new_root);
+    wait_for("admin.kubeconfig to trust only the new root", Duration::from_secs(20), || {
+        std::fs::read_to_string(&admin).is_ok_and(|k| k.contains(&new_data))
+    });
+    if let Some(kubectl) = kubectl() {
+        run_ok(&kubectl, &["--kubeconfig", s(&admin), "get", "csr"]);
+        run_ok(&kubectl, &["--kubeconfig", s(&node.join("kubelet.conf")), "get", "csr"]);
+    }
 }
 
 #[test]

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use anyhow::{Context as _, Result};
 use kubecert_apiserver::{SIGNER_USER, TlsConfig, UserInfo};
-use kubecert_authority::Policy;
+use kubecert_authority::{CertificateAuthority, Policy};
 use kubecert_csr::SIGNER_KUBE_APISERVER_CLIENT_KUBELET;
 use kubecert_k8s::controllers::SignerMetrics;
 use tokio_util::sync::CancellationToken;
@@ -66,6 +66,8 @@ pub async fn serve(
     };
     let (cert_chain_pem, key_pem) = pki::serving_certificate(&dir, &ca, config.listen)?;
     let admin = pki::admin_kubeconfig(&dir, &ca, client_ca_pem.as_bytes(), &pki::server_url(config.listen))?;
+    let tls = TlsConfig { cert_chain_pem, key_pem, client_ca_pem: client_ca_pem.into_bytes() };
+    let (tls_updates, tls) = tokio::sync::watch::channel(tls);
 
     let controllers = tokio::spawn(run_controllers(
         client,
@@ -76,20 +78,30 @@ pub async fn serve(
         shutdown.clone(),
     ));
     metrics.leader.set(1);
-    if let Some((runtime, state)) = generations {
+    if let Some((mut runtime, state)) = generations {
+        // The API follows the roll: a serving certificate from the signing generation, every
+        // trusted root for clients, and an admin.kubeconfig that fits both.
+        let (listen, server) = (config.listen, pki::server_url(config.listen));
+        runtime.follower = Some(Box::new(move |trusted: &str, ca: &CertificateAuthority| {
+            let dir = DataDir::new(&root);
+            let (cert_chain_pem, key_pem) = pki::serving_certificate(&dir, ca, listen)?;
+            pki::admin_kubeconfig(&dir, ca, trusted.as_bytes(), &server)?;
+            let client_ca_pem = trusted.as_bytes().to_vec();
+            tls_updates.send_replace(TlsConfig { cert_chain_pem, key_pem, client_ca_pem });
+            Ok(())
+        }));
         tokio::spawn(runtime.run(state, signer, shutdown.clone()));
     }
 
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;
-    let tls = TlsConfig { cert_chain_pem, key_pem, client_ca_pem: client_ca_pem.into_bytes() };
     tracing::info!(
         listen = %listener.local_addr().unwrap_or(config.listen),
         admin_kubeconfig = %admin.display(),
         "serving the Kubernetes-compatible API"
     );
-    api.serve(listener, &tls, shutdown.clone().cancelled_owned()).await.context("API server")?;
+    api.serve_reloading(listener, tls, shutdown.clone().cancelled_owned()).await.context("API server")?;
     shutdown.cancel();
     controllers.await.context("controllers")?;
     Ok(())

@@ -6,10 +6,11 @@
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use anyhow::Result;
+use anyhow::{Context as _, Result};
 use arc_swap::ArcSwap;
 use kubecert_authority::{
-    CaGenerations, IssuancePolicy, Phase, Signer, SignerAuthorities, SigningChain, Transition,
+    CaGenerations, CertificateAuthority, IssuancePolicy, Phase, Signer, SignerAuthorities, SigningChain,
+    Transition,
 };
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::family::Family;
@@ -100,6 +101,10 @@ fn build_signer(dir: &CaDir, chain: SigningChain, issuance: IssuancePolicy) -> R
     Ok(Signer::new(SignerAuthorities::shared(ca), issuance).with_ledger(Arc::new(ledger)))
 }
 
+/// Told the trusted roots (PEM) and the signing CA at start and whenever either changes (e.g. the
+/// embedded API's own certificates follow the roll).
+pub type TrustFollower = Box<dyn Fn(&str, &CertificateAuthority) -> Result<()> + Send + Sync>;
+
 /// A running signer's view of the CA generations.
 pub struct CaRuntime {
     /// Settings.
@@ -112,6 +117,8 @@ pub struct CaRuntime {
     pub auto_roll: bool,
     /// Where bundles go.
     pub publication: Publication,
+    /// Who else follows the roll.
+    pub follower: Option<TrustFollower>,
 }
 
 impl CaRuntime {
@@ -129,6 +136,7 @@ impl CaRuntime {
             metrics,
             auto_roll: config.ca_auto_roll,
             publication: Publication::connect(Some(client), config.trust_bundle_out.clone()).await,
+            follower: None,
         })
     }
 
@@ -170,8 +178,9 @@ impl CaRuntime {
         shutdown: CancellationToken,
     ) {
         let mut chain = state.signing_chain(SystemTime::now());
-        // The journal the bundles were last written for.
+        // The journal the bundles were last written for; what the follower was last told.
         let mut synced: Option<CaGenerations> = None;
+        let mut followed: Option<(String, SigningChain)> = None;
         let mut ticks = tokio::time::interval(self.settings.reload_interval);
         loop {
             tokio::select! {
@@ -216,7 +225,30 @@ impl CaRuntime {
                     }
                 }
             }
+            if let Err(e) = self.follow(&state, chain, &signer, &mut followed) {
+                tracing::warn!(error = %kubecert_cli::error_chain(&*e), "following the CA roll");
+            }
         }
+    }
+
+    /// Tells the follower when the trusted roots or the signing chain changed.
+    fn follow(
+        &self,
+        state: &CaGenerations,
+        chain: SigningChain,
+        signer: &ArcSwap<Signer>,
+        followed: &mut Option<(String, SigningChain)>,
+    ) -> Result<()> {
+        let Some(follower) = &self.follower else { return Ok(()) };
+        let now = (self.trusted_roots(state)?, chain);
+        if followed.as_ref() == Some(&now) {
+            return Ok(());
+        }
+        let signer = signer.load();
+        let ca = signer.authorities().get(kubecert_csr::SIGNER_KUBE_APISERVER_CLIENT_KUBELET);
+        follower(&now.0, ca.context("no signing CA")?)?;
+        *followed = Some(now);
+        Ok(())
     }
 
     /// Writes the bundles as the journal says, under the lock (a command holding it may be

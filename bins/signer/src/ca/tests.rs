@@ -256,6 +256,7 @@ async fn the_automatic_schedule_rolls_and_the_signer_follows_the_active_generati
         metrics: CaMetrics::default(),
         auto_roll: true,
         publication: Publication { api: None, file: Some(fixture.bundle_file.clone()) },
+        follower: None,
     };
     let (_, signer) = runtime.start().unwrap();
     let signing_root = |signer: &arc_swap::ArcSwap<kubecert_authority::Signer>| {
