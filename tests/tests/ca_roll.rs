@@ -73,28 +73,36 @@ fn openssl_verify(dir: &Path, name: &str, ca_file: &str, untrusted: Option<&str>
     out.status.success()
 }
 
-#[test]
-fn a_manual_roll_chains_new_leaves_to_both_roots_and_retires_the_old_one_after_its_leaves() {
-    let dir = TempDir::new("ca-roll");
-    let data = dir.path().join("signer");
-    let bundle = dir.path().join("trust-bundle.pem");
+/// A test's files and `signer serve`: DATA_DIR, the trust bundle file, the metrics address.
+struct Roll {
+    dir: TempDir,
+    data: std::path::PathBuf,
+    bundle: std::path::PathBuf,
+    metrics: std::net::SocketAddr,
+    signer: SignerServe,
+}
+
+/// Starts `signer serve` re-reading the CA journal every second, writing the trust bundle file,
+/// with metrics, and `extra` flags.
+fn start_roll(tag: &str, extra: &[&str]) -> Roll {
+    let dir = TempDir::new(tag);
+    let (data, bundle) = (dir.path().join("signer"), dir.path().join("trust-bundle.pem"));
     let config = dir.path().join("signer.toml");
     std::fs::write(&config, "ca_reload_interval = \"1s\"\n").expect("write config");
     let metrics = free_local_addr();
-    let (metrics_flag, config_flag) = (metrics.to_string(), s(&config).to_owned());
-    let signer = SignerServe::start(
-        &data,
-        &[
-            "--cluster-signing-duration",
-            "60s",
-            "--backdate",
-            "0s",
-            "--metrics-addr",
-            &metrics_flag,
-            "--config",
-            &config_flag,
-        ],
-    );
+    let metrics_flag = metrics.to_string();
+    let mut args =
+        vec!["--metrics-addr", &metrics_flag, "--config", s(&config), "--trust-bundle-out", s(&bundle)];
+    args.extend_from_slice(extra);
+    let signer = SignerServe::start(&data, &args);
+    Roll { dir, data, bundle, metrics, signer }
+}
+
+#[test]
+fn a_manual_roll_chains_new_leaves_to_both_roots_and_retires_the_old_one_after_its_leaves() {
+    let roll = start_roll("ca-roll", &["--cluster-signing-duration", "60s", "--backdate", "0s"]);
+    let Roll { dir, data, bundle, metrics, signer } = &roll;
+    let (dir, data, bundle, metrics) = (dir, data.as_path(), bundle.as_path(), *metrics);
     let node = dir.path().join("node");
     std::fs::create_dir_all(&node).expect("node dir");
     signer.create_token(&node.join("bootstrap.kubeconfig"));
@@ -232,30 +240,10 @@ fn a_manual_roll_chains_new_leaves_to_both_roots_and_retires_the_old_one_after_i
 
 #[test]
 fn the_automatic_schedule_rolls_a_rehearsal_ca_by_itself() {
-    let dir = TempDir::new("ca-auto-roll");
-    let data = dir.path().join("signer");
-    let bundle = dir.path().join("trust-bundle.pem");
-    let config = dir.path().join("signer.toml");
-    std::fs::write(&config, "ca_reload_interval = \"1s\"\n").expect("write config");
-    let metrics = free_local_addr();
-    let (metrics_flag, config_flag, bundle_flag) =
-        (metrics.to_string(), s(&config).to_owned(), s(&bundle).to_owned());
     // A one-minute CA: prepare and publish at 30 s, activate at 50 s (after 10 s published),
     // retire as soon as nothing the old key signed can still be valid.
-    let _signer = SignerServe::start(
-        &data,
-        &[
-            "--ca-lifetime",
-            "60s",
-            "--ca-auto-roll",
-            "--trust-bundle-out",
-            &bundle_flag,
-            "--metrics-addr",
-            &metrics_flag,
-            "--config",
-            &config_flag,
-        ],
-    );
+    let roll = start_roll("ca-auto-roll", &["--ca-lifetime", "60s", "--ca-auto-roll"]);
+    let (data, metrics, bundle) = (roll.data.as_path(), roll.metrics, roll.bundle.as_path());
     wait_for("generation 2 to be published", Duration::from_secs(45), || {
         std::fs::read_to_string(&bundle).is_ok_and(|pem| pem.matches("BEGIN CERTIFICATE").count() == 2)
     });
