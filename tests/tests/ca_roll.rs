@@ -102,7 +102,7 @@ fn start_roll(tag: &str, extra: &[&str]) -> Roll {
 fn a_manual_roll_chains_new_leaves_to_both_roots_and_retires_the_old_one_after_its_leaves() {
     let roll = start_roll("ca-roll", &["--cluster-signing-duration", "60s", "--backdate", "0s"]);
     let Roll { dir, data, bundle, metrics, signer } = &roll;
-    let (dir, data, bundle, metrics) = (dir, data.as_path(), bundle.as_path(), *metrics);
+    let (data, bundle, metrics) = (data.clone(), bundle.clone(), *metrics);
     let node = dir.path().join("node");
     std::fs::create_dir_all(&node).expect("node dir");
     signer.create_token(&node.join("bootstrap.kubeconfig"));
@@ -243,7 +243,7 @@ fn the_automatic_schedule_rolls_a_rehearsal_ca_by_itself() {
     // A one-minute CA: prepare and publish at 30 s, activate at 50 s (after 10 s published),
     // retire as soon as nothing the old key signed can still be valid.
     let roll = start_roll("ca-auto-roll", &["--ca-lifetime", "60s", "--ca-auto-roll"]);
-    let (data, metrics, bundle) = (roll.data.as_path(), roll.metrics, roll.bundle.as_path());
+    let (data, metrics, bundle) = (roll.data.clone(), roll.metrics, roll.bundle.clone());
     wait_for("generation 2 to be published", Duration::from_secs(45), || {
         std::fs::read_to_string(&bundle).is_ok_and(|pem| pem.matches("BEGIN CERTIFICATE").count() == 2)
     });
