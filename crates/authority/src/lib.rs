@@ -17,7 +17,11 @@
 //! - CA material from bytes, one CA for all signers or one per signer ([`SignerAuthorities`],
 //!   SPEC SG-1), a [`MaterialFingerprint`] to notice changed files, and a fresh self-signed CA for
 //!   a first start ([`CertificateAuthority::generate`]);
-//! - which requests the cleaner deletes ([`cleanup_reason`], SPEC CL-1).
+//! - which requests the cleaner deletes ([`cleanup_reason`], SPEC CL-1);
+//! - CA generations for rolling the CA with overlap ([`CaGenerations`]): the phases, the
+//!   preconditions of each step, the automatic schedule, which chain goes with a leaf; a
+//!   successor CA with its cross-certificate ([`CertificateAuthority::successor`]); and the
+//!   [`IssuanceLedger`] seam through which a signer records what each key issued.
 //!
 //! What it does not do: no API calls (SubjectAccessReviews are described by [`AccessReview`] and
 //! answered by the caller), no files (the signer binary reads and watches CA files), no clock
