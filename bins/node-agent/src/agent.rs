@@ -26,6 +26,7 @@ use crate::canary::{self, Canary, CanaryMetrics};
 use crate::config::{AgentConfig, feature_gate_notice};
 use crate::metrics::{Metrics, Which};
 use crate::sink::{StoreSink, log_warnings};
+use crate::trust;
 use crate::watchdog;
 use crate::{fleet, http};
 
@@ -49,13 +50,15 @@ pub async fn run(config: AgentConfig, cancel: CancellationToken) -> Result<()> {
     let server_live = LiveIdentity::empty();
     let canary_interval = config.canary_interval()?;
     let canary_metrics = canary_interval.map(|_| CanaryMetrics::default());
-    let metrics = Metrics::new(client_live.clone(), server_live.clone());
+    let mut metrics = Metrics::new(client_live.clone(), server_live.clone());
     // Before any TLS: the API clients' key exchanges, counted as they complete.
     config.tls_key_exchange.install_observed(metrics.handshakes().observer("apiserver-client"))?;
-    let metrics = match &canary_metrics {
-        Some(canary) => metrics.with_canary(canary.clone()),
-        None => metrics,
-    };
+    if let Some(canary) = &canary_metrics {
+        metrics = metrics.with_canary(canary.clone());
+    }
+    if config.trust_source.is_some() {
+        metrics = metrics.with_trust();
+    }
     let mut tasks: JoinSet<Result<()>> = JoinSet::new();
 
     // Serve from disk first: the pairs an earlier run stored are in use before the endpoint
@@ -74,13 +77,22 @@ pub async fn run(config: AgentConfig, cancel: CancellationToken) -> Result<()> {
             let initial = initial_stored_certificate(&store, &server_live);
             (store, initial)
         });
+    // With --trust-source the trusted roots follow the CA roll (see trust.rs).
+    let trust = config.trust_source.as_ref().and_then(|_| {
+        trust::initial_roots(&[
+            config.client_ca_file.clone(),
+            Some(config.kubeconfig.clone()),
+            config.bootstrap_kubeconfig.clone(),
+        ])
+    });
+    let roots = trust.as_ref().map(|(roots, _)| roots.clone());
     let listener = http::bind(config.metrics_addr).await?;
     let serving_tls = config.rotate_server_certificates.then(|| http::Tls {
         identity: server_live.clone(),
         key_exchange: config.tls_key_exchange,
         handshakes: metrics.handshakes().observer("serving"),
     });
-    tasks.spawn(http::serve(listener, http::router(metrics.clone()), serving_tls, cancel.clone()));
+    tasks.spawn(http::serve(listener, http::router(metrics.clone()), serving_tls, roots.clone(), cancel.clone()));
 
     let options = BootstrapOptions { reuse_stored_key: !config.rotate_certificates };
     let paths = BootstrapPaths {
@@ -104,7 +116,7 @@ pub async fn run(config: AgentConfig, cancel: CancellationToken) -> Result<()> {
         serving: None,
     };
     let mut loops = Loops {
-        user: client_for(&config.kubeconfig, client_live.clone()).await?,
+        user: client_for(&config.kubeconfig, client_live.clone(), roots.as_ref()).await?,
         health: ApiHealth::default(),
         key_algorithm: config.key_algorithm.algorithm(),
         cancel: cancel.clone(),
@@ -125,6 +137,26 @@ pub async fn run(config: AgentConfig, cancel: CancellationToken) -> Result<()> {
             canary::run(canary, interval, canary_metrics, stop).await;
             Ok(())
         });
+    }
+
+    if let (Some(source), Some((roots, initial))) = (&config.trust_source, trust) {
+        let keeper = trust::TrustKeeper {
+            source: trust::TrustSource::parse(source, &config.trust_bundle_name),
+            client_ca_file: config.client_ca_file.clone(),
+            kubeconfig: config.kubeconfig.clone(),
+            roots,
+            metrics: metrics.trust.clone().unwrap_or_default(),
+            current: Some(initial),
+        };
+        let (user, stop) = (loops.user.clone(), cancel.clone());
+        loops.tasks.spawn(async move {
+            keeper.run(Some(user), stop).await;
+            Ok(())
+        });
+    } else if config.trust_source.is_some() {
+        warn!(
+            "--trust-source: no CA to start from (no client CA file or kubeconfig CA); trust is not followed"
+        );
     }
 
     if config.rotate_certificates {

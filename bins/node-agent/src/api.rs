@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use anyhow::{Context as _, Result};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kubecert_k8s::source::HealthObserver;
-use kubecert_reload::{DEFAULT_DRAIN_GRACE, Identity, LiveIdentity, kube_client};
+use kubecert_reload::{DEFAULT_DRAIN_GRACE, Identity, LiveIdentity, LiveRoots, kube_client_with_roots};
 use kubecert_rotation::BoxError;
 use kubecert_store::kubeconfig::{BootstrapKubeconfig, PemSource};
 
@@ -24,10 +24,15 @@ pub async fn kube_config(kubeconfig: &Path) -> Result<kube::Config> {
 }
 
 /// A client for the server of `kubeconfig` presenting whatever `identity` holds, with the
-/// kubeconfig's other credentials (a bootstrap token) added to every request.
-pub async fn client_for(kubeconfig: &Path, identity: LiveIdentity) -> Result<kube::Client> {
+/// kubeconfig's other credentials (a bootstrap token) added to every request; it verifies the
+/// server against `roots` when given (`--trust-source`), else the kubeconfig's CA.
+pub async fn client_for(
+    kubeconfig: &Path,
+    identity: LiveIdentity,
+    roots: Option<&LiveRoots>,
+) -> Result<kube::Client> {
     let config = kube_config(kubeconfig).await?;
-    kube_client(&config, identity, DEFAULT_DRAIN_GRACE)
+    kube_client_with_roots(&config, identity, roots, DEFAULT_DRAIN_GRACE)
         .with_context(|| format!("building an API client from {}", kubeconfig.display()))
 }
 
@@ -65,7 +70,7 @@ impl BootstrapCredentials {
             Some((identity, _)) => LiveIdentity::new(identity),
             None => LiveIdentity::empty(),
         };
-        client_for(&self.path, identity).await
+        client_for(&self.path, identity, None).await
     }
 
     /// [`BootstrapCredentials::client`] as a `CsrSource` fallback wants it: owned, with the

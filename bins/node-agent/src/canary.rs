@@ -207,7 +207,7 @@ impl Canary {
 
     async fn authenticate(&self, chain: &[u8], key: &PrivateKey) -> Result<(), String> {
         let identity = Identity::from_pem(chain, key.to_pem().as_bytes()).map_err(|e| e.to_string())?;
-        let client = client_for(&self.kubeconfig, LiveIdentity::new(identity))
+        let client = client_for(&self.kubeconfig, LiveIdentity::new(identity), None)
             .await
             .map_err(|e| kubecert_cli::error_chain(&*e))?;
         let review = Api::<SelfSubjectReview>::all(client)
@@ -428,7 +428,7 @@ async fn from_kubeconfig(args: &CanaryArgs) -> anyhow::Result<Canary> {
             .to_owned(),
     };
     let live = LiveIdentity::new(identity);
-    let user = client_for(&args.kubeconfig, live.clone()).await?;
+    let user = client_for(&args.kubeconfig, live.clone(), None).await?;
     Ok(Canary {
         kubeconfig: args.kubeconfig.clone(),
         node_name,

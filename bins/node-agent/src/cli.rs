@@ -105,6 +105,19 @@ pub struct Cli {
     #[arg(long, value_name = "D")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub canary_interval: Option<String>,
+    /// Follow the trusted roots of a CA roll: `bundles` (the ClusterTrustBundle named by
+    /// --trust-bundle-name) or a PEM file.
+    #[arg(long, value_name = "bundles|FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trust_source: Option<String>,
+    /// The ClusterTrustBundle `--trust-source bundles` follows (a canary node: `…:canary`).
+    #[arg(long, value_name = "NAME")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trust_bundle_name: Option<String>,
+    /// Write the trusted roots here (the kubelet's clientCAFile), atomically, on every change.
+    #[arg(long, value_name = "PATH")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_ca_file: Option<PathBuf>,
 }
 
 /// Subcommands; without one, the agent runs.

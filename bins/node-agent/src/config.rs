@@ -66,6 +66,12 @@ pub struct AgentConfig {
     /// How often the renewal canary runs (Go duration; off when unset): a throwaway-key renewal
     /// through the approver and signer, verified, used to authenticate, then deleted.
     pub canary_interval: Option<String>,
+    /// `bundles` or a PEM file: the trusted roots to follow (unset: the kubeconfig's CA, fixed).
+    pub trust_source: Option<String>,
+    /// The ClusterTrustBundle followed by `trust_source = "bundles"`.
+    pub trust_bundle_name: String,
+    /// Where the trusted roots are written (the kubelet's clientCAFile); unset: nowhere.
+    pub client_ca_file: Option<PathBuf>,
 }
 
 impl Default for AgentConfig {
@@ -86,6 +92,9 @@ impl Default for AgentConfig {
             feature_gates: BTreeMap::new(),
             exit_after_expired: humantime::format_duration(crate::watchdog::EXIT_AFTER).to_string(),
             canary_interval: None,
+            trust_source: None,
+            trust_bundle_name: crate::trust::DEFAULT_TRUST_BUNDLE.to_owned(),
+            client_ca_file: None,
         }
     }
 }

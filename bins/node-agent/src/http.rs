@@ -15,7 +15,7 @@ use axum::routing::get;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
-use kubecert_reload::{HandshakeObserver, KeyExchange, LiveIdentity, negotiated_group};
+use kubecert_reload::{HandshakeObserver, KeyExchange, LiveIdentity, LiveRoots, negotiated_group};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
@@ -72,11 +72,13 @@ pub struct Tls {
     pub handshakes: HandshakeObserver,
 }
 
-/// Serves `app` on `listener` until `cancel`: over TLS with `serving` when given, else plain.
+/// Serves `app` on `listener` until `cancel`: over TLS with `serving` when given (verifying the
+/// client certificates clients present against `client_roots`, when given), else plain.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
     serving: Option<Tls>,
+    client_roots: Option<LiveRoots>,
     cancel: CancellationToken,
 ) -> Result<()> {
     let addr = listener.local_addr().context("reading the metrics address")?;
@@ -87,9 +89,10 @@ pub async fn serve(
             .await
             .context("metrics endpoint");
     };
+    let verifier = client_roots.map(|roots| roots.client_verifier());
     let mut tls = serving
         .identity
-        .server_config(None, serving.key_exchange)
+        .server_config(verifier, serving.key_exchange)
         .context("TLS configuration of the metrics endpoint")?;
     tls.alpn_protocols = vec![b"http/1.1".to_vec()];
     let acceptor = TlsAcceptor::from(Arc::new(tls));

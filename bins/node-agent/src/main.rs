@@ -32,6 +32,7 @@ mod metrics;
 mod recovery;
 mod sink;
 mod status;
+mod trust;
 mod watchdog;
 
 use std::process::ExitCode;

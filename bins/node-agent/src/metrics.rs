@@ -72,6 +72,8 @@ pub struct Metrics {
     server_rotation_seconds: Histogram,
     handshakes: TlsHandshakes,
     canary: Option<crate::canary::CanaryMetrics>,
+    /// The trusted roots, shown only with `--trust-source`.
+    pub trust: Option<crate::trust::TrustMetrics>,
 }
 
 impl Metrics {
@@ -83,12 +85,19 @@ impl Metrics {
             server_rotation_seconds: Histogram::new(ROTATION_BUCKETS),
             handshakes: TlsHandshakes::default(),
             canary: None,
+            trust: None,
         }
     }
 
     /// Adds the renewal canary's series (when it runs).
     pub fn with_canary(mut self, canary: crate::canary::CanaryMetrics) -> Self {
         self.canary = Some(canary);
+        self
+    }
+
+    /// These metrics with the trust series of `--trust-source`.
+    pub fn with_trust(mut self) -> Self {
+        self.trust = Some(crate::trust::TrustMetrics::default());
         self
     }
 
@@ -105,6 +114,9 @@ impl Metrics {
             "Age in seconds of the serving certificate when it was replaced",
             self.server_rotation_seconds.clone(),
         );
+        if let Some(trust) = &self.trust {
+            trust.register(&mut registry);
+        }
         registry.register_collector(Box::new(self.clone()));
         self.handshakes.register(&mut registry);
         if let Some(canary) = &self.canary {
@@ -337,12 +349,16 @@ mod tests {
     }
 
     /// docs/metrics/node-agent.md: every series, as exposed once both certificates rotate and
-    /// the renewal canary runs.
+    /// the renewal canary runs, and with `--trust-source`.
     #[test]
     fn generated_docs_metrics() {
         let now = SystemTime::now();
         let metrics = Metrics::new(LiveIdentity::empty(), LiveIdentity::empty())
-            .with_canary(crate::canary::CanaryMetrics::default());
+            .with_canary(crate::canary::CanaryMetrics::default())
+            .with_trust();
+        if let Some(trust) = &metrics.trust {
+            trust.roots.get_or_create(&crate::trust::RootLabel { subject: "kubecert-ca".into() }).set(1);
+        }
         for which in [Which::Client, Which::Server] {
             let deadline = Some(Deadline { at: now, reason: DeadlineReason::Scheduled });
             let (_, rx) = watch::channel(RotationStatus { deadline, ..status(now) });

@@ -81,7 +81,7 @@ pub async fn recover(
     let identity = Identity::new(expired.chain.clone(), &expired.key)
         .context("loading the expired client certificate for TLS")
         .map_err(transient)?;
-    let client = client_for(kubeconfig, LiveIdentity::new(identity)).await.map_err(transient)?;
+    let client = client_for(kubeconfig, LiveIdentity::new(identity), None).await.map_err(transient)?;
     let csr = node_bootstrap_csr(key, node_name)
         .context("building the recovery certificate request")
         .map_err(transient)?;

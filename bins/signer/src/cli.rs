@@ -34,6 +34,9 @@ pub enum Command {
     /// Refuses recovery (`serve --recovery-max-expired`) to the certificate with this serial,
     /// from the next attempt on: writes it to DATA_DIR/recovery-deny-list.
     DenySerial(DenySerialArgs),
+    /// CA generations: roll the cluster CA with overlap (status, prepare, publish, activate,
+    /// retire).
+    Ca(CaArgs),
 }
 
 #[derive(Debug, Args)]
@@ -44,6 +47,31 @@ pub struct DenySerialArgs {
     /// The data directory of `signer serve`.
     #[arg(long, value_name = "DIR")]
     pub data_dir: PathBuf,
+}
+
+/// CA roll flags shared by `serve`, `controller` and `signer ca`.
+#[derive(Debug, Args, Serialize)]
+pub struct CaFlags {
+    /// CA generations state directory (serve: DATA_DIR/pki/generations by default).
+    #[arg(long, value_name = "DIR", global = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca_state_dir: Option<PathBuf>,
+    /// Lifetime of a new CA root (Go duration, e.g. 87600h; 600s for a rehearsal).
+    #[arg(long, value_name = "D", global = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca_lifetime: Option<String>,
+    /// How long a new root must have been published before activation (Go duration).
+    #[arg(long, value_name = "D", global = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca_min_publish_age: Option<String>,
+    /// Share of nodes (0–1) that must report trusting a new root before activation.
+    #[arg(long, value_name = "F", global = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca_min_trusting_share: Option<f64>,
+    /// Also write the trust bundle (PEM roots of every trusted generation) to this file.
+    #[arg(long, value_name = "FILE", global = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trust_bundle_out: Option<PathBuf>,
 }
 
 /// Flags shared by `serve` and `controller`; every one can also be set in the config file or as
@@ -80,6 +108,76 @@ pub struct CommonArgs {
     #[arg(long, value_enum, value_name = "KX")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls_key_exchange: Option<KeyExchange>,
+    /// Roll the CA by itself: prepare at 1/2 and activate at 5/6 of the active root's lifetime.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub ca_auto_roll: bool,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub ca: CaFlags,
+}
+
+/// `signer ca`: which signer's CA, and what to do with it.
+#[derive(Debug, Args, Serialize)]
+pub struct CaArgs {
+    #[command(subcommand)]
+    #[serde(skip)]
+    pub action: CaAction,
+    /// TOML configuration file of the signer (its CA settings apply).
+    #[arg(long, value_name = "FILE", global = true)]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+    /// The data directory of `signer serve`.
+    #[arg(long, value_name = "DIR", global = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
+    /// Kubeconfig for writing ClusterTrustBundles (default with --data-dir: its admin.kubeconfig).
+    #[arg(long, value_name = "FILE", global = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Generation 1's CA certificate, imported on first use of --ca-state-dir.
+    #[arg(long, value_name = "FILE", global = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca_cert: Option<PathBuf>,
+    /// Generation 1's CA key.
+    #[arg(long, value_name = "FILE", global = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca_key: Option<PathBuf>,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub ca: CaFlags,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CaAction {
+    /// Shows every generation, its phase and when it entered each phase, what signs, and when
+    /// the schedule acts next.
+    Status {
+        /// Output format.
+        #[arg(short = 'o', long, value_enum, default_value = "text")]
+        output: OutputFormat,
+    },
+    /// Makes the next generation: key, self-signed root, cross-certificate signed by the active key.
+    Prepare,
+    /// Adds the prepared root to the trust bundles (canary, then live).
+    Publish {
+        /// Write the canary bundles only.
+        #[arg(long)]
+        canary: bool,
+    },
+    /// Makes the published generation sign (refused until it has been published long enough).
+    Activate,
+    /// Drops the retiring generation's root from the bundles (refused while its leaves are valid).
+    Retire,
+}
+
+/// Output formats of `signer ca status`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutputFormat {
+    /// A table.
+    Text,
+    /// JSON.
+    Json,
 }
 
 #[derive(Debug, Args, Serialize)]

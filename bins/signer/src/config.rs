@@ -9,12 +9,14 @@ use std::time::Duration;
 use anyhow::{Context as _, Result, bail};
 use figment::Figment;
 use figment::providers::{Env, Format as _, Serialized, Toml};
-use kubecert_authority::{IssuancePolicy, PolicyConfig};
+use kubecert_authority::{ActivationRules, IssuancePolicy, PolicyConfig, Schedule};
 use serde::{Deserialize, Serialize};
 
 use kubecert_cli::LogFormat;
 use kubecert_reload::KeyExchange;
 
+use crate::ca::CaDir;
+use crate::ca::command::CaSettings;
 use crate::cli::CommonArgs;
 
 /// Prefix of the environment variables.
@@ -66,6 +68,29 @@ pub struct SignerConfig {
     pub cleaner_interval: String,
     /// How often CA files are checked for changes.
     pub ca_reload_interval: String,
+    /// CA generations state directory (journal, each generation's key and certificates).
+    /// `serve` uses DATA_DIR/pki/generations when no CA files are configured; `controller` and
+    /// `serve` with CA files roll the CA only when this is set, importing `ca_cert`/`ca_key` as
+    /// generation 1 on first use.
+    pub ca_state_dir: Option<PathBuf>,
+    /// Lifetime of a CA root made by `signer ca prepare` (and of the CA `serve` creates on first
+    /// start), Go duration.
+    pub ca_lifetime: String,
+    /// Run the CA roll by itself: prepare and publish at `ca_prepare_at` of the active root's
+    /// lifetime, activate at `ca_activate_at`, retire once the old key's leaves have expired.
+    pub ca_auto_roll: bool,
+    /// Fraction of the active root's lifetime at which the automatic roll prepares.
+    pub ca_prepare_at: f64,
+    /// Fraction of the active root's lifetime at which the automatic roll activates.
+    pub ca_activate_at: f64,
+    /// How long a new root must have been published before activation (Go duration; unset: half
+    /// the time between prepare and activate, at most 24h).
+    pub ca_min_publish_age: Option<String>,
+    /// Share of nodes (0–1) that must report trusting a new root before activation (unset: not
+    /// checked). Until a fleet status source is wired in, setting it refuses activation.
+    pub ca_min_trusting_share: Option<f64>,
+    /// Also write the trust bundle (PEM roots of every trusted generation) to this file.
+    pub trust_bundle_out: Option<PathBuf>,
     /// Approval policy per signer name (see kubecert-authority's `PolicyConfig`).
     #[cfg_attr(test, serde(skip_serializing))] // Not Serialize; documented field by field.
     pub policy: PolicyConfig,
@@ -103,6 +128,14 @@ impl Default for SignerConfig {
             lease_duration: "15s".into(),
             cleaner_interval: "1h".into(),
             ca_reload_interval: "10s".into(),
+            ca_state_dir: None,
+            ca_lifetime: "87600h".into(),
+            ca_auto_roll: false,
+            ca_prepare_at: kubecert_authority::DEFAULT_PREPARE_AT,
+            ca_activate_at: kubecert_authority::DEFAULT_ACTIVATE_AT,
+            ca_min_publish_age: None,
+            ca_min_trusting_share: None,
+            trust_bundle_out: None,
             policy: PolicyConfig::default(),
         }
     }
@@ -110,8 +143,13 @@ impl Default for SignerConfig {
 
 /// Reads the layers. `flags` serializes only the flags that were given.
 pub fn load(common: &CommonArgs, flags: &impl Serialize) -> Result<SignerConfig> {
+    load_file(common.config.as_deref(), flags)
+}
+
+/// [`load`] with the configuration file given directly.
+pub fn load_file(file: Option<&std::path::Path>, flags: &impl Serialize) -> Result<SignerConfig> {
     let mut figment = Figment::new();
-    if let Some(path) = &common.config {
+    if let Some(path) = file {
         // file_exact: a mistyped path is an error, not silently nothing.
         figment = figment.merge(Toml::file_exact(path));
     }
@@ -161,6 +199,51 @@ impl SignerConfig {
                 )
             }
         }
+    }
+}
+
+impl SignerConfig {
+    /// The CA roll settings, if CA generations are in use (see `ca_state_dir`).
+    pub fn ca_settings(&self) -> Result<Option<CaSettings>> {
+        let data_ca = self.data_dir.as_ref().map(|d| crate::pki::DataDir::new(d).ca_files());
+        let (dir, import) = match (&self.ca_state_dir, self.ca_files()?) {
+            (_, Some(CaSelection::PerSigner(_))) if self.ca_state_dir.is_some() => {
+                bail!(
+                    "ca_state_dir: CA generations need one CA for every signer (ca_cert/ca_key), not signer_cas"
+                )
+            }
+            (Some(dir), Some(CaSelection::Shared(files))) => (dir.clone(), files),
+            (Some(dir), None) => match data_ca {
+                Some(files) => (dir.clone(), files),
+                None => bail!("ca_state_dir needs ca_cert and ca_key: generation 1 is imported from them"),
+            },
+            (None, None) => match &self.data_dir {
+                Some(data) => (data.join("pki/generations"), crate::pki::DataDir::new(data).ca_files()),
+                None => return Ok(None),
+            },
+            (_, Some(_)) => return Ok(None),
+        };
+        let ca_lifetime = duration("ca_lifetime", &self.ca_lifetime)?;
+        let schedule = Schedule::new(ca_lifetime, self.ca_prepare_at, self.ca_activate_at)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let min_publish_age = match &self.ca_min_publish_age {
+            Some(value) => duration("ca_min_publish_age", value)?,
+            None => ca_lifetime
+                .mul_f64((self.ca_activate_at - self.ca_prepare_at) / 2.0)
+                .min(Duration::from_secs(24 * 3600)),
+        };
+        if let Some(share) = self.ca_min_trusting_share
+            && !(0.0..=1.0).contains(&share)
+        {
+            bail!("ca_min_trusting_share: {share} is not between 0 and 1");
+        }
+        Ok(Some(CaSettings {
+            dir: CaDir::new(&dir),
+            import,
+            schedule,
+            rules: ActivationRules { min_publish_age, min_trusting_share: self.ca_min_trusting_share },
+            reload_interval: duration("ca_reload_interval", &self.ca_reload_interval)?,
+        }))
     }
 }
 
@@ -304,6 +387,41 @@ mod tests {
         ]);
         apply_deprecated_alias(&mut args.common);
         assert_eq!(args.common.cluster_signing_duration.as_deref(), Some("3h"));
+    }
+
+    #[test]
+    fn ca_generations_are_used_with_a_data_dir_ca_or_a_state_dir() {
+        let serve = SignerConfig { data_dir: Some("/d".into()), ..Default::default() };
+        let settings = serve.ca_settings().unwrap().expect("serve's own CA rolls");
+        assert_eq!(settings.dir, CaDir::new(std::path::Path::new("/d/pki/generations")));
+        assert_eq!(settings.import.cert, PathBuf::from("/d/pki/ca.crt"));
+        // Defaults: ten-year roots, prepare at 1/2, activate at 5/6, publish age capped at 24h.
+        assert_eq!(settings.schedule.ca_lifetime, Duration::from_secs(87600 * 3600));
+        assert_eq!(settings.rules.min_publish_age, Duration::from_secs(24 * 3600));
+        let rehearsal = SignerConfig { ca_lifetime: "600s".into(), ..serve };
+        let settings = rehearsal.ca_settings().unwrap().unwrap();
+        assert_eq!(settings.rules.min_publish_age, Duration::from_secs(100), "half of 5/6 - 1/2 of 600s");
+
+        let files =
+            SignerConfig { ca_cert: Some("c".into()), ca_key: Some("k".into()), ..Default::default() };
+        assert!(files.ca_settings().unwrap().is_none(), "CA files without a state dir: no roll");
+        let controller = SignerConfig { ca_state_dir: Some("/s".into()), ..files };
+        let settings = controller.ca_settings().unwrap().unwrap();
+        assert_eq!(settings.dir, CaDir::new(std::path::Path::new("/s")));
+        assert_eq!(settings.import.key, PathBuf::from("k"));
+
+        let bare = SignerConfig { ca_state_dir: Some("/s".into()), ..Default::default() };
+        assert!(bare.ca_settings().unwrap_err().to_string().contains("needs ca_cert and ca_key"));
+        let mut per_signer = SignerConfig { ca_state_dir: Some("/s".into()), ..Default::default() };
+        per_signer
+            .signer_cas
+            .insert("kubernetes.io/kubelet-serving".into(), CaFiles { cert: "a".into(), key: "b".into() });
+        assert!(per_signer.ca_settings().unwrap_err().to_string().contains("one CA for every signer"));
+        let bad = SignerConfig { ca_min_trusting_share: Some(1.5), ..controller };
+        assert!(bad.ca_settings().unwrap_err().to_string().contains("not between 0 and 1"));
+        let bad = SignerConfig { ca_prepare_at: 0.9, ..Default::default() };
+        let bad = SignerConfig { data_dir: Some("/d".into()), ..bad };
+        assert!(bad.ca_settings().unwrap_err().to_string().contains("prepare (0.9) < activate"));
     }
 
     #[test]

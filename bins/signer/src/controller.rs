@@ -7,6 +7,7 @@ use kubecert_authority::Policy;
 use kubecert_k8s::controllers::{LeaderElection, SignerMetrics, run_when_leader};
 use tokio_util::sync::CancellationToken;
 
+use crate::ca::runtime::{CaMetrics, CaRuntime};
 use crate::config::{SignerConfig, duration};
 use crate::pki::host_name;
 use crate::run::{reloading_signer, run_controllers};
@@ -24,11 +25,13 @@ pub async fn client_from_kubeconfig(path: &std::path::Path) -> Result<kube::Clie
 pub async fn controller(
     config: SignerConfig,
     metrics: SignerMetrics,
+    ca_metrics: CaMetrics,
     shutdown: CancellationToken,
 ) -> Result<()> {
     let selection = config
         .ca_files()?
         .context("controller needs --ca-cert and --ca-key (or signer_cas in the config)")?;
+    let ca_settings = config.ca_settings()?;
     let issuance = config.issuance()?;
     let policy = Policy::new(config.policy.clone())?;
     let cleaner_interval = duration("cleaner_interval", &config.cleaner_interval)?;
@@ -40,7 +43,16 @@ pub async fn controller(
             .await
             .context("no --kubeconfig, and no in-cluster or default kubeconfig")?,
     };
-    let signer = reloading_signer(selection, issuance, reload, shutdown.clone())?;
+    // With --ca-state-dir the CA generations decide which key signs; else the CA files do.
+    let signer = match ca_settings {
+        Some(settings) => {
+            let runtime = CaRuntime::connect(settings, &config, client.clone(), ca_metrics).await?;
+            let (state, signer) = runtime.start()?;
+            tokio::spawn(runtime.run(state, signer.clone(), shutdown.clone()));
+            signer
+        }
+        None => reloading_signer(selection, issuance, reload, shutdown.clone())?,
+    };
 
     if !config.leader_elect {
         metrics.leader.set(1);

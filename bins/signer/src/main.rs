@@ -10,6 +10,7 @@
 //! - `signer fleet`: every node's certificates, riskiest first, from their Leases.
 //! - `signer deny-serial`: refuse recovery with an expired certificate to one serial.
 
+mod ca;
 mod cli;
 mod config;
 mod controller;
@@ -56,6 +57,10 @@ async fn run(cli: Cli) -> Result<()> {
             println!("serial {serial} is refused recovery from now on");
             return Ok(());
         }
+        Command::Ca(args) => {
+            init_logging(LogFormat::Text);
+            return ca::cli::run(args).await;
+        }
         Command::Serve(mut args) => {
             let alias = config::apply_deprecated_alias(&mut args.common);
             (Mode::Serve, alias, config::load(&args.common, &args)?)
@@ -78,8 +83,9 @@ async fn run(cli: Cli) -> Result<()> {
     let shutdown = CancellationToken::new();
     cancel_on_signals(shutdown.clone())?;
     let metrics = SignerMetrics::default();
+    let ca_metrics = ca::runtime::CaMetrics::default();
     if let Some(addr) = config.metrics_addr {
-        let registry = metrics::registry(&metrics, &handshakes);
+        let registry = metrics::registry(&metrics, &ca_metrics, &handshakes);
         let stop = shutdown.clone();
         tokio::spawn(async move {
             if let Err(e) = run::serve_metrics(addr, registry, stop.clone()).await {
@@ -89,8 +95,8 @@ async fn run(cli: Cli) -> Result<()> {
         });
     }
     match mode {
-        Mode::Serve => serve::serve(config, metrics, handshakes, shutdown).await,
-        Mode::Controller => controller::controller(config, metrics, shutdown).await,
+        Mode::Serve => serve::serve(config, metrics, ca_metrics, handshakes, shutdown).await,
+        Mode::Controller => controller::controller(config, metrics, ca_metrics, shutdown).await,
     }
 }
 

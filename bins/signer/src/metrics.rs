@@ -6,10 +6,14 @@ use kubecert_cli::TlsHandshakes;
 use kubecert_k8s::controllers::SignerMetrics;
 use prometheus_client::registry::Registry;
 
-/// A registry with every series of `metrics` and `handshakes`.
-pub fn registry(metrics: &SignerMetrics, handshakes: &TlsHandshakes) -> Registry {
+use crate::ca::runtime::CaMetrics;
+
+/// A registry with every series of `metrics`, of the CA roll (`ca`) and `handshakes`.
+pub fn registry(metrics: &SignerMetrics, ca: &CaMetrics, handshakes: &TlsHandshakes) -> Registry {
     let mut registry = Registry::default();
-    metrics.register(registry.sub_registry_with_prefix("kubecert_signer"));
+    let signer = registry.sub_registry_with_prefix("kubecert_signer");
+    metrics.register(signer);
+    ca.register(signer);
     handshakes.register(&mut registry);
     registry
 }
@@ -34,11 +38,17 @@ mod tests {
         for failure in Failure::ALL {
             metrics.fail(failure);
         }
+        let ca = CaMetrics::default();
+        let label =
+            |phase: &str| crate::ca::runtime::PhaseLabel { generation: "1".into(), phase: phase.into() };
+        ca.phase.get_or_create(&label("active")).set(1);
+        ca.transition_timestamp.get_or_create(&label("active")).set(0);
+        ca.issued_until.get_or_create(&crate::ca::runtime::GenerationLabel { generation: "1".into() }).set(0);
         let handshakes = TlsHandshakes::default();
         handshakes.observe("apiserver", "X25519MLKEM768");
         handshakes.observe("apiserver-client", "X25519MLKEM768");
         let mut exposition = String::new();
-        prometheus_client::encoding::text::encode(&mut exposition, &registry(&metrics, &handshakes)).unwrap();
+        prometheus_client::encoding::text::encode(&mut exposition, &registry(&metrics, &ca, &handshakes)).unwrap();
 
         let reasons = docgen::member_docs(
             include_str!("../../../crates/authority/src/policy.rs"),

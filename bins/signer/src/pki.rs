@@ -65,14 +65,14 @@ pub fn load_ca(files: &CaFiles) -> Result<CertificateAuthority> {
         .with_context(|| format!("CA {} / {}", files.cert.display(), files.key.display()))
 }
 
-/// The CA in DATA_DIR/pki, generated on first start.
-pub fn load_or_create_ca(dir: &DataDir) -> Result<CertificateAuthority> {
+/// The CA in DATA_DIR/pki, generated on first start with `lifetime`.
+pub fn load_or_create_ca(dir: &DataDir, lifetime: Duration) -> Result<CertificateAuthority> {
     let files = dir.ca_files();
     if files.cert.exists() || files.key.exists() {
         return load_ca(&files);
     }
-    let ca =
-        CertificateAuthority::generate(CA_NAME, SystemTime::now(), &aws_lc_rs::rand::SystemRandom::new())?;
+    let now = SystemTime::now();
+    let ca = CertificateAuthority::generate_root(CA_NAME, now, now + lifetime, &aws_lc_rs::rand::SystemRandom::new())?;
     // Key first: a crash between the two writes leaves no certificate without its key.
     write_private_file(&files.key, ca.private_key_pem().as_bytes())?;
     write_private_file(&files.cert, ca.certificate_pem().as_bytes())?;
@@ -160,10 +160,19 @@ pub fn server_url(listen: SocketAddr) -> String {
     format!("https://{}", SocketAddr::new(ip, listen.port()))
 }
 
-/// DATA_DIR/admin.kubeconfig: kept when it points at `server`, written anew otherwise.
-pub fn admin_kubeconfig(dir: &DataDir, ca: &CertificateAuthority, server: &str) -> Result<PathBuf> {
+/// DATA_DIR/admin.kubeconfig: kept when it points at `server` and trusts exactly
+/// `trusted_roots_pem` (the API's client CAs: a CA roll changes them), written anew otherwise
+/// with a certificate from `ca`.
+pub fn admin_kubeconfig(
+    dir: &DataDir,
+    ca: &CertificateAuthority,
+    trusted_roots_pem: &[u8],
+    server: &str,
+) -> Result<PathBuf> {
     let path = dir.admin_kubeconfig();
-    if BootstrapKubeconfig::load(&path).is_ok_and(|k| k.cluster.server == server) {
+    let current = BootstrapKubeconfig::load(&path).ok().filter(|k| k.cluster.server == server);
+    let trusted = current.and_then(|k| k.cluster.certificate_authority.and_then(|ca| ca.read().ok()));
+    if trusted.is_some_and(|pem| pem == trusted_roots_pem) {
         return Ok(path);
     }
     let mut template = CertificateTemplate::node_client("unused");
@@ -177,7 +186,7 @@ pub fn admin_kubeconfig(dir: &DataDir, ca: &CertificateAuthority, server: &str) 
     )?;
     let cluster = ClusterEndpoint {
         server: server.to_owned(),
-        certificate_authority: Some(PemSource::Inline(ca.certificate_pem().as_bytes().to_vec())),
+        certificate_authority: Some(PemSource::Inline(trusted_roots_pem.to_vec())),
         insecure_skip_tls_verify: false,
     };
     let credentials =

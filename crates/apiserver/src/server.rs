@@ -146,7 +146,21 @@ impl Api {
         tls: &TlsConfig,
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), Error> {
-        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server_config(tls)?));
+        let (_keep, tls) = tokio::sync::watch::channel(tls.clone());
+        self.serve_reloading(listener, tls, shutdown).await
+    }
+
+    /// [`Api::serve`] with TLS material that may change while serving (a CA roll): every
+    /// handshake after a change uses the latest [`TlsConfig`]; established connections keep
+    /// theirs. Material that does not load is refused at start, and later keeps the previous.
+    pub async fn serve_reloading(
+        self,
+        listener: TcpListener,
+        mut tls: tokio::sync::watch::Receiver<TlsConfig>,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> Result<(), Error> {
+        let mut acceptor =
+            tokio_rustls::TlsAcceptor::from(Arc::new(server_config(&tls.borrow_and_update())?));
         let router = self.router();
         drop(self);
         let mut connections = JoinSet::new();
@@ -154,6 +168,10 @@ impl Api {
         loop {
             tokio::select! {
                 () = &mut shutdown => break,
+                Ok(()) = tls.changed() => match server_config(&tls.borrow_and_update()) {
+                    Ok(config) => acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config)),
+                    Err(e) => tracing::warn!(error = %e, "new TLS material refused; keeping the current"),
+                },
                 accepted = listener.accept() => {
                     let tcp = match accepted {
                         Ok((tcp, _)) => tcp,
@@ -163,7 +181,8 @@ impl Api {
                             continue;
                         }
                     };
-                    connections.spawn(serve_connection(acceptor.clone(), tcp, router.clone(), tls.handshakes.clone()));
+                    let handshakes = tls.borrow().handshakes.clone();
+                    connections.spawn(serve_connection(acceptor.clone(), tcp, router.clone(), handshakes));
                 }
                 Some(_) = connections.join_next(), if !connections.is_empty() => {}
             }

@@ -70,6 +70,7 @@ pub struct CertificateAuthority {
     issuer_der: Vec<u8>,
     key_id: Vec<u8>,
     fingerprint: MaterialFingerprint,
+    chain: Vec<Certificate>,
 }
 
 impl fmt::Debug for CertificateAuthority {
@@ -116,7 +117,15 @@ impl CertificateAuthority {
             None => key_identifier(&certificate.public_key.spki_der).map_err(Error::ca)?,
         };
         let issuer_der = parsed.subject().as_raw().to_vec();
-        Ok(Self { certificate_pem: certificate.to_pem(), certificate, key, issuer_der, key_id, fingerprint })
+        Ok(Self {
+            certificate_pem: certificate.to_pem(),
+            certificate,
+            key,
+            issuer_der,
+            key_id,
+            fingerprint,
+            chain: Vec::new(),
+        })
     }
 
     /// A new self-signed CA for a first start: ECDSA P-256 key, common name `common_name`,
@@ -134,33 +143,84 @@ impl CertificateAuthority {
         now: SystemTime,
         rng: &dyn Randomness,
     ) -> Result<Self, Error> {
+        Self::generate_root_with(algorithm, common_name, now, now + GENERATED_CA_LIFETIME, rng)
+    }
+
+    /// A new self-signed CA as [`CertificateAuthority::generate`] makes it, valid
+    /// `not_before..not_after`.
+    pub fn generate_root(
+        common_name: &str,
+        not_before: SystemTime,
+        not_after: SystemTime,
+        rng: &dyn Randomness,
+    ) -> Result<Self, Error> {
+        Self::generate_root_with(KeyAlgorithm::EcdsaP256, common_name, not_before, not_after, rng)
+    }
+
+    fn generate_root_with(
+        algorithm: KeyAlgorithm,
+        common_name: &str,
+        not_before: SystemTime,
+        not_after: SystemTime,
+        rng: &dyn Randomness,
+    ) -> Result<Self, Error> {
         let key = PrivateKey::generate(algorithm).map_err(|e| Error::ca(format!("CA key: {e}")))?;
-        let seconds = now
-            .duration_since(UNIX_EPOCH)
-            .map_err(|_| Error::TimeOutOfRange("a CA start before 1970".to_owned()))?
-            .as_secs();
-        let datetime = |secs: u64| {
-            i64::try_from(secs)
-                .ok()
-                .and_then(|s| time::OffsetDateTime::from_unix_timestamp(s).ok())
-                .ok_or_else(|| Error::TimeOutOfRange(format!("{secs} unix seconds")))
-        };
-        let mut params = rcgen::CertificateParams::default();
-        params.distinguished_name = rcgen::DistinguishedName::new();
-        params.distinguished_name.push(rcgen::DnType::CommonName, common_name);
-        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        params.key_usages = vec![
-            rcgen::KeyUsagePurpose::KeyCertSign,
-            rcgen::KeyUsagePurpose::CrlSign,
-            rcgen::KeyUsagePurpose::DigitalSignature,
-        ];
-        params.not_before = datetime(seconds)?;
-        params.not_after = datetime(seconds + GENERATED_CA_LIFETIME.as_secs())?;
-        params.serial_number = Some(rcgen::SerialNumber::from_slice(&random_serial(rng)?));
+        let params = root_params(common_name, not_before, not_after, &key, rng)?;
         let certificate = params
             .self_signed(key.rcgen_key_pair())
             .map_err(|e| Error::Signing(format!("self-signing the CA: {e}")))?;
         Self::from_pem(certificate.pem().as_bytes(), key.to_pem().as_bytes())
+    }
+
+    /// The next CA generation: a new key and self-signed root valid `not_before..not_after`
+    /// named `common_name`, and a cross-certificate of that root signed by this CA (same subject,
+    /// key and key identifier as the new root; valid until `cross_not_after`, which must not be
+    /// after this CA's NotAfter). A client that trusts only this CA verifies the new CA's leaves
+    /// through the cross-certificate. Returns the new CA and the cross-certificate.
+    pub fn successor(
+        &self,
+        common_name: &str,
+        not_before: SystemTime,
+        not_after: SystemTime,
+        cross_not_after: SystemTime,
+        rng: &dyn Randomness,
+    ) -> Result<(Self, Certificate), Error> {
+        if cross_not_after > self.certificate.not_after {
+            return Err(Error::ca("the cross-certificate would outlive the CA that signs it"));
+        }
+        let successor = Self::generate_root(common_name, not_before, not_after, rng)?;
+        let mut params = root_params(common_name, not_before, cross_not_after, &successor.key, rng)?;
+        params.key_identifier_method = rcgen::KeyIdMethod::PreSpecified(successor.key_id.clone());
+        let issuer = rcgen::Issuer::from_ca_cert_der(
+            &rustls_pki_types::CertificateDer::from(self.certificate.der.as_slice()),
+            self.key.rcgen_key_pair(),
+        )
+        .map_err(|e| Error::Signing(format!("reading the signing CA: {e}")))?;
+        let cross = params
+            .signed_by(successor.key.rcgen_key_pair(), &issuer)
+            .map_err(|e| Error::Signing(format!("cross-signing the new CA: {e}")))?;
+        let cross = Certificate::from_der(cross.der())
+            .map_err(|e| Error::Signing(format!("the cross-certificate does not parse back: {e}")))?;
+        // Verifiers match names byte for byte: the re-encoded issuer name must be this CA's.
+        if cross.issuer_der != self.certificate.subject.der
+            || cross.subject.der != successor.certificate.subject.der
+        {
+            return Err(Error::ca(
+                "the CA's subject name does not re-encode to the same bytes; cannot cross-sign with it",
+            ));
+        }
+        Ok((successor, cross))
+    }
+
+    /// This CA, sending `chain` (e.g. its cross-certificate) after every leaf it issues.
+    pub fn with_chain(mut self, chain: Vec<Certificate>) -> Self {
+        self.chain = chain;
+        self
+    }
+
+    /// The certificates sent after every leaf (none unless [`CertificateAuthority::with_chain`]).
+    pub fn chain(&self) -> &[Certificate] {
+        &self.chain
     }
 
     /// The CA certificate, parsed.
@@ -215,8 +275,41 @@ impl CertificateAuthority {
         let der = contents.sign(self.key.rcgen_key_pair())?;
         let certificate = Certificate::from_der(&der)
             .map_err(|e| Error::Signing(format!("the issued certificate does not parse back: {e}")))?;
-        Ok(IssuedCertificate::new(certificate))
+        Ok(IssuedCertificate::new(certificate, &self.chain))
     }
+}
+
+/// A root CA's parameters: CA:TRUE, certificate and CRL signing plus digital signature, the
+/// given validity, random serial.
+fn root_params(
+    common_name: &str,
+    not_before: SystemTime,
+    not_after: SystemTime,
+    key: &PrivateKey,
+    rng: &dyn Randomness,
+) -> Result<rcgen::CertificateParams, Error> {
+    let datetime = |t: SystemTime| {
+        t.duration_since(UNIX_EPOCH)
+            .ok()
+            .and_then(|d| i64::try_from(d.as_secs()).ok())
+            .and_then(|s| time::OffsetDateTime::from_unix_timestamp(s).ok())
+            .ok_or_else(|| Error::TimeOutOfRange(format!("CA validity {t:?}")))
+    };
+    let mut params = rcgen::CertificateParams::default();
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params.distinguished_name.push(rcgen::DnType::CommonName, common_name);
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params.key_usages = vec![
+        rcgen::KeyUsagePurpose::KeyCertSign,
+        rcgen::KeyUsagePurpose::CrlSign,
+        rcgen::KeyUsagePurpose::DigitalSignature,
+    ];
+    params.not_before = datetime(not_before)?;
+    params.not_after = datetime(not_after)?;
+    params.serial_number = Some(rcgen::SerialNumber::from_slice(&random_serial(rng)?));
+    params.key_identifier_method =
+        rcgen::KeyIdMethod::PreSpecified(key_identifier(key.public_key_der()).map_err(Error::ca)?);
+    Ok(params)
 }
 
 /// Which CA signs for which signer name (SPEC SG-1): one CA for every name in [`CA_SIGNERS`], or
@@ -346,6 +439,52 @@ mod tests {
                 .unwrap();
         let leaf = a.issue(&validated, None, &IssuancePolicy::default(), at(T0 + 60), &rng()).unwrap();
         assert!(ca_error(leaf.pem().as_bytes(), key).contains("not a CA certificate"));
+    }
+
+    fn verifies_under(cert_der: &[u8], issuer_der: &[u8]) -> bool {
+        let (_, cert) = X509Certificate::from_der(cert_der).unwrap();
+        let (_, issuer) = X509Certificate::from_der(issuer_der).unwrap();
+        cert.verify_signature(Some(issuer.public_key())).is_ok()
+    }
+
+    #[test]
+    fn a_successor_is_cross_signed_and_its_leaves_chain_to_either_root() {
+        let old = ca();
+        let (start, end) = (at(T0 + 1000), at(T0 + 1000) + GENERATED_CA_LIFETIME);
+        let cross_end = old.certificate().not_after;
+        let (new, cross) = old.successor("kubecert-ca generation 2", start, end, cross_end, &rng()).unwrap();
+        let root = new.certificate().clone();
+        assert!(root.is_ca && cross.is_ca);
+        assert_eq!((root.not_before, root.not_after), (start, end));
+        assert_eq!((cross.not_before, cross.not_after), (start, cross_end));
+        assert_eq!(cross.subject.der, root.subject.der, "same subject as the new root");
+        assert_eq!(cross.public_key.spki_der, root.public_key.spki_der, "same key");
+        assert_eq!(cross.issuer_der, old.certificate().subject.der);
+        let ski = |der: &[u8]| {
+            extensions_of(der).into_iter().find_map(|(_, _, e)| match e {
+                ParsedExtension::SubjectKeyIdentifier(id) => Some(id.0.to_vec()),
+                _ => None,
+            })
+        };
+        assert_eq!(ski(&cross.der), Some(new.key_id.clone()), "same key id as the new root");
+        assert!(verifies_under(&cross.der, &old.certificate().der), "signed by the old key");
+        assert!(verifies_under(&root.der, &root.der), "the new root is self-signed");
+
+        let new = new.with_chain(vec![cross.clone()]);
+        let info = node_client("a").info();
+        let validated =
+            validate_for_signer(SIGNER_LEGACY_UNKNOWN, &info, &strings(&["client auth"])).unwrap();
+        let issued = new.issue(&validated, None, &IssuancePolicy::default(), at(T0 + 2000), &rng()).unwrap();
+        let blocks = parse_certificates_pem(issued.pem().as_bytes()).unwrap();
+        assert_eq!(blocks.len(), 2, "leaf + cross-certificate");
+        assert_eq!(blocks[1].der, cross.der);
+        let leaf = issued.certificate();
+        assert_eq!(leaf.issuer_der, cross.subject.der);
+        assert!(verifies_under(&leaf.der, &cross.der) && verifies_under(&leaf.der, &root.der));
+
+        // A cross-certificate may not outlive its signer.
+        let err = old.successor("x", start, end, cross_end + Duration::from_secs(1), &rng()).unwrap_err();
+        assert!(err.to_string().contains("would outlive"), "{err}");
     }
 
     #[test]

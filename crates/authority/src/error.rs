@@ -52,6 +52,25 @@ pub enum Error {
     #[error("signing the certificate: {0}")]
     Signing(String),
 
+    /// A CA generation command (prepare, publish, activate, retire) was refused: its
+    /// precondition does not hold. The state is unchanged.
+    #[error("{command} refused: {reason}")]
+    CaRollRefused {
+        /// The command.
+        command: &'static str,
+        /// Why, and what to do first.
+        reason: String,
+    },
+
+    /// The CA generations journal is unreadable or breaks an invariant.
+    #[error("CA journal: {0}")]
+    CaJournal(String),
+
+    /// The ledger of issued certificates could not record an issuance (the certificate is not
+    /// handed out: without the record, the issuing generation could be retired too early).
+    #[error("recording the issued certificate: {0}")]
+    Ledger(String),
+
     /// A time value is outside what an X.509 certificate can carry (before 1970 or after 9999).
     #[error("time out of range for a certificate: {0}")]
     TimeOutOfRange(String),

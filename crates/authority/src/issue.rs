@@ -153,11 +153,17 @@ pub struct IssuedCertificate {
 }
 
 impl IssuedCertificate {
-    pub(crate) fn new(certificate: Certificate) -> Self {
-        Self { pem: certificate.to_pem(), certificate }
+    pub(crate) fn new(certificate: Certificate, chain: &[Certificate]) -> Self {
+        let mut pem = certificate.to_pem();
+        for intermediate in chain {
+            pem.push_str(&intermediate.to_pem());
+        }
+        Self { pem, certificate }
     }
 
-    /// One `CERTIFICATE` PEM block, no chain (SPEC SG-6): what goes into `status.certificate`.
+    /// What goes into `status.certificate`: the leaf as one `CERTIFICATE` PEM block (SPEC SG-6),
+    /// followed by the CA's chain when it has one (the cross-certificate of a new CA generation
+    /// while the previous one is still trusted).
     pub fn pem(&self) -> &str {
         &self.pem
     }

@@ -20,6 +20,10 @@
 //! - which requests the cleaner deletes ([`cleanup_reason`], SPEC CL-1);
 //! - whether a node may recover with its expired certificate's key ([`decide_recovery`]: the
 //!   window, the deny list, same identity, a per-node rate limit).
+//! - CA generations for rolling the CA with overlap ([`CaGenerations`]): the phases, the
+//!   preconditions of each step, the automatic schedule, which chain goes with a leaf; a
+//!   successor CA with its cross-certificate ([`CertificateAuthority::successor`]); and the
+//!   [`IssuanceLedger`] seam through which a signer records what each key issued.
 //!
 //! What it does not do: no API calls (SubjectAccessReviews are described by [`AccessReview`] and
 //! answered by the caller), no files (the signer binary reads and watches CA files), no clock
@@ -48,6 +52,7 @@ mod cleanup;
 mod conditions;
 mod config;
 mod error;
+mod generations;
 mod issue;
 mod policy;
 mod recognize;
@@ -73,6 +78,10 @@ pub use conditions::{
 };
 pub use config::{KeyType, POLICY_SIGNERS, PolicyConfig, SignerPolicy};
 pub use error::Error;
+pub use generations::{
+    ActivationRules, CaGenerations, DEFAULT_ACTIVATE_AT, DEFAULT_PREPARE_AT, Generation, Phase, PhaseTimes,
+    PreparePlan, Schedule, SigningChain, Step, Transition, TrustingShare, from_unix_seconds, unix_seconds,
+};
 pub use issue::{
     DEFAULT_BACKDATE, DEFAULT_TTL, IssuancePolicy, IssuedCertificate, MIN_DURATION, Randomness,
     SHORT_LIVED_THRESHOLD, Validity,
@@ -85,5 +94,5 @@ pub use recognize::{AccessReview, Recognized, recognize};
 pub use recovery::{
     DenyList, RecoveryAttempts, RecoveryPolicy, RecoveryRefusal, decide_recovery, node_name, normalize_serial,
 };
-pub use signer::{SignOutcome, Signer};
+pub use signer::{IssuanceLedger, SignOutcome, Signer};
 pub use validation::{FailureKind, ValidatedRequest, ValidationFailure, validate_for_signer};

@@ -1,11 +1,12 @@
 //! The signer's decision for one approved request (SPEC SG-2…SG-6), without the API calls.
 
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use k8s_openapi::api::certificates::v1::{CertificateSigningRequest, CertificateSigningRequestCondition};
 
 use crate::Error;
-use crate::authority::SignerAuthorities;
+use crate::authority::{CertificateAuthority, SignerAuthorities};
 use crate::conditions::{
     CONDITION_FAILED, REASON_SIGNER_VALIDATION_FAILURE, awaits_signature, true_condition,
 };
@@ -39,17 +40,42 @@ impl SignOutcome {
     }
 }
 
+/// Where a signer records what it issued, before the certificate is handed out: the latest
+/// NotAfter per signing key tells when that key's last leaf expires (a CA generation may retire
+/// only then). A failure to record fails the signing attempt, which is retried.
+pub trait IssuanceLedger: Send + Sync {
+    /// Records that `ca` issued a certificate valid until `not_after`.
+    fn record(&self, ca: &CertificateAuthority, not_after: SystemTime) -> Result<(), String>;
+}
+
 /// Signs approved requests for the signer names that have a CA.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Signer {
     authorities: SignerAuthorities,
     policy: IssuancePolicy,
+    ledger: Option<Arc<dyn IssuanceLedger>>,
+}
+
+impl std::fmt::Debug for Signer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Signer")
+            .field("authorities", &self.authorities)
+            .field("policy", &self.policy)
+            .field("ledger", &self.ledger.is_some())
+            .finish()
+    }
 }
 
 impl Signer {
     /// A signer with these CAs and lifetime rules.
     pub fn new(authorities: SignerAuthorities, policy: IssuancePolicy) -> Self {
-        Self { authorities, policy }
+        Self { authorities, policy, ledger: None }
+    }
+
+    /// This signer, recording every issued certificate in `ledger` before handing it out.
+    pub fn with_ledger(mut self, ledger: Arc<dyn IssuanceLedger>) -> Self {
+        self.ledger = Some(ledger);
+        self
     }
 
     /// The CAs.
@@ -99,8 +125,11 @@ impl Signer {
                 Ok(validated) => validated,
                 Err(failure) => return Ok(SignOutcome::Rejected(failure)),
             };
-        ca.issue(&validated, spec.expiration_seconds, &self.policy, now, rng)
-            .map(|issued| SignOutcome::Issued(Box::new(issued)))
+        let issued = ca.issue(&validated, spec.expiration_seconds, &self.policy, now, rng)?;
+        if let Some(ledger) = &self.ledger {
+            ledger.record(ca, issued.certificate().not_after).map_err(Error::Ledger)?;
+        }
+        Ok(SignOutcome::Issued(Box::new(issued)))
     }
 }
 
@@ -111,7 +140,6 @@ mod tests {
     use kubecert_csr::{SIGNER_KUBE_APISERVER_CLIENT_KUBELET, SIGNER_KUBELET_SERVING};
 
     use super::*;
-    use crate::authority::CertificateAuthority;
     use crate::conditions::tests::with_conditions;
     use crate::test_support::{node_client, object};
 
@@ -182,6 +210,44 @@ mod tests {
         };
         assert_eq!(failure.kind(), FailureKind::Request);
         assert!(failure.message().starts_with("unable to parse csr: "), "{failure}");
+    }
+
+    #[derive(Default)]
+    struct Ledger {
+        records: std::sync::Mutex<Vec<SystemTime>>,
+        fail: bool,
+    }
+
+    impl IssuanceLedger for Ledger {
+        fn record(&self, _: &CertificateAuthority, not_after: SystemTime) -> Result<(), String> {
+            if self.fail {
+                return Err("disk full".into());
+            }
+            self.records.lock().unwrap().push(not_after);
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn issued_certificates_are_recorded_first_and_a_failed_record_fails_the_attempt() {
+        let csr = approved(
+            SIGNER_KUBE_APISERVER_CLIENT_KUBELET,
+            &node_client("a").pem(),
+            &["digital signature", "client auth"],
+        );
+        let ledger = Arc::new(Ledger::default());
+        let recording = signer(&[SIGNER_KUBE_APISERVER_CLIENT_KUBELET]).with_ledger(ledger.clone());
+        let SignOutcome::Issued(issued) =
+            recording.sign(&csr, at(T0 + 60), &aws_lc_rs::rand::SystemRandom::new()).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(*ledger.records.lock().unwrap(), [issued.certificate().not_after]);
+
+        let failing = signer(&[SIGNER_KUBE_APISERVER_CLIENT_KUBELET])
+            .with_ledger(Arc::new(Ledger { fail: true, ..Ledger::default() }));
+        let err = failing.sign(&csr, at(T0 + 60), &aws_lc_rs::rand::SystemRandom::new()).unwrap_err();
+        assert_eq!(err.to_string(), "recording the issued certificate: disk full");
     }
 
     #[test]

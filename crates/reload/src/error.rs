@@ -67,6 +67,9 @@ pub enum Error {
     /// settings, extra headers).
     #[error("kube client configuration: {0}")]
     Kube(#[source] kube::Error),
+    /// A trust bundle that cannot be used as roots.
+    #[error("trust bundle: {0}")]
+    Roots(String),
     /// The configuration asks for something this crate does not do.
     #[error("unsupported: {0}")]
     Unsupported(String),

@@ -12,7 +12,7 @@ use rustls_pki_types::ServerName;
 use tower::retry::RetryLayer;
 use tower::{BoxError, ServiceBuilder};
 
-use crate::{Error, LiveIdentity, RotatingClient};
+use crate::{Error, LiveIdentity, LiveRoots, RotatingClient};
 
 /// A `kube::Client` for `config` whose client certificate is whatever `identity` holds at each
 /// handshake (SPEC T-1), with connections drained on every swap (T-2, without the hard close: see
@@ -38,11 +38,25 @@ pub fn kube_client(
     identity: LiveIdentity,
     drain_grace: Duration,
 ) -> Result<kube::Client, Error> {
+    kube_client_with_roots(config, identity, None, drain_grace)
+}
+
+/// [`kube_client`] verifying the server against `roots` (when given) instead of the
+/// kubeconfig's CA, so that a CA roll changes what new connections trust without a new client.
+pub fn kube_client_with_roots(
+    config: &kube::Config,
+    identity: LiveIdentity,
+    roots: Option<&LiveRoots>,
+    drain_grace: Duration,
+) -> Result<kube::Client, Error> {
     if let Some(proxy) = &config.proxy_url {
         return Err(Error::Unsupported(format!("proxy-url {proxy} (connect to the API server directly)")));
     }
     let mut tls = without_client_certificate(config).rustls_client_config().map_err(Error::Kube)?;
     identity.apply_to_client_config(&mut tls);
+    if let Some(roots) = roots {
+        tls.dangerous().set_certificate_verifier(roots.server_verifier());
+    }
 
     let mut http = HttpConnector::new();
     http.enforce_http(false);

@@ -14,6 +14,8 @@
 //! * [`KeyExchange`]: the one crypto provider (aws-lc-rs) with the key exchanges a policy allows
 //!   (hybrid post-quantum X25519MLKEM768 by default), for every config built here and, installed
 //!   as the process default, for kube's; [`negotiated_group`] names what a handshake chose;
+//! * [`LiveRoots`]: trust anchors swapped atomically (a CA roll), read by every handshake, for
+//!   verifying servers and client certificates;
 //! * [`PairFileWatcher`]: reloads the identity when a kubelet-style `<prefix>-current.pem` is
 //!   switched by anyone, never publishing a half-written or mismatched pair, nor an expired one
 //!   over one that is still valid;
@@ -33,6 +35,7 @@ mod identity;
 mod kube_client;
 mod live;
 mod provider;
+mod roots;
 mod watch;
 
 pub use client::{BoxFuture, ConnectionCounts, Connector, DEFAULT_DRAIN_GRACE, RotatingClient};
@@ -40,7 +43,8 @@ pub use client_auth::{ExpiryTolerantClientVerifier, verify_client_certificate};
 pub use connector::ResponseBody;
 pub use error::Error;
 pub use identity::Identity;
-pub use kube_client::kube_client;
+pub use kube_client::{kube_client, kube_client_with_roots};
 pub use live::{LiveIdentity, Snapshot};
 pub use provider::{HandshakeObserver, KeyExchange, negotiated_group};
+pub use roots::LiveRoots;
 pub use watch::{DEFAULT_RECHECK_INTERVAL, PairFileWatcher, WatchOptions, WatchStatus};

@@ -1,0 +1,275 @@
+//! A CA roll by hand with `signer ca` against a running `signer serve` (issue 13, part 2): a node
+//! agent bootstraps on generation 1; generation 2 is prepared, published (trust bundle file) and
+//! activated, with each step refused while its precondition does not hold; the agent's next
+//! rotation gets leaf + cross-certificate, which `openssl verify` accepts against the old root
+//! alone and against the new root alone; generation 1 retires once its last leaf has expired.
+//! The agent follows the trust bundle file (`--trust-source FILE --client-ca-file`): its client
+//! CA file, kubeconfig CA data and trusted-root metrics show both roots after publish and only
+//! the new one after retire. A second test lets `--ca-auto-roll` roll a one-minute CA by itself.
+//!
+//! 127.0.0.1 only; bounded by the agent's first rotation (60-second certificates) plus the
+//! expiry of the last generation-1 leaf (about 70 seconds), and by the one-minute CA's schedule.
+
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use kubecert_tests::{
+    SignerServe, TempDir, binary, free_local_addr, http_get, kubectl, run_ok, start_node_agent, wait_for,
+};
+
+fn s(path: &Path) -> &str {
+    path.to_str().expect("UTF-8 path")
+}
+
+/// `signer ca ARGS --data-dir DATA --trust-bundle-out BUNDLE`.
+fn ca(data: &Path, bundle: &Path, args: &[&str]) -> Output {
+    Command::new(binary("signer"))
+        .arg("ca")
+        .args(args)
+        .args(["--data-dir", s(data), "--trust-bundle-out", s(bundle)])
+        .output()
+        .expect("run signer ca")
+}
+
+fn ca_ok(data: &Path, bundle: &Path, args: &[&str]) -> String {
+    let out = ca(data, bundle, args);
+    assert!(out.status.success(), "signer ca {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn ca_refused(data: &Path, bundle: &Path, args: &[&str], reason: &str) {
+    let out = ca(data, bundle, args);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "signer ca {args:?} should be refused");
+    assert!(stderr.contains(reason), "signer ca {args:?}: expected {reason:?} in {stderr}");
+}
+
+fn status(data: &Path, bundle: &Path) -> serde_json::Value {
+    serde_json::from_str(&ca_ok(data, bundle, &["status", "-o", "json"])).expect("status JSON")
+}
+
+/// The PEM blocks of a file, each with its END line.
+fn pem_blocks(pem: &str, kind: &str) -> Vec<String> {
+    let begin = format!("-----BEGIN {kind}-----");
+    let end = format!("-----END {kind}-----");
+    pem.split(&begin)
+        .skip(1)
+        .map(|rest| format!("{begin}{}{end}\n", rest.split(&end).next().expect("END line")))
+        .collect()
+}
+
+fn openssl_verify(dir: &Path, name: &str, ca_file: &str, untrusted: Option<&str>, leaf: &Path) -> bool {
+    let root = dir.join(format!("{name}.pem"));
+    std::fs::write(&root, ca_file).expect("write root");
+    let mut command = Command::new("openssl");
+    command.args(["verify", "-CAfile", s(&root)]);
+    if let Some(chain) = untrusted {
+        let path = dir.join(format!("{name}-untrusted.pem"));
+        std::fs::write(&path, chain).expect("write chain");
+        command.args(["-untrusted", s(&path)]);
+    }
+    let out = command.arg(leaf).output().expect("run openssl");
+    out.status.success()
+}
+
+/// A test's files and `signer serve`: DATA_DIR, the trust bundle file, the metrics address.
+struct Roll {
+    dir: TempDir,
+    data: std::path::PathBuf,
+    bundle: std::path::PathBuf,
+    metrics: std::net::SocketAddr,
+    signer: SignerServe,
+}
+
+/// Starts `signer serve` re-reading the CA journal every second, writing the trust bundle file,
+/// with metrics, and `extra` flags.
+fn start_roll(tag: &str, extra: &[&str]) -> Roll {
+    let dir = TempDir::new(tag);
+    let (data, bundle) = (dir.path().join("signer"), dir.path().join("trust-bundle.pem"));
+    let config = dir.path().join("signer.toml");
+    std::fs::write(&config, "ca_reload_interval = \"1s\"\n").expect("write config");
+    let metrics = free_local_addr();
+    let metrics_flag = metrics.to_string();
+    let mut args =
+        vec!["--metrics-addr", &metrics_flag, "--config", s(&config), "--trust-bundle-out", s(&bundle)];
+    args.extend_from_slice(extra);
+    let signer = SignerServe::start(&data, &args);
+    Roll { dir, data, bundle, metrics, signer }
+}
+
+#[test]
+fn a_manual_roll_chains_new_leaves_to_both_roots_and_retires_the_old_one_after_its_leaves() {
+    let roll = start_roll("ca-roll", &["--cluster-signing-duration", "60s", "--backdate", "0s"]);
+    let Roll { dir, data, bundle, metrics, signer } = &roll;
+    let (data, bundle, metrics) = (data.clone(), bundle.clone(), *metrics);
+    let node = dir.path().join("node");
+    std::fs::create_dir_all(&node).expect("node dir");
+    signer.create_token(&node.join("bootstrap.kubeconfig"));
+    // The agent follows the trust bundle file (part 3) into its client CA file and kubeconfig.
+    let client_ca = node.join("client-ca.crt");
+    let agent_metrics = free_local_addr();
+    let trust_flags = ["--trust-source", s(&bundle), "--client-ca-file", s(&client_ca)];
+    let _agent =
+        start_node_agent(&node, "node-1", agent_metrics, &trust_flags, &dir.path().join("agent.log"));
+    let current = node.join("pki/kubelet-client-current.pem");
+    wait_for("the agent's first certificate", Duration::from_secs(30), || current.exists());
+    let first_leaf = std::fs::read_to_string(&current).expect("read pair");
+
+    let state = status(&data, &bundle);
+    assert_eq!(state["signing"]["generation"], 1);
+    assert_eq!(state["generations"][0]["phase"], "active");
+    let old_root = std::fs::read_to_string(data.join("pki/generations/1/ca.crt")).expect("old root");
+    assert_eq!(old_root, std::fs::read_to_string(data.join("pki/ca.crt")).expect("pki/ca.crt"));
+
+    // Out of order: refused, saying what to do first.
+    ca_refused(&data, &bundle, &["publish"], "publish refused: no generation is prepared; run prepare first");
+    ca_refused(&data, &bundle, &["retire"], "retire refused: no generation is retiring");
+    assert!(ca_ok(&data, &bundle, &["prepare", "--ca-lifetime", "3600s"]).contains("generation 2 prepared"));
+    assert!(ca_ok(&data, &bundle, &["prepare"]).starts_with("unchanged: generation 2 is already prepared"));
+    ca_refused(&data, &bundle, &["activate"], "generation 2 is prepared but not published");
+    let new_root = std::fs::read_to_string(data.join("pki/generations/2/ca.crt")).expect("new root");
+    let cross = std::fs::read_to_string(data.join("pki/generations/2/cross.crt")).expect("cross");
+    let key_mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(data.join("pki/generations/2/ca.key")).expect("key").permissions(),
+    );
+    assert_eq!(key_mode & 0o777, 0o600);
+
+    ca_ok(&data, &bundle, &["publish"]);
+    let published = std::fs::read_to_string(&bundle).expect("trust bundle");
+    assert_eq!(published, format!("{old_root}{new_root}"), "old and new roots");
+    let node_trusts = |pem: &str| {
+        let kubeconfig = std::fs::read_to_string(node.join("kubelet.conf")).unwrap_or_default();
+        let ca_data = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, pem);
+        std::fs::read_to_string(&client_ca).is_ok_and(|file| file == pem) && kubeconfig.contains(&ca_data)
+    };
+    let metric_new = "kubecert_node_trusted_root{subject=\"kubecert-ca generation 2\"} 1";
+    wait_for("the node to trust both roots", Duration::from_secs(30), || {
+        node_trusts(&published) && http_get(agent_metrics, "/metrics").contains(metric_new)
+    });
+    ca_refused(
+        &data,
+        &bundle,
+        &["activate", "--ca-min-publish-age", "1h"],
+        "less than the minimum publish age of 3600s",
+    );
+    ca_refused(
+        &data,
+        &bundle,
+        &["activate", "--ca-min-publish-age", "0s", "--ca-min-trusting-share", "0.5"],
+        "no source of node trust reports is configured",
+    );
+    assert!(
+        ca_ok(&data, &bundle, &["activate", "--ca-min-publish-age", "0s"]).contains("generation 2 active")
+    );
+    ca_refused(
+        &data,
+        &bundle,
+        &["retire"],
+        "retire refused: generation 1 may have signed certificates valid until",
+    );
+
+    wait_for("the signer to sign with generation 2", Duration::from_secs(20), || {
+        http_get(metrics, "/metrics").contains("kubecert_signer_ca_active_generation 2")
+    });
+    // The API follows: its serving certificate now comes from generation 2, with the
+    // cross-certificate, so clients that trust only the old root still verify it.
+    let serving = || std::fs::read_to_string(data.join("pki/apiserver.crt")).unwrap_or_default();
+    wait_for("the API's serving certificate from generation 2", Duration::from_secs(20), || {
+        pem_blocks(&serving(), "CERTIFICATE").get(1) == Some(&cross)
+    });
+    // The agent's next rotation (42–54 s into its 60-second certificate) is signed by generation 2.
+    let renewed = || std::fs::read_to_string(&current).unwrap_or_default();
+    wait_for("a certificate from generation 2", Duration::from_secs(75), || {
+        let pair = renewed();
+        pair != first_leaf && pem_blocks(&pair, "CERTIFICATE").len() == 2
+    });
+    let blocks = pem_blocks(&renewed(), "CERTIFICATE");
+    assert_eq!(blocks[1], cross, "leaf + cross-certificate");
+    let leaf = dir.path().join("leaf.pem");
+    std::fs::write(&leaf, &blocks[0]).expect("write leaf");
+    assert!(
+        openssl_verify(dir.path(), "old", &old_root, Some(&cross), &leaf),
+        "the renewed leaf verifies against the old root alone (through the cross-certificate)"
+    );
+    assert!(openssl_verify(dir.path(), "new", &new_root, None, &leaf), "and against the new root alone");
+    assert!(
+        !openssl_verify(dir.path(), "old-bare", &old_root, None, &leaf),
+        "not without the cross-certificate"
+    );
+    if let Some(kubectl) = kubectl() {
+        // The API still trusts only the old root for clients: the chain gets the agent in.
+        run_ok(&kubectl, &["--kubeconfig", s(&node.join("kubelet.conf")), "get", "csr"]);
+    }
+
+    // Generation 1's last leaf expires within its 60 seconds (the ledger rounds up to 3 s).
+    let state = status(&data, &bundle);
+    let until = state["generations"][0]["issued_until"].as_u64().expect("generation 1 issued something");
+    wait_for("generation 1's last leaf to expire", Duration::from_secs(90), || {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs() > until
+    });
+    assert!(ca_ok(&data, &bundle, &["retire"]).contains("generation 1 retired"));
+    assert_eq!(
+        std::fs::read_to_string(&bundle).expect("trust bundle"),
+        new_root,
+        "the old root left the bundle"
+    );
+    let state = status(&data, &bundle);
+    assert_eq!(state["trusted"], serde_json::json!([2]));
+    assert_eq!(state["signing"]["with_cross_certificate"], false);
+    let text = ca_ok(&data, &bundle, &["status"]);
+    assert!(text.contains("signing: generation 2\n"), "{text}");
+    wait_for("the node to trust only the new root", Duration::from_secs(30), || {
+        let metrics = http_get(agent_metrics, "/metrics");
+        node_trusts(&new_root)
+            && metrics.contains(metric_new)
+            && !metrics.contains("kubecert_node_trusted_root{subject=\"kubecert-ca\"}")
+    });
+    // Without a restart, the API trusts only the new root for clients and admin.kubeconfig
+    // follows (a new client certificate); the node, which trusts only the new root, still works.
+    let admin = data.join("admin.kubeconfig");
+    let new_data = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &new_root);
+    wait_for("admin.kubeconfig to trust only the new root", Duration::from_secs(20), || {
+        std::fs::read_to_string(&admin).is_ok_and(|k| k.contains(&new_data))
+    });
+    if let Some(kubectl) = kubectl() {
+        run_ok(&kubectl, &["--kubeconfig", s(&admin), "get", "csr"]);
+        run_ok(&kubectl, &["--kubeconfig", s(&node.join("kubelet.conf")), "get", "csr"]);
+    }
+}
+
+#[test]
+fn the_automatic_schedule_rolls_a_rehearsal_ca_by_itself() {
+    // A one-minute CA: prepare and publish at 30 s, activate at 50 s (after 10 s published),
+    // retire as soon as nothing the old key signed can still be valid.
+    let roll = start_roll("ca-auto-roll", &["--ca-lifetime", "60s", "--ca-auto-roll"]);
+    let (data, metrics, bundle) = (roll.data.clone(), roll.metrics, roll.bundle.clone());
+    wait_for("generation 2 to be published", Duration::from_secs(45), || {
+        std::fs::read_to_string(&bundle).is_ok_and(|pem| pem.matches("BEGIN CERTIFICATE").count() == 2)
+    });
+    let state = status(&data, &bundle);
+    assert_eq!(state["generations"][1]["phase"], "published", "{state}");
+    wait_for("generation 1 to be retired", Duration::from_secs(45), || {
+        status(&data, &bundle)["generations"][0]["phase"] == "retired"
+    });
+    let state = status(&data, &bundle);
+    assert_eq!(state["signing"]["generation"], 2);
+    let entered = &state["generations"][1]["entered"];
+    let (prepared, active) = (entered["prepared"].as_u64().unwrap(), entered["active"].as_u64().unwrap());
+    let root = state["generations"][0]["root_not_before"].as_u64().unwrap();
+    assert!((root + 30..root + 33).contains(&prepared), "prepared at 1/2 of the root's lifetime: {state}");
+    assert!(active >= root + 50, "activated at 5/6 of the root's lifetime: {state}");
+    let new_root = std::fs::read_to_string(data.join("pki/generations/2/ca.crt")).expect("new root");
+    assert_eq!(std::fs::read_to_string(&bundle).expect("bundle"), new_root);
+    let exposition = http_get(metrics, "/metrics");
+    assert!(
+        exposition.contains("kubecert_signer_ca_generation_phase{generation=\"1\",phase=\"retired\"} 1"),
+        "{exposition}"
+    );
+    assert!(
+        exposition.contains(&format!(
+            "kubecert_signer_ca_transition_timestamp_seconds{{generation=\"2\",phase=\"active\"}} {active}"
+        )),
+        "{exposition}"
+    );
+}
