@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use kubecert_tests::probe::{Outcome, Prober};
 use kubecert_tests::{
-    Process, SERVING_POLICY, SignerServe, TempDir, binary, free_local_addr, http_get, kubectl, kubectls_with_minor,
-    run_ok, start_node_agent, wait_for,
+    Process, SERVING_POLICY, SignerServe, TempDir, binary, free_local_addr, http_get, kubectl,
+    kubectls_with_minor, run_ok, start_node_agent, wait_for,
 };
 
 /// Certificates of one minute, not backdated: a rotation every 42–54 s.

@@ -92,7 +92,13 @@ pub async fn run(config: AgentConfig, cancel: CancellationToken) -> Result<()> {
         key_exchange: config.tls_key_exchange,
         handshakes: metrics.handshakes().observer("serving"),
     });
-    tasks.spawn(http::serve(listener, http::router(metrics.clone()), serving_tls, roots.clone(), cancel.clone()));
+    tasks.spawn(http::serve(
+        listener,
+        http::router(metrics.clone()),
+        serving_tls,
+        roots.clone(),
+        cancel.clone(),
+    ));
 
     let options = BootstrapOptions { reuse_stored_key: !config.rotate_certificates };
     let paths = BootstrapPaths {

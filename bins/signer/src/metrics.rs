@@ -48,7 +48,8 @@ mod tests {
         handshakes.observe("apiserver", "X25519MLKEM768");
         handshakes.observe("apiserver-client", "X25519MLKEM768");
         let mut exposition = String::new();
-        prometheus_client::encoding::text::encode(&mut exposition, &registry(&metrics, &ca, &handshakes)).unwrap();
+        prometheus_client::encoding::text::encode(&mut exposition, &registry(&metrics, &ca, &handshakes))
+            .unwrap();
 
         let reasons = docgen::member_docs(
             include_str!("../../../crates/authority/src/policy.rs"),

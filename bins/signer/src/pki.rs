@@ -72,7 +72,12 @@ pub fn load_or_create_ca(dir: &DataDir, lifetime: Duration) -> Result<Certificat
         return load_ca(&files);
     }
     let now = SystemTime::now();
-    let ca = CertificateAuthority::generate_root(CA_NAME, now, now + lifetime, &aws_lc_rs::rand::SystemRandom::new())?;
+    let ca = CertificateAuthority::generate_root(
+        CA_NAME,
+        now,
+        now + lifetime,
+        &aws_lc_rs::rand::SystemRandom::new(),
+    )?;
     // Key first: a crash between the two writes leaves no certificate without its key.
     write_private_file(&files.key, ca.private_key_pem().as_bytes())?;
     write_private_file(&files.cert, ca.certificate_pem().as_bytes())?;

@@ -165,8 +165,7 @@ mod tests {
     fn verifier(ca: &Ca) -> ExpiryTolerantClientVerifier {
         let mut roots = RootCertStore::empty();
         roots.add(ca.der.clone()).unwrap();
-        ExpiryTolerantClientVerifier::new(Arc::new(roots), crate::KeyExchange::default().provider())
-            .unwrap()
+        ExpiryTolerantClientVerifier::new(Arc::new(roots), crate::KeyExchange::default().provider()).unwrap()
     }
 
     fn unix(t: SystemTime) -> UnixTime {

@@ -58,9 +58,10 @@ fn verifiers(pem: &[u8], generation: u64) -> Result<Verifiers, Error> {
     }
     let roots = store.len();
     let store = Arc::new(store);
-    let server = WebPkiServerVerifier::builder_with_provider(store.clone(), KeyExchange::default().provider())
-        .build()
-        .map_err(|e| Error::Roots(e.to_string()))?;
+    let server =
+        WebPkiServerVerifier::builder_with_provider(store.clone(), KeyExchange::default().provider())
+            .build()
+            .map_err(|e| Error::Roots(e.to_string()))?;
     let client = WebPkiClientVerifier::builder_with_provider(store, KeyExchange::default().provider())
         .allow_unauthenticated()
         .build()
@@ -215,9 +216,11 @@ mod tests {
         server_roots: &LiveRoots,
         server_identity: &LiveIdentity,
     ) -> Result<(), String> {
-        let server: ServerConfig =
-            server_identity.server_config(Some(server_roots.client_verifier()), KeyExchange::default()).unwrap();
-        let mut client: ClientConfig = client_identity.client_config(RootCertStore::empty(), KeyExchange::default()).unwrap();
+        let server: ServerConfig = server_identity
+            .server_config(Some(server_roots.client_verifier()), KeyExchange::default())
+            .unwrap();
+        let mut client: ClientConfig =
+            client_identity.client_config(RootCertStore::empty(), KeyExchange::default()).unwrap();
         client.dangerous().set_certificate_verifier(client_roots.server_verifier());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();

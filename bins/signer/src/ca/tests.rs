@@ -212,7 +212,8 @@ fn the_ledger_rounds_up_writes_once_per_step_and_a_failed_write_is_an_error() {
     let ledger =
         GenerationLedger::new(dir.clone(), 1, Duration::from_secs(200), Box::new(FaultyDisk(faults.clone())))
             .unwrap();
-    let ca = CertificateAuthority::generate("x", fixture.start, &aws_lc_rs::rand::SystemRandom::new()).unwrap();
+    let ca =
+        CertificateAuthority::generate("x", fixture.start, &aws_lc_rs::rand::SystemRandom::new()).unwrap();
     let t = kubecert_authority::from_unix_seconds(1_000_001);
     ledger.record(&ca, t).unwrap();
     assert_eq!(
