@@ -5,7 +5,9 @@
 //! alone and against the new root alone; generation 1 retires once its last leaf has expired.
 //! The agent follows the trust bundle file (`--trust-source FILE --client-ca-file`): its client
 //! CA file, kubeconfig CA data and trusted-root metrics show both roots after publish and only
-//! the new one after retire. A second test lets `--ca-auto-roll` roll a one-minute CA by itself.
+//! the new one after retire. A second test runs the same roll through the ClusterTrustBundles of
+//! the embedded API (`kubectl get clustertrustbundles`, `--trust-source bundles`); a third lets
+//! `--ca-auto-roll` roll a one-minute CA by itself.
 //!
 //! 127.0.0.1 only; bounded by the agent's first rotation (60-second certificates) plus the
 //! expiry of the last generation-1 leaf (about 70 seconds), and by the one-minute CA's schedule.
@@ -272,4 +274,83 @@ fn the_automatic_schedule_rolls_a_rehearsal_ca_by_itself() {
         )),
         "{exposition}"
     );
+}
+
+/// The ClusterTrustBundles `signer serve`'s API holds, as `kubectl get clustertrustbundles -o
+/// json` lists them: name → (spec.signerName, spec.trustBundle).
+fn bundles_in_api(kubectl: &Path, admin: &Path) -> std::collections::BTreeMap<String, (String, String)> {
+    let out = run_ok(kubectl, &["--kubeconfig", s(admin), "get", "clustertrustbundles", "-o", "json"]);
+    let list: serde_json::Value = serde_json::from_str(&out).expect("kubectl JSON");
+    let items = list["items"].as_array().expect("items").iter();
+    items
+        .map(|b| {
+            let spec = &b["spec"];
+            let text = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_owned();
+            (text(&b["metadata"]["name"]), (text(&spec["signerName"]), text(&spec["trustBundle"])))
+        })
+        .collect()
+}
+
+/// The signers the CA signs for, each with a canary and a live bundle.
+const SIGNERS: [&str; 4] = [
+    "kubernetes.io/kubelet-serving",
+    "kubernetes.io/kube-apiserver-client-kubelet",
+    "kubernetes.io/kube-apiserver-client",
+    "kubernetes.io/legacy-unknown",
+];
+
+/// Every signer-linked canary and live bundle holds `pem`, with its signer name.
+fn assert_bundles_hold(bundles: &std::collections::BTreeMap<String, (String, String)>, pem: &str) {
+    for signer in SIGNERS {
+        for stage in ["canary", "live"] {
+            let name = format!("{}:{stage}", signer.replace('/', ":"));
+            let (signer_name, trust_bundle) =
+                bundles.get(&name).unwrap_or_else(|| panic!("no ClusterTrustBundle {name}: {bundles:?}"));
+            assert_eq!(signer_name, signer, "{name}");
+            assert_eq!(trust_bundle, pem, "{name}");
+        }
+    }
+}
+
+#[test]
+fn a_roll_publishes_cluster_trust_bundles_that_nodes_follow() {
+    let Some(kubectl) = kubectl() else { return };
+    let roll = start_roll("ca-roll-bundles", &["--cluster-signing-duration", "60s", "--backdate", "0s"]);
+    let Roll { dir, data, bundle, signer, .. } = &roll;
+    let admin = data.join("admin.kubeconfig");
+    let node = dir.path().join("node");
+    std::fs::create_dir_all(&node).expect("node dir");
+    signer.create_token(&node.join("bootstrap.kubeconfig"));
+    let client_ca = node.join("client-ca.crt");
+    let trust_flags = ["--trust-source", "bundles", "--client-ca-file", s(&client_ca)];
+    let _agent =
+        start_node_agent(&node, "node-1", free_local_addr(), &trust_flags, &dir.path().join("agent.log"));
+    let current = node.join("pki/kubelet-client-current.pem");
+    wait_for("the agent's first certificate", Duration::from_secs(30), || current.exists());
+    let old_root = std::fs::read_to_string(data.join("pki/generations/1/ca.crt")).expect("old root");
+
+    ca_ok(data, bundle, &["prepare", "--ca-lifetime", "3600s"]);
+    ca_ok(data, bundle, &["publish"]);
+    let new_root = std::fs::read_to_string(data.join("pki/generations/2/ca.crt")).expect("new root");
+    let both = format!("{old_root}{new_root}");
+    assert_bundles_hold(&bundles_in_api(&kubectl, &admin), &both);
+    let node_trusts = |pem: &str| {
+        let kubeconfig = std::fs::read_to_string(node.join("kubelet.conf")).unwrap_or_default();
+        let ca_data = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, pem);
+        std::fs::read_to_string(&client_ca).is_ok_and(|file| file == pem) && kubeconfig.contains(&ca_data)
+    };
+    // The agent reads its bundle every 10 seconds.
+    wait_for("the node to trust both roots from the bundle", Duration::from_secs(30), || node_trusts(&both));
+
+    ca_ok(data, bundle, &["activate", "--ca-min-publish-age", "0s"]);
+    let until =
+        status(data, bundle)["generations"][0]["issued_until"].as_u64().expect("issued by generation 1");
+    wait_for("generation 1's last leaf to expire", Duration::from_secs(90), || {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs() > until
+    });
+    assert!(ca_ok(data, bundle, &["retire"]).contains("generation 1 retired"));
+    assert_bundles_hold(&bundles_in_api(&kubectl, &admin), &new_root);
+    wait_for("the node to trust only the new root", Duration::from_secs(30), || node_trusts(&new_root));
+    // The node, trusting only the new root, still reads its bundle through the API.
+    run_ok(&kubectl, &["--kubeconfig", s(&node.join("kubelet.conf")), "get", "clustertrustbundles"]);
 }
