@@ -7,7 +7,9 @@
 //! CA file, kubeconfig CA data and trusted-root metrics show both roots after publish and only
 //! the new one after retire. A second test runs the same roll through the ClusterTrustBundles of
 //! the embedded API (`kubectl get clustertrustbundles`, `--trust-source bundles`); a third lets
-//! `--ca-auto-roll` roll a one-minute CA by itself.
+//! `--ca-auto-roll` roll a one-minute CA by itself. A fourth SIGKILLs `signer ca` steps at random
+//! moments (`KUBECERT_CA_KILLS`, default 20) and checks that each re-run resumes to a consistent
+//! journal whose signing root the trust bundle holds.
 //!
 //! 127.0.0.1 only; bounded by the agent's first rotation (60-second certificates) plus the
 //! expiry of the last generation-1 leaf (about 70 seconds), and by the one-minute CA's schedule.
@@ -353,4 +355,164 @@ fn a_roll_publishes_cluster_trust_bundles_that_nodes_follow() {
     wait_for("the node to trust only the new root", Duration::from_secs(30), || node_trusts(&new_root));
     // The node, trusting only the new root, still reads its bundle through the API.
     run_ok(&kubectl, &["--kubeconfig", s(&node.join("kubelet.conf")), "get", "clustertrustbundles"]);
+}
+
+/// A small deterministic generator for kill delays (xorshift), seeded from the clock and printed.
+struct Delays(u64);
+
+impl Delays {
+    fn below(&mut self, max: u128) -> Duration {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        Duration::from_micros((u128::from(self.0) % max.max(1)) as u64)
+    }
+}
+
+/// Checks the state a killed or finished step left: `status -o json` parses, every phase is
+/// one of the five, one generation is active, and the bundle file holds the root of the
+/// generation that signs (so nothing issued is unverifiable). Returns the trusted generations.
+fn check_consistent(state_dir: &Path, status: &serde_json::Value, bundle: &Path) -> Vec<u64> {
+    let generations = status["generations"].as_array().expect("generations");
+    let phases: Vec<&str> = generations.iter().map(|g| g["phase"].as_str().expect("phase")).collect();
+    for phase in &phases {
+        assert!(["prepared", "published", "active", "retiring", "retired"].contains(phase), "{status}");
+    }
+    assert_eq!(phases.iter().filter(|p| **p == "active").count(), 1, "{status}");
+    let signing = status["signing"]["generation"].as_u64().expect("signing generation");
+    let root = std::fs::read_to_string(state_dir.join(format!("{signing}/ca.crt"))).expect("signing root");
+    // `signer ca` alone writes the file first on publish (a running signer writes it at start).
+    let Ok(published) = std::fs::read_to_string(bundle) else {
+        assert_eq!(
+            status["trusted"],
+            serde_json::json!([1]),
+            "published without writing the bundle: {status}"
+        );
+        return vec![1];
+    };
+    assert!(
+        published.contains(&root),
+        "generation {signing} signs but its root is not in the bundle: {status}"
+    );
+    status["trusted"].as_array().expect("trusted").iter().map(|g| g.as_u64().expect("id")).collect()
+}
+
+#[test]
+fn killing_ca_steps_at_random_moments_always_resumes_to_a_consistent_state() {
+    // KUBECERT_CA_KILLS kills (default 20), five per step, across prepare, publish, activate
+    // and retire, roll after roll; each killed step is run again to completion.
+    let kills: usize = std::env::var("KUBECERT_CA_KILLS").ok().and_then(|v| v.parse().ok()).unwrap_or(20);
+    let dir = TempDir::new("ca-kill");
+    let (ca_crt, ca_key) = (dir.path().join("ca.crt"), dir.path().join("ca.key"));
+    run_ok(
+        Path::new("openssl"),
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            s(&ca_key),
+            "-out",
+            s(&ca_crt),
+            "-subj",
+            "/CN=kubecert-ca",
+            "-days",
+            "1",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+        ],
+    );
+    let (state_dir, bundle) = (dir.path().join("state"), dir.path().join("bundle.pem"));
+    let flags = [
+        "--ca-state-dir",
+        s(&state_dir),
+        "--ca-cert",
+        s(&ca_crt),
+        "--ca-key",
+        s(&ca_key),
+        "--trust-bundle-out",
+        s(&bundle),
+    ];
+    let run = |args: &[&str]| {
+        Command::new(binary("signer")).arg("ca").args(args).args(flags).output().expect("run")
+    };
+    let status = || {
+        let out = run(&["status", "-o", "json"]);
+        assert!(out.status.success(), "status after a kill: {}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_str::<serde_json::Value>(&String::from_utf8_lossy(&out.stdout)).expect("status JSON")
+    };
+    let seed =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_nanos() as u64;
+    eprintln!("kill delays seeded with {seed}");
+    let mut delays = Delays(seed | 1);
+    let steps: [&[&str]; 4] =
+        [&["prepare"], &["publish"], &["activate", "--ca-min-publish-age", "0s"], &["retire"]];
+    let mut took = [Duration::from_millis(30); 4];
+    let started = std::time::Instant::now();
+    let (mut done, mut finished) = (0, 0);
+    while done < kills {
+        for (i, step) in steps.iter().enumerate() {
+            if step[0] == "retire" {
+                // Retire is refused until 10 s after activation (the old key's last possible leaf):
+                // kill it when it has work to do.
+                let state = status();
+                let active = state["generations"]
+                    .as_array()
+                    .expect("generations")
+                    .iter()
+                    .find(|g| g["phase"] == "active");
+                let since = active.and_then(|g| g["entered"]["active"].as_u64()).expect("activation time");
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .expect("clock")
+                    .as_secs();
+                std::thread::sleep(Duration::from_secs((since + 12).saturating_sub(now)));
+            }
+            for _ in 0..5 {
+                let mut child = Command::new(binary("signer"))
+                    .arg("ca")
+                    .args(*step)
+                    .args(flags)
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::null())
+                    .spawn()
+                    .expect("spawn signer ca");
+                std::thread::sleep(delays.below(took[i].as_micros()));
+                finished += usize::from(child.try_wait().expect("try_wait").is_some());
+                child.kill().expect("SIGKILL");
+                child.wait().expect("reap");
+                done += 1;
+                check_consistent(&state_dir, &status(), &bundle);
+            }
+            // Run to completion; retire waits until the old key's last possible leaf expired.
+            let t0 = std::time::Instant::now();
+            wait_for("the step to complete", Duration::from_secs(30), || {
+                let out = run(step);
+                let stderr = String::from_utf8_lossy(&out.stderr);
+                assert!(out.status.success() || stderr.contains("retire refused"), "{step:?}: {stderr}");
+                out.status.success()
+            });
+            took[i] = t0.elapsed().min(Duration::from_millis(200));
+            let state = status();
+            let trusted = check_consistent(&state_dir, &state, &bundle);
+            let roots: String = trusted
+                .iter()
+                .map(|g| std::fs::read_to_string(state_dir.join(format!("{g}/ca.crt"))).expect("root"))
+                .collect();
+            if bundle.exists() {
+                assert_eq!(
+                    std::fs::read_to_string(&bundle).expect("bundle"),
+                    roots,
+                    "after {step:?}: {state}"
+                );
+            }
+        }
+    }
+    eprintln!("{done} kills ({finished} after the step had already exited) in {:.1?}", started.elapsed());
 }
