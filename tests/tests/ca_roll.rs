@@ -265,6 +265,10 @@ fn the_automatic_schedule_rolls_a_rehearsal_ca_by_itself() {
     assert!(active >= root + 50, "activated at 5/6 of the root's lifetime: {state}");
     let new_root = std::fs::read_to_string(data.join("pki/generations/2/ca.crt")).expect("new root");
     assert_eq!(std::fs::read_to_string(&bundle).expect("bundle"), new_root);
+    if let Some(kubectl) = kubectl() {
+        // The signer's in-process API user attests for every signer its CA signs for.
+        assert_bundles_hold(&bundles_in_api(&kubectl, &data.join("admin.kubeconfig")), &new_root);
+    }
     let exposition = http_get(metrics, "/metrics");
     assert!(
         exposition.contains("kubecert_signer_ca_generation_phase{generation=\"1\",phase=\"retired\"} 1"),

@@ -136,11 +136,13 @@ const CERTIFICATE_CONTROLLER: &[Rule] = &[
     rule(&["create"], &["authorization.k8s.io"], &["subjectaccessreviews"]),
 ];
 
-/// The signers `signer serve` issues certificates for.
-const ISSUED_SIGNERS: [&str; 3] = [
+/// The signers `signer serve`'s CA signs for (kubecert-authority's `CA_SIGNERS`), whose
+/// trust bundles it publishes.
+const ISSUED_SIGNERS: [&str; 4] = [
     "kubernetes.io/kube-apiserver-client-kubelet",
     "kubernetes.io/kubelet-serving",
     "kubernetes.io/kube-apiserver-client",
+    "kubernetes.io/legacy-unknown",
 ];
 
 const BINDINGS: &[Binding] = &[
