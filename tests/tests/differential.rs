@@ -372,6 +372,18 @@ fn keep_entries(mut value: Value, pointer: &str, key: &str, keep: &[&str]) -> Va
     value
 }
 
+/// Keeps the list's (or Table's) bundles that this test created: `signer serve` publishes
+/// the trust bundles of its own CA generations as well, which kube-apiserver has no
+/// counterpart of.
+fn only_test_bundles(mut value: Value) -> Value {
+    for (list, name) in [("/items", "/metadata/name"), ("/rows", "/object/metadata/name")] {
+        if let Some(Value::Array(items)) = value.pointer_mut(list) {
+            items.retain(|item| item.pointer(name).and_then(Value::as_str).is_some_and(|n| n.contains("diff")));
+        }
+    }
+    value
+}
+
 /// Drops the descriptions of Table columns (also inside watch events).
 fn without_descriptions(mut value: Value) -> Value {
     match &mut value {
@@ -549,8 +561,8 @@ fn requests(m: &Materials) -> Vec<Request> {
         get("ctb: list by signer", Who::Admin, format!("{BUNDLES}?fieldSelector=spec.signerName%3Dexample.com%2Fdifferential")),
         get("ctb: list unlinked", Who::Admin, format!("{BUNDLES_V1BETA1}?fieldSelector=spec.signerName%3D")),
         get("ctb: field selector not supported", Who::Admin, format!("{BUNDLES}?fieldSelector=spec.trustBundle%3Dx")),
-        get("ctb: list as Table", Who::Admin, BUNDLES).table(),
-        get("ctb: node lists", Who::Node, BUNDLES),
+        get("ctb: list as Table", Who::Admin, BUNDLES).table().view(|v| only_test_bundles(without_descriptions(v))),
+        get("ctb: node lists", Who::Node, BUNDLES).view(only_test_bundles),
         send("ctb: node may not create", Who::Node, "POST", BUNDLES, bundle("diff-node", "", &m.ca)),
         get("ctb: nobody may not list", Who::Nobody, BUNDLES),
         send("ctb: signerName is immutable", Who::Admin, "PUT", format!("{BUNDLES}/{SIGNER_BUNDLE}v1"), with(bundle(&format!("{SIGNER_BUNDLE}v1"), "example.com/other", &m.ca), "/metadata", "resourceVersion", json!("$rv_linked"))),
