@@ -18,7 +18,7 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client};
 use kubecert_csr::{KeyAlgorithm, PrivateKey, node_bootstrap_csr, parse_certificates_pem};
 use kubecert_k8s::request::{request_certificate, wait_for_certificate};
-use kubecert_tests::bench::{BenchArgs, cpu_time, millis, percentile, proc_status};
+use kubecert_tests::bench::{BenchArgs, cpu_time, millis, own_cpu_time, percentile, proc_status};
 use kubecert_tests::kubernetes::{Cluster, ClusterOptions};
 use kubecert_tests::{Process, SignerServe};
 use serde_json::json;
@@ -49,9 +49,10 @@ fn main() -> Result<(), String> {
         .build()
         .map_err(|e| format!("starting the tokio runtime: {e}"))?;
     let cpu = || pids.iter().map(|pid| cpu_time(*pid).unwrap_or_default()).sum::<Duration>();
-    let cpu_before = cpu();
+    let (cpu_before, client_cpu_before) = (cpu(), own_cpu_time());
     let storm = runtime.block_on(storm(&bootstrap, requests))?;
     let server_cpu = cpu().saturating_sub(cpu_before);
+    let client_cpu = own_cpu_time().saturating_sub(client_cpu_before);
     // The sum of each process's own peak: an upper bound of their peak together.
     let peak_rss = pids
         .iter()
@@ -66,13 +67,14 @@ fn main() -> Result<(), String> {
     let rate = issued as f64 / total.as_secs_f64();
     println!(
         "storm ({}): {issued}/{agents} issued in {:.1} s ({rate:.0} CSRs/s), latency p50 {:.0} ms p99 {:.0} ms, \
-         server peak RSS {} MiB, server CPU {:.1} s",
+         server peak RSS {} MiB, server CPU {:.1} s, client CPU {:.1} s",
         server.describe(),
         total.as_secs_f64(),
         millis(p50),
         millis(p99),
         peak_rss / 1024,
-        server_cpu.as_secs_f64()
+        server_cpu.as_secs_f64(),
+        client_cpu.as_secs_f64()
     );
     args.write_report(&json!({
         "target": target,
@@ -86,11 +88,12 @@ fn main() -> Result<(), String> {
         "latency_ms_p99": millis(p99),
         "server_peak_rss_kib": peak_rss,
         "server_cpu_seconds": server_cpu.as_secs_f64(),
+        "client_cpu_seconds": client_cpu.as_secs_f64(),
         "note": "the server (signer serve in release, or etcd + kube-apiserver + the signing \
                  controller) in their own processes on the same 2 cores as the agents; each agent has \
                  its own TLS connection, token auth, create + list/watch until issued; latency from \
                  the agent's start to its certificate; server CPU and peak RSS summed over the \
-                 server's processes",
+                 server's processes; client CPU is this process's (the agents')",
     }))?;
     match failures.first() {
         Some(first) => Err(format!("{} of {agents} agents failed; the first: {first}", failures.len())),
