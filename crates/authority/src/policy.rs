@@ -459,7 +459,7 @@ impl Rules {
             );
         }
         self.storm_control(request)?;
-        let info = kubecert_csr::parse_csr_pem(bytes)
+        let info = kubecert_csr::parse_csr_pem_once(bytes)
             .map_err(|e| Violation { reason: DenyReason::InvalidRequest, message: e.to_string() })?;
         let usages = spec.usages.as_deref().unwrap_or_default();
         let validated = validate_for_signer(self.signer, &info, usages).map_err(|f| Violation {
