@@ -99,6 +99,46 @@ struct EventLog {
     events: VecDeque<Arc<Event>>,
     /// Every event with rv > floor is in `events`.
     floor: u64,
+    /// The same events by object name, oldest first: a watch pinned to one name finds its
+    /// events without going through everyone else's (a storm's thousands of waiting nodes
+    /// would each scan the whole log on every wake).
+    by_name: HashMap<String, VecDeque<Arc<Event>>>,
+}
+
+impl EventLog {
+    fn new(floor: u64) -> Self {
+        Self { events: VecDeque::new(), floor, by_name: HashMap::new() }
+    }
+
+    fn push(&mut self, event: Arc<Event>) {
+        self.by_name.entry(object_name(&event.key).to_owned()).or_default().push_back(event.clone());
+        self.events.push_back(event);
+    }
+
+    /// Drops the oldest event (from both views).
+    fn pop_front(&mut self) {
+        let Some(oldest) = self.events.pop_front() else { return };
+        let name = object_name(&oldest.key);
+        if let Some(named) = self.by_name.get_mut(name) {
+            named.pop_front();
+            if named.is_empty() {
+                self.by_name.remove(name);
+            }
+        }
+    }
+
+    /// The events with rv greater than `after` of objects named `name`, or of every object.
+    fn after(&self, after: u64, name: Option<&str>) -> Vec<Arc<Event>> {
+        let events = match name {
+            Some(name) => match self.by_name.get(name) {
+                Some(named) => named,
+                None => return Vec::new(),
+            },
+            None => &self.events,
+        };
+        let start = events.partition_point(|e| e.rv <= after);
+        events.range(start..).cloned().collect()
+    }
 }
 
 /// The decision of one write, run inside the write transaction.
@@ -175,17 +215,17 @@ impl Store {
         let rv = meta.get(META_RV).map_err(storage)?.map_or(0, |g| g.value());
         let floor = meta.get(META_FLOOR).map_err(storage)?.map_or(0, |g| g.value());
         let events_table = read.open_table(EVENTS).map_err(storage)?;
-        let mut events = VecDeque::new();
+        let mut log = EventLog::new(floor);
         for entry in events_table.range(floor.saturating_add(1)..).map_err(storage)? {
             let (k, v) = entry.map_err(storage)?;
-            events.push_back(Arc::new(decode_event(k.value(), v.value())?));
+            log.push(Arc::new(decode_event(k.value(), v.value())?));
         }
         let (latest, _) = tokio::sync::watch::channel(rv);
         Ok(Self {
             db,
             write_lock: Mutex::new(()),
             queue: Mutex::new(Vec::new()),
-            log: RwLock::new(EventLog { events, floor }),
+            log: RwLock::new(log),
             capacity: capacity.max(1),
             latest,
             named: Mutex::new(HashMap::new()),
@@ -385,9 +425,11 @@ impl Store {
         let Some(last) = events.last().map(|e| e.rv) else { return };
         {
             let mut log = self.log.write().unwrap_or_else(PoisonError::into_inner);
-            log.events.extend(events.iter().cloned());
+            for event in &events {
+                log.push(event.clone());
+            }
             while log.events.len() > self.capacity {
-                log.events.pop_front();
+                log.pop_front();
             }
             if let Some(floor) = floor {
                 log.floor = floor;
@@ -452,10 +494,8 @@ impl Store {
         if after < log.floor {
             return Err(Expired { requested: after, oldest: log.floor + 1 });
         }
-        let start = log.events.partition_point(|e| e.rv <= after);
         let newest = log.events.back().map_or(after, |e| e.rv.max(after));
-        let wanted = |e: &&Arc<Event>| name.is_none_or(|name| object_name(&e.key) == name);
-        Ok((log.events.iter().skip(start).filter(wanted).cloned().collect(), newest))
+        Ok((log.after(after, name), newest))
     }
 
     /// A receiver that changes whenever a write is published.
@@ -551,6 +591,7 @@ fn decode_event(rv: u64, bytes: &[u8]) -> Result<Event, Error> {
 mod tests {
     use super::*;
     use serde_json::json;
+    use std::collections::BTreeMap;
 
     impl Store {
         fn events_after(&self, after: u64) -> Result<Vec<Arc<Event>>, Expired> {
@@ -662,6 +703,36 @@ mod tests {
         let s = Store::open(dir.path(), 2).unwrap();
         assert!(s.events_after(3).is_err());
         assert_eq!(s.events_after(4).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn events_by_name_follow_the_log_as_it_drops_old_events_and_reopens() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path(), 3).unwrap();
+        for (i, key) in ["a/ns/x", "b//y", "a/ns/x", "b//y", "c//x", "a/ns/z"].into_iter().enumerate() {
+            put(&s, key, i as i64);
+        }
+        // Kept: rv 4 (y), 5 (x, another type and namespace), 6 (z).
+        let named = |s: &Store, after, name| {
+            s.events_after_named(after, Some(name)).unwrap().0.iter().map(|e| e.rv).collect::<Vec<_>>()
+        };
+        assert_eq!(named(&s, 3, "x"), [5], "x's dropped events are gone from its index too");
+        assert_eq!(named(&s, 3, "y"), [4]);
+        assert_eq!(named(&s, 4, "y"), Vec::<u64>::new());
+        assert_eq!(named(&s, 3, "nobody"), Vec::<u64>::new());
+        let sizes = |s: &Store| {
+            let log = s.log.read().unwrap();
+            log.by_name.iter().map(|(name, events)| (name.clone(), events.len())).collect::<BTreeMap<_, _>>()
+        };
+        let kept = BTreeMap::from([("x".to_owned(), 1), ("y".to_owned(), 1), ("z".to_owned(), 1)]);
+        assert_eq!(sizes(&s), kept, "the index keeps exactly the log's events");
+        put(&s, "b//w", 6);
+        put(&s, "b//v", 7);
+        put(&s, "b//u", 8);
+        assert!(!sizes(&s).contains_key("x"), "names with no kept event are forgotten");
+        drop(s);
+        let s = Store::open(dir.path(), 3).unwrap();
+        assert_eq!((named(&s, 6, "w"), named(&s, 6, "u"), named(&s, 6, "x")), (vec![7], vec![9], vec![]));
     }
 
     #[test]
