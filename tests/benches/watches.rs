@@ -159,10 +159,12 @@ async fn run(
             created_at[i] = Some(at);
         }
         let all = u32::try_from(chunk.len()).map_err(|_| "--wave is too large")?;
-        let _ = tokio::time::timeout(WAVE_LIMIT, issued.acquire_many(all))
+        // The permits are the wave's certificates: taken for good, not handed back.
+        tokio::time::timeout(WAVE_LIMIT, issued.acquire_many(all))
             .await
             .map_err(|_| format!("wave {w}: not every watcher saw its certificate within {WAVE_LIMIT:?}"))?
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| e.to_string())?
+            .forget();
     }
     let mut latencies = Vec::with_capacity(csrs.len());
     while let Some(joined) = watchers.join_next().await {
