@@ -8,11 +8,12 @@
 //!
 //! `cargo bench -p kubecert-tests --bench cfssl -- [--storm 5000] [--json PATH]`
 
+mod support;
+
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use kubecert_csr::{KeyAlgorithm, PrivateKey, node_bootstrap_csr};
 use kubecert_tests::bench::{
     BenchArgs, cpu_time, find_program, millis, own_cpu_time, percentile, proc_status,
 };
@@ -56,18 +57,14 @@ fn main() -> Result<(), String> {
     }
 
     // Requests are made before the clock starts, as in the storm.
-    let bodies = (0..clients)
-        .map(|i| {
-            let key = PrivateKey::generate(KeyAlgorithm::EcdsaP256).map_err(|e| e.to_string())?;
-            let csr = node_bootstrap_csr(&key, &format!("cfssl-{i}")).map_err(|e| e.to_string())?;
+    let bodies = support::node_requests(clients, "cfssl")?
+        .into_iter()
+        .map(|csr| {
             let pem = String::from_utf8(csr.spec.request.0).map_err(|e| e.to_string())?;
             Ok(json!({ "certificate_request": pem }).to_string())
         })
         .collect::<Result<Vec<_>, String>>()?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| format!("starting the tokio runtime: {e}"))?;
+    let runtime = support::runtime()?;
     let pid = server.id();
     let (cpu_before, client_cpu_before) = (cpu_time(pid).unwrap_or_default(), own_cpu_time());
     let start = Instant::now();

@@ -10,13 +10,15 @@
 //!
 //! `cargo bench -p kubecert-tests --bench storm -- [--storm 5000] [--target serve|kcm|controller] [--json PATH]`
 
+mod support;
+
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime};
 
 use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client};
-use kubecert_csr::{KeyAlgorithm, PrivateKey, node_bootstrap_csr, parse_certificates_pem};
+use kubecert_csr::parse_certificates_pem;
 use kubecert_k8s::request::{request_certificate, wait_for_certificate};
 use kubecert_tests::bench::{BenchArgs, cpu_time, millis, own_cpu_time, percentile, proc_status};
 use kubecert_tests::kubernetes::{Cluster, ClusterOptions};
@@ -38,16 +40,8 @@ fn main() -> Result<(), String> {
     server.create_token(&bootstrap);
     let pids = server.process_ids();
 
-    let requests = (0..agents)
-        .map(|i| {
-            let key = PrivateKey::generate(KeyAlgorithm::EcdsaP256).map_err(|e| e.to_string())?;
-            node_bootstrap_csr(&key, &format!("storm-{i}")).map_err(|e| e.to_string())
-        })
-        .collect::<Result<Vec<_>, String>>()?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| format!("starting the tokio runtime: {e}"))?;
+    let requests = support::node_requests(agents, "storm")?;
+    let runtime = support::runtime()?;
     let cpu = || pids.iter().map(|pid| cpu_time(*pid).unwrap_or_default()).sum::<Duration>();
     let (cpu_before, client_cpu_before) = (cpu(), own_cpu_time());
     let storm = runtime.block_on(storm(&bootstrap, requests))?;

@@ -9,6 +9,8 @@
 //!
 //! `cargo bench -p kubecert-tests --bench watches -- [--watches 10000] [--wave 200] [--json PATH]`
 
+mod support;
+
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -18,7 +20,6 @@ use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
 use kube::api::{PostParams, WatchEvent, WatchParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client};
-use kubecert_csr::{KeyAlgorithm, PrivateKey, node_bootstrap_csr};
 use kubecert_tests::SignerServe;
 use kubecert_tests::bench::{BenchArgs, millis, own_cpu_time, percentile, proc_status};
 use serde_json::json;
@@ -41,16 +42,8 @@ fn main() -> Result<(), String> {
     let bootstrap = dir.path().join("bootstrap.kubeconfig");
     signer.create_token(&bootstrap);
     let pid = signer.process.id();
-    let csrs = (0..watches)
-        .map(|i| {
-            let key = PrivateKey::generate(KeyAlgorithm::EcdsaP256).map_err(|e| e.to_string())?;
-            node_bootstrap_csr(&key, &format!("waiting-{i}")).map_err(|e| e.to_string())
-        })
-        .collect::<Result<Vec<_>, String>>()?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| format!("starting the tokio runtime: {e}"))?;
+    let csrs = support::node_requests(watches, "waiting")?;
+    let runtime = support::runtime()?;
     let rss = || proc_status(pid, "VmRSS").ok_or("signer serve exited");
     let run = runtime.block_on(run(&bootstrap, csrs, wave, rss))?;
     let peak = proc_status(pid, "VmHWM").ok_or("signer serve exited")?;

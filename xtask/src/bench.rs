@@ -309,6 +309,13 @@ fn summary_rows(report: &Value) -> Vec<Row> {
     let storm_rate = f("storm", "csrs_per_second");
     let rss = f("agent_footprint", "idle_rss_kib");
     let sleep = f("agent_footprint", "baseline_sleep_rss_kib");
+    let agent_rss = |figure: &str, baseline, ratio| Row {
+        section: "agent",
+        figure: figure.to_owned(),
+        value: format!("{:.1}", rss / 1024.0),
+        baseline,
+        ratio,
+    };
     let mut rows = vec![
         Row {
             section: "sign path",
@@ -340,23 +347,15 @@ fn summary_rows(report: &Value) -> Vec<Row> {
             format!("{:.1} / {:.1}", f("storm", "server_cpu_seconds"), f("storm", "client_cpu_seconds")),
         ),
         cfssl_row(&report["cfssl"], storm_rate),
-        Row {
-            section: "agent",
-            figure: "idle RSS (MiB)".into(),
-            value: format!("{:.1}", rss / 1024.0),
-            baseline: format!("sleep {:.1} MiB", sleep / 1024.0),
-            ratio: Some(rss / sleep),
-        },
-        Row {
-            section: "agent",
-            figure: "idle RSS (MiB) beside certmonger".into(),
-            value: format!("{:.1}", rss / 1024.0),
-            baseline: match report["agent_footprint"]["certmonger_idle_rss_kib"].as_f64() {
+        agent_rss("idle RSS (MiB)", format!("sleep {:.1} MiB", sleep / 1024.0), Some(rss / sleep)),
+        agent_rss(
+            "idle RSS (MiB) beside certmonger",
+            match report["agent_footprint"]["certmonger_idle_rss_kib"].as_f64() {
                 Some(theirs) => format!("certmonger {:.1} MiB", theirs / 1024.0),
                 None => "certmonger missing".into(),
             },
-            ratio: report["agent_footprint"]["rss_ratio_to_certmonger"].as_f64(),
-        },
+            report["agent_footprint"]["rss_ratio_to_certmonger"].as_f64(),
+        ),
         row("agent", "wakeups / min idle", format!("{:.1}", f("agent_footprint", "wakeups_per_minute"))),
         Row {
             section: "agent",
