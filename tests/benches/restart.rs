@@ -34,7 +34,7 @@ const SERVING: [&str; 3] =
 fn main() -> Result<(), String> {
     let args = BenchArgs::from_env();
     let restarts = args.count("restarts", 20)?;
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    let _ = kubecert_reload::KeyExchange::default().install();
     let dir = tempfile::tempdir().map_err(|e| format!("creating a temporary directory: {e}"))?;
     let policy = dir.path().join("signer.toml");
     std::fs::write(&policy, SERVING_POLICY).map_err(|e| format!("writing {}: {e}", policy.display()))?;

@@ -33,7 +33,7 @@ fn main() -> Result<(), String> {
     let args = BenchArgs::from_env();
     let agents = args.count("storm", 5000)?;
     let target: String = args.get("target", "serve".to_owned())?;
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    let _ = kubecert_reload::KeyExchange::default().install();
     let dir = tempfile::tempdir().map_err(|e| format!("creating a temporary directory: {e}"))?;
     let server = Server::start(&target, dir.path())?;
     let bootstrap = dir.path().join("bootstrap.kubeconfig");

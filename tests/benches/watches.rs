@@ -36,7 +36,6 @@ fn main() -> Result<(), String> {
     let watches = args.count("watches", 10_000)?;
     let wave = args.count("wave", 200)?;
     check_fd_limit(watches)?;
-    let _ = rustls::crypto::ring::default_provider().install_default();
     let dir = tempfile::tempdir().map_err(|e| format!("creating a temporary directory: {e}"))?;
     let signer = SignerServe::start(&dir.path().join("signer"), &[]);
     let bootstrap = dir.path().join("bootstrap.kubeconfig");

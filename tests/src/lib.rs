@@ -65,6 +65,29 @@ pub fn kubectl() -> Option<PathBuf> {
     found
 }
 
+/// Every kubectl on the machine with its minor version: the `kubectl.1.<minor>` files next to
+/// the resolved `kubectl` (symlinks followed; the machine image carries 1.27 … 1.33 there),
+/// oldest first, then `kubectl` itself. Empty without kubectl (see [`kubectl`]).
+pub fn kubectls_with_minor() -> Vec<(u32, PathBuf)> {
+    let Some(kubectl) = kubectl() else { return Vec::new() };
+    let resolved = std::fs::canonicalize(&kubectl).expect("kubectl resolves");
+    let dir = resolved.parent().expect("kubectl is in a directory");
+    let mut found: Vec<(u32, PathBuf)> = std::fs::read_dir(dir)
+        .expect("kubectl's directory is readable")
+        .filter_map(|entry| {
+            let path = entry.ok()?.path();
+            let minor = path.file_name()?.to_str()?.strip_prefix("kubectl.1.")?.parse().ok()?;
+            Some((minor, path))
+        })
+        .collect();
+    found.sort();
+    let version = run_ok(&kubectl, &["version", "--client", "-o", "json"]);
+    let version: serde_json::Value = serde_json::from_str(&version).expect("kubectl version is JSON");
+    let minor = version["clientVersion"]["minor"].as_str().unwrap_or_default().trim_end_matches('+');
+    found.push((minor.parse().expect("kubectl's minor version is a number"), kubectl));
+    found
+}
+
 /// A free TCP port on 127.0.0.1 (bound, then released for the process under test).
 pub fn free_local_addr() -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");

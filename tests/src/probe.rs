@@ -192,7 +192,7 @@ mod tests {
 
     #[test]
     fn https_to_a_plain_server_is_a_tls_failure() {
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        let _ = kubecert_reload::KeyExchange::default().install();
         let plain = answer("HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n");
         let outcome = Prober::https(plain, b"").unwrap().probe();
         assert!(matches!(outcome, Outcome::Failed(_)), "{outcome:?}");

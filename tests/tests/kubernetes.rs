@@ -10,15 +10,20 @@
 //! unless `KUBECERT_REQUIRE_KUBERNETES=1` (CI) makes that a failure.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kubecert_csr::parse_certificates_pem;
+use kubecert_reload::{KeyExchange, LiveIdentity, negotiated_group};
 use kubecert_tests::kubernetes::{BOOTSTRAP_GROUP, Cluster, ClusterOptions, go_or_skip, program};
 use kubecert_tests::{
     Process, SignerServe, TempDir, create_bootstrap_token, free_local_addr, kubectl, run_ok, start_node_agent,
 };
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject as _;
 
 /// Serving certificates are approved by kubecert's signer when they name 127.0.0.0/8 and any
 /// valid DNS name (the kubelet's code asks for the node's host name).
@@ -165,6 +170,24 @@ impl AgentWatch {
     }
 }
 
+/// The key-exchange group kubecert's client side negotiates with the cluster's kube-apiserver
+/// when it offers only X25519MLKEM768 (`--tls-key-exchange pq-required`).
+fn post_quantum_handshake(cluster: &Cluster) -> String {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(cluster.ca_cert()).expect("the cluster CA") {
+        roots.add(cert.expect("a CA certificate")).expect("trust the cluster CA");
+    }
+    let config = LiveIdentity::empty().client_config(roots, KeyExchange::PqRequired).expect("client config");
+    let name = cluster.api.ip().into();
+    let mut connection = rustls::ClientConnection::new(Arc::new(config), name).expect("client connection");
+    let mut tcp = TcpStream::connect(cluster.api).expect("connect to kube-apiserver");
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    while connection.is_handshaking() {
+        connection.complete_io(&mut tcp).expect("kube-apiserver completes an X25519MLKEM768 handshake");
+    }
+    negotiated_group(&connection).to_owned()
+}
+
 /// a. kubecert `node-agent` against the real kube-apiserver and kube-controller-manager (its CSR
 /// controllers, 60-second certificates backdated five minutes as KCM does): bootstrap, two
 /// rotations with new keys, a serving certificate approved with kubectl, and the agent's
@@ -178,6 +201,8 @@ fn node_agent_against_kube_apiserver_and_kube_controller_manager() {
     let dir = TempDir::new("k8s-node-agent");
     let options = ClusterOptions { controller_manager: true, signing_duration: Duration::from_secs(60) };
     let cluster = Cluster::start(&dir.path().join("cluster"), &options);
+    // Issue 15: Go 1.24+ speaks the hybrid post-quantum key exchange with kubecert's client.
+    assert_eq!(post_quantum_handshake(&cluster), "X25519MLKEM768");
     let node = dir.path().join("node");
     std::fs::create_dir_all(&node).expect("node dir");
     cluster.create_token(&node.join("bootstrap.kubeconfig"));

@@ -15,8 +15,8 @@ use std::time::Duration;
 
 use kubecert_tests::probe::{Outcome, Prober};
 use kubecert_tests::{
-    Process, SERVING_POLICY, SignerServe, TempDir, binary, free_local_addr, kubectl, run_ok,
-    start_node_agent, wait_for,
+    Process, SERVING_POLICY, SignerServe, TempDir, binary, free_local_addr, kubectl, kubectls_with_minor,
+    run_ok, start_node_agent, wait_for,
 };
 
 /// Certificates of one minute, not backdated: a rotation every 42–54 s.
@@ -229,10 +229,18 @@ fn without_rotation_the_agent_bootstraps_and_only_serves_its_endpoint() {
     let node = Node::new("e2e-norotate");
     let signer = node.signer(&[], None);
     signer.create_token(&node.bootstrap_kubeconfig());
-    let mut agent = node.agent(1, &["--rotate-certificates=false", "--log-format", "json"]);
+    let mut agent = node
+        .agent(1, &["--rotate-certificates=false", "--log-format", "json", "--tls-key-exchange", "classic"]);
     poll("bootstrap", Duration::from_secs(60), || {
         !log_lines(&agent, &["client certificate rotation is off"]).is_empty()
     });
+    // --tls-key-exchange reaches the API clients: no ML-KEM offered, X25519 negotiated.
+    assert!(
+        handshakes(node.metrics, "apiserver-client", "X25519") >= 1,
+        "{}",
+        http_get(node.metrics, "/metrics")
+    );
+    assert_eq!(handshakes(node.metrics, "apiserver-client", "X25519MLKEM768"), 0);
     assert!(node.client_pair().is_some());
     let log = agent.log();
     assert!(log.lines().all(|l| l.starts_with('{') && l.ends_with('}')), "JSON lines:\n{log}");
@@ -463,7 +471,7 @@ fn a_restarted_agent_serves_from_disk_without_the_api() {
         "--node-dns=e2e-restart.allowed.example",
     ];
     let mut agent = node.agent(1, &flags);
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    let _ = kubecert_reload::KeyExchange::default().install();
     let ca = std::fs::read(signer.ca_cert()).expect("read the CA certificate");
     let prober = Prober::https(node.metrics, &ca).expect("an HTTPS prober");
     poll("serving /healthz over HTTPS", Duration::from_secs(60), || prober.probe() == Outcome::Served);
@@ -542,4 +550,76 @@ fn serving_names_follow_the_host_addresses() {
     let serials: Vec<&str> = stdout.lines().filter(|l| l.contains("serial:")).collect();
     assert_ne!(serials[0], serials[1], "a new certificate for the new address: {stdout}");
     assert!(log.contains("reason=the certificate does not satisfy the template"), "{log}");
+}
+
+/// The value of the `kubecert_tls_handshakes_total` series of `endpoint` and `group` at
+/// `metrics` (0 while it does not exist).
+fn handshakes(metrics: SocketAddr, endpoint: &str, group: &str) -> u64 {
+    let series = format!("kubecert_tls_handshakes_total{{endpoint=\"{endpoint}\",group=\"{group}\"}} ");
+    let text = http_get(metrics, "/metrics");
+    text.lines()
+        .find_map(|line| line.strip_prefix(&series))
+        .map_or(0, |value| value.trim().parse().expect("a counter value"))
+}
+
+/// Issue 15: kubectl built with Go 1.24+ (1.33 and later) negotiates the hybrid post-quantum
+/// X25519MLKEM768 with `signer serve`, as the signer's metric shows, and a kubectl without ML-KEM
+/// (Go 1.23: 1.32 and older) gets X25519; under `--tls-key-exchange pq-required` the first still
+/// works and the second is refused.
+#[test]
+fn kubectl_negotiates_x25519mlkem768_with_signer_serve() {
+    let kubectls = kubectls_with_minor();
+    if kubectls.is_empty() {
+        return;
+    }
+    let modern = kubectls.iter().rev().find(|(minor, _)| *minor >= 33).map(|(_, path)| path.clone());
+    let Some(modern) = modern else {
+        assert!(
+            std::env::var("KUBECERT_REQUIRE_KUBECTL").as_deref() != Ok("1"),
+            "no kubectl 1.33+ (Go 1.24+) found next to kubectl: {kubectls:?}"
+        );
+        return eprintln!("NOTICE: no kubectl 1.33+ next to kubectl; nothing to check");
+    };
+    let classical = kubectls.iter().find(|(minor, _)| *minor <= 32).map(|(_, path)| path.clone());
+    let dir = TempDir::new("pq-kubectl");
+    let get_csrs = |kubectl: &Path, signer: &SignerServe| {
+        let cache = dir.path().join("kubectl-cache");
+        Command::new(kubectl)
+            .args(["--kubeconfig", str(&signer.admin_kubeconfig()), "--cache-dir", str(&cache), "get", "csr"])
+            .output()
+            .expect("kubectl runs")
+    };
+
+    for (name, policy) in [("preferred", "pq-preferred"), ("required", "pq-required")] {
+        let metrics = free_local_addr();
+        let addr = metrics.to_string();
+        let signer = SignerServe::start(
+            &dir.path().join(name),
+            &["--metrics-addr", &addr, "--tls-key-exchange", policy],
+        );
+        wait_for("the signer's metrics endpoint", Duration::from_secs(10), || {
+            TcpStream::connect(metrics).is_ok()
+        });
+
+        let out = get_csrs(&modern, &signer);
+        assert!(out.status.success(), "{policy}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            handshakes(metrics, "apiserver", "X25519MLKEM768") >= 1,
+            "{policy}: {}",
+            http_get(metrics, "/metrics")
+        );
+        assert_eq!(handshakes(metrics, "apiserver", "X25519"), 0, "{policy}");
+
+        let Some(classical) = &classical else { continue };
+        let out = get_csrs(classical, &signer);
+        if policy == "pq-preferred" {
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            assert!(handshakes(metrics, "apiserver", "X25519") >= 1, "{}", http_get(metrics, "/metrics"));
+        } else {
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(!out.status.success(), "a classical-only kubectl was served under pq-required");
+            assert!(stderr.contains("handshake failure"), "{stderr}");
+            assert_eq!(handshakes(metrics, "apiserver", "X25519"), 0);
+        }
+    }
 }

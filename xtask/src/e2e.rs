@@ -362,7 +362,7 @@ fn run_in(
     agent_bin: &Path,
     started: Instant,
 ) -> Result<()> {
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    let _ = kubecert_reload::KeyExchange::default().install();
     let data = root.join("signer");
     let listen = free_addr()?;
     let lifetime = format!("{}s", LIFETIME.as_secs());

@@ -23,7 +23,8 @@ fn workspace_root() -> PathBuf {
 
 /// A cargo command in the workspace root. `cargo run` gave this process xtask's own
 /// `CARGO_PKG_*` and friends; a nested cargo that inherits them fingerprints some build scripts
-/// (ring's) differently and rebuilds them on every run, so they are removed.
+/// (C builds such as the crypto library's) differently and rebuild them on every run, so they
+/// are removed.
 fn cargo() -> Command {
     let mut command = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     command.current_dir(workspace_root());

@@ -46,6 +46,8 @@ pub async fn run(config: AgentConfig, cancel: CancellationToken) -> Result<()> {
     let client_live = LiveIdentity::empty();
     let server_live = LiveIdentity::empty();
     let metrics = Metrics::new(client_live.clone(), server_live.clone());
+    // Before any TLS: the API clients' key exchanges, counted as they complete.
+    config.tls_key_exchange.install_observed(metrics.handshakes().observer("apiserver-client"))?;
     let mut tasks: JoinSet<Result<()>> = JoinSet::new();
 
     // Serve from disk first: the pairs an earlier run stored are in use before the endpoint
@@ -65,7 +67,11 @@ pub async fn run(config: AgentConfig, cancel: CancellationToken) -> Result<()> {
             (store, initial)
         });
     let listener = http::bind(config.metrics_addr).await?;
-    let serving_tls = config.rotate_server_certificates.then(|| server_live.clone());
+    let serving_tls = config.rotate_server_certificates.then(|| http::Tls {
+        identity: server_live.clone(),
+        key_exchange: config.tls_key_exchange,
+        handshakes: metrics.handshakes().observer("serving"),
+    });
     tasks.spawn(http::serve(listener, http::router(metrics.clone()), serving_tls, cancel.clone()));
 
     let paths = BootstrapPaths {

@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use clap::builder::BoolishValueParser;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use kubecert_cli::LogFormat;
+use kubecert_reload::KeyExchange;
 use serde::{Deserialize, Serialize, Serializer};
 
 use crate::config::DEFAULT_CERT_DIR;
@@ -82,6 +83,12 @@ pub struct Cli {
     #[arg(long, value_enum, value_name = "ALG")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub key_algorithm: Option<KeyAlgorithmName>,
+    /// TLS key exchange of every connection: the API clients and the HTTPS endpoint:
+    /// pq-preferred (X25519MLKEM768, then X25519, secp256r1), pq-required (X25519MLKEM768 only)
+    /// or classic (no ML-KEM) [default: pq-preferred].
+    #[arg(long, value_enum, value_name = "KX")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_key_exchange: Option<KeyExchange>,
     /// Kubelet feature gates, NAME=BOOL,…; accepted for command-line compatibility
     /// (e.g. RotateKubeletClientCertificate=true): rotation is always available here.
     #[arg(long, value_name = "NAME=BOOL,…", value_delimiter = ',', value_parser = parse_feature_gate)]

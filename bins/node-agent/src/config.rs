@@ -11,6 +11,7 @@ use figment::providers::{Env, Format as _, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
 use kubecert_cli::LogFormat;
+use kubecert_reload::KeyExchange;
 
 use crate::cli::{Cli, KeyAlgorithmName};
 
@@ -53,6 +54,9 @@ pub struct AgentConfig {
     pub log_format: LogFormat,
     /// Key type generated for rotations.
     pub key_algorithm: KeyAlgorithmName,
+    /// TLS key exchange of the API clients and the HTTPS endpoint: `pq-preferred`,
+    /// `pq-required` or `classic`.
+    pub tls_key_exchange: KeyExchange,
     /// Kubelet feature gates (a table of name = bool), accepted for compatibility.
     pub feature_gates: BTreeMap<String, bool>,
 }
@@ -71,6 +75,7 @@ impl Default for AgentConfig {
             metrics_addr: DEFAULT_METRICS_ADDR,
             log_format: LogFormat::Text,
             key_algorithm: KeyAlgorithmName::EcdsaP256,
+            tls_key_exchange: KeyExchange::default(),
             feature_gates: BTreeMap::new(),
         }
     }

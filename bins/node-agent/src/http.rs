@@ -15,7 +15,7 @@ use axum::routing::get;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
-use kubecert_reload::LiveIdentity;
+use kubecert_reload::{HandshakeObserver, KeyExchange, LiveIdentity, negotiated_group};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
@@ -62,11 +62,21 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener> {
     TcpListener::bind(addr).await.with_context(|| format!("binding the metrics address {addr}"))
 }
 
+/// HTTPS settings of the endpoint.
+pub struct Tls {
+    /// The serving certificate in use.
+    pub identity: LiveIdentity,
+    /// The key exchanges accepted (`--tls-key-exchange`).
+    pub key_exchange: KeyExchange,
+    /// Told the negotiated group of every handshake.
+    pub handshakes: HandshakeObserver,
+}
+
 /// Serves `app` on `listener` until `cancel`: over TLS with `serving` when given, else plain.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
-    serving: Option<LiveIdentity>,
+    serving: Option<Tls>,
     cancel: CancellationToken,
 ) -> Result<()> {
     let addr = listener.local_addr().context("reading the metrics address")?;
@@ -77,7 +87,10 @@ pub async fn serve(
             .await
             .context("metrics endpoint");
     };
-    let mut tls = serving.server_config(None).context("TLS configuration of the metrics endpoint")?;
+    let mut tls = serving
+        .identity
+        .server_config(None, serving.key_exchange)
+        .context("TLS configuration of the metrics endpoint")?;
     tls.alpn_protocols = vec![b"http/1.1".to_vec()];
     let acceptor = TlsAcceptor::from(Arc::new(tls));
     info!(%addr, "serving /metrics and /healthz over HTTPS with the serving certificate");
@@ -90,12 +103,14 @@ pub async fn serve(
             },
         };
         let (acceptor, app, cancel) = (acceptor.clone(), app.clone(), cancel.clone());
+        let handshakes = serving.handshakes.clone();
         tokio::spawn(async move {
             let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                 Ok(Ok(tls)) => tls,
                 Ok(Err(e)) => return debug!(%peer, error = %e, "TLS handshake failed"),
                 Err(_) => return debug!(%peer, "TLS handshake timed out"),
             };
+            handshakes(negotiated_group(tls.get_ref().1));
             let builder = auto::Builder::new(TokioExecutor::new());
             let connection = builder.serve_connection(TokioIo::new(tls), TowerToHyperService::new(app));
             tokio::select! {

@@ -49,9 +49,6 @@ fn main() -> ExitCode {
         }
     };
     init_logging(config.log_format);
-    if rustls::crypto::ring::default_provider().install_default().is_err() {
-        tracing::debug!("a TLS crypto provider was already installed");
-    }
     // One thread: the agent waits almost all the time, and file writes go to the blocking pool.
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(runtime) => runtime,

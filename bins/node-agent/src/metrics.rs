@@ -13,6 +13,7 @@
 use std::sync::{Arc, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use kubecert_cli::TlsHandshakes;
 use kubecert_reload::LiveIdentity;
 use kubecert_rotation::RotationStatus;
 use prometheus_client::collector::Collector;
@@ -69,6 +70,7 @@ impl Tracked {
 pub struct Metrics {
     tracked: Arc<[Tracked; 2]>,
     server_rotation_seconds: Histogram,
+    handshakes: TlsHandshakes,
 }
 
 impl Metrics {
@@ -78,6 +80,7 @@ impl Metrics {
         Self {
             tracked: Arc::new([tracked(Which::Client, client), tracked(Which::Server, server)]),
             server_rotation_seconds: Histogram::new(ROTATION_BUCKETS),
+            handshakes: TlsHandshakes::default(),
         }
     }
 
@@ -95,7 +98,13 @@ impl Metrics {
             self.server_rotation_seconds.clone(),
         );
         registry.register_collector(Box::new(self.clone()));
+        self.handshakes.register(&mut registry);
         registry
+    }
+
+    /// The TLS handshakes of the agent's endpoint, by negotiated key-exchange group.
+    pub fn handshakes(&self) -> &TlsHandshakes {
+        &self.handshakes
     }
 
     /// Observes the serving certificate's rotations into the histogram until `cancel` (SPEC M-9 g).
@@ -326,6 +335,8 @@ mod tests {
             let (_, rx) = watch::channel(RotationStatus { deadline, ..status(now) });
             metrics.track(which, rx);
         }
+        metrics.handshakes().observe("apiserver-client", "X25519MLKEM768");
+        metrics.handshakes().observe("serving", "X25519MLKEM768");
         let doc = format!(
             "{}# node-agent metrics\n\nServed at `/metrics` on `--metrics-addr`.\n\n{}",
             kubecert_cli::docgen::header("node-agent"),

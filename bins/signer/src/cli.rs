@@ -7,6 +7,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 use kubecert_cli::LogFormat;
+use kubecert_reload::KeyExchange;
 use serde::Serialize;
 
 /// kubecert signer: approves what policy allows, denies the rest with a reason, signs with the
@@ -60,6 +61,12 @@ pub struct CommonArgs {
     #[arg(long, value_enum, value_name = "FORMAT")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub log_format: Option<LogFormat>,
+    /// TLS key exchange of every connection, served (the API of `serve`) or made (the API
+    /// client of `controller`): pq-preferred (X25519MLKEM768, then X25519, secp256r1),
+    /// pq-required (X25519MLKEM768 only) or classic (no ML-KEM) [default: pq-preferred].
+    #[arg(long, value_enum, value_name = "KX")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_key_exchange: Option<KeyExchange>,
 }
 
 #[derive(Debug, Args, Serialize)]

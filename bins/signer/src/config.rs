@@ -13,6 +13,7 @@ use kubecert_authority::{IssuancePolicy, PolicyConfig};
 use serde::{Deserialize, Serialize};
 
 use kubecert_cli::LogFormat;
+use kubecert_reload::KeyExchange;
 
 use crate::cli::CommonArgs;
 
@@ -37,6 +38,9 @@ pub struct SignerConfig {
     pub metrics_addr: Option<SocketAddr>,
     /// `text` or `json`.
     pub log_format: LogFormat,
+    /// TLS key exchange of the API `serve` serves and of the API client of `controller`:
+    /// `pq-preferred`, `pq-required` or `classic`.
+    pub tls_key_exchange: KeyExchange,
     /// `controller`: kubeconfig of the API.
     pub kubeconfig: Option<PathBuf>,
     /// One CA for every signer name: certificate file. `serve` generates one in DATA_DIR/pki
@@ -84,6 +88,7 @@ impl Default for SignerConfig {
             backdate: "5m".into(),
             metrics_addr: None,
             log_format: LogFormat::Text,
+            tls_key_exchange: KeyExchange::default(),
             kubeconfig: None,
             ca_cert: None,
             ca_key: None,

@@ -26,7 +26,8 @@ use clap::Parser as _;
 use kubecert_k8s::controllers::SignerMetrics;
 use tokio_util::sync::CancellationToken;
 
-use kubecert_cli::{LogFormat, cancel_on_signals, init_logging};
+use kubecert_cli::{LogFormat, TlsHandshakes, cancel_on_signals, init_logging};
+use kubecert_reload::KeyExchange;
 
 use crate::cli::{Cli, Command, TokenCommand};
 
@@ -40,6 +41,7 @@ async fn run(cli: Cli) -> Result<()> {
     let (mode, used_deprecated_alias, config) = match cli.command {
         Command::Token(TokenCommand::Create(args)) => {
             init_logging(LogFormat::Text);
+            KeyExchange::default().install()?;
             return token::create(args).await;
         }
         Command::Fleet(args) => {
@@ -56,6 +58,9 @@ async fn run(cli: Cli) -> Result<()> {
         }
     };
     init_logging(config.log_format);
+    // Before any TLS: the API client's key exchanges (`controller`), counted as they complete.
+    let handshakes = TlsHandshakes::default();
+    config.tls_key_exchange.install_observed(handshakes.observer("apiserver-client"))?;
     if used_deprecated_alias {
         tracing::warn!(
             "--experimental-cluster-signing-duration is deprecated; use --cluster-signing-duration"
@@ -66,7 +71,7 @@ async fn run(cli: Cli) -> Result<()> {
     cancel_on_signals(shutdown.clone())?;
     let metrics = SignerMetrics::default();
     if let Some(addr) = config.metrics_addr {
-        let registry = metrics::registry(&metrics);
+        let registry = metrics::registry(&metrics, &handshakes);
         let stop = shutdown.clone();
         tokio::spawn(async move {
             if let Err(e) = run::serve_metrics(addr, registry, stop.clone()).await {
@@ -76,16 +81,13 @@ async fn run(cli: Cli) -> Result<()> {
         });
     }
     match mode {
-        Mode::Serve => serve::serve(config, metrics, shutdown).await,
+        Mode::Serve => serve::serve(config, metrics, handshakes, shutdown).await,
         Mode::Controller => controller::controller(config, metrics, shutdown).await,
     }
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if rustls::crypto::ring::default_provider().install_default().is_err() {
-        eprintln!("signer: a TLS crypto provider was already installed");
-    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(e) => {

@@ -1,13 +1,16 @@
 //! The signer's Prometheus registry: the controllers' series (kubecert-k8s's `SignerMetrics`)
-//! under the `kubecert_signer_` prefix, as `--metrics-addr` serves them.
+//! under the `kubecert_signer_` prefix and the API's TLS handshakes
+//! (`kubecert_tls_handshakes_total`, shared with node-agent), as `--metrics-addr` serves them.
 
+use kubecert_cli::TlsHandshakes;
 use kubecert_k8s::controllers::SignerMetrics;
 use prometheus_client::registry::Registry;
 
-/// A registry with every series of `metrics`.
-pub fn registry(metrics: &SignerMetrics) -> Registry {
-    let mut registry = Registry::with_prefix("kubecert_signer");
-    metrics.register(&mut registry);
+/// A registry with every series of `metrics` and `handshakes`.
+pub fn registry(metrics: &SignerMetrics, handshakes: &TlsHandshakes) -> Registry {
+    let mut registry = Registry::default();
+    metrics.register(registry.sub_registry_with_prefix("kubecert_signer"));
+    handshakes.register(&mut registry);
     registry
 }
 
@@ -31,8 +34,11 @@ mod tests {
         for failure in Failure::ALL {
             metrics.fail(failure);
         }
+        let handshakes = TlsHandshakes::default();
+        handshakes.observe("apiserver", "X25519MLKEM768");
+        handshakes.observe("apiserver-client", "X25519MLKEM768");
         let mut exposition = String::new();
-        prometheus_client::encoding::text::encode(&mut exposition, &registry(&metrics)).unwrap();
+        prometheus_client::encoding::text::encode(&mut exposition, &registry(&metrics, &handshakes)).unwrap();
 
         let reasons = docgen::member_docs(
             include_str!("../../../crates/authority/src/policy.rs"),

@@ -71,7 +71,8 @@ pub fn load_or_create_ca(dir: &DataDir) -> Result<CertificateAuthority> {
     if files.cert.exists() || files.key.exists() {
         return load_ca(&files);
     }
-    let ca = CertificateAuthority::generate(CA_NAME, SystemTime::now(), &ring::rand::SystemRandom::new())?;
+    let ca =
+        CertificateAuthority::generate(CA_NAME, SystemTime::now(), &aws_lc_rs::rand::SystemRandom::new())?;
     // Key first: a crash between the two writes leaves no certificate without its key.
     write_private_file(&files.key, ca.private_key_pem().as_bytes())?;
     write_private_file(&files.cert, ca.certificate_pem().as_bytes())?;
@@ -93,7 +94,8 @@ fn issue(
     let validated = validate_for_signer(signer_name, &request, &usages)
         .map_err(|f| anyhow::anyhow!("{}", f.message()))?;
     let policy = IssuancePolicy { ttl: OWN_CERT_LIFETIME, ..IssuancePolicy::default() };
-    let issued = ca.issue(&validated, None, &policy, SystemTime::now(), &ring::rand::SystemRandom::new())?;
+    let issued =
+        ca.issue(&validated, None, &policy, SystemTime::now(), &aws_lc_rs::rand::SystemRandom::new())?;
     Ok((issued.pem().to_owned(), key.to_pem().to_owned()))
 }
 

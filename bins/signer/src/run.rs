@@ -134,8 +134,9 @@ mod tests {
     use super::*;
 
     fn write_ca(files: &CaFiles, name: &str) -> CertificateAuthority {
-        let ca = CertificateAuthority::generate(name, SystemTime::now(), &ring::rand::SystemRandom::new())
-            .unwrap();
+        let ca =
+            CertificateAuthority::generate(name, SystemTime::now(), &aws_lc_rs::rand::SystemRandom::new())
+                .unwrap();
         std::fs::write(&files.cert, ca.certificate_pem()).unwrap();
         std::fs::write(&files.key, ca.private_key_pem()).unwrap();
         ca

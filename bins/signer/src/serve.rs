@@ -10,6 +10,7 @@ use anyhow::{Context as _, Result};
 use arc_swap::ArcSwap;
 use kubecert_apiserver::{SIGNER_USER, TlsConfig, UserInfo};
 use kubecert_authority::{Policy, Signer, SignerAuthorities};
+use kubecert_cli::TlsHandshakes;
 use kubecert_k8s::controllers::SignerMetrics;
 use tokio_util::sync::CancellationToken;
 
@@ -17,7 +18,12 @@ use crate::config::{SignerConfig, duration};
 use crate::pki::{self, DataDir};
 use crate::run::{reloading_signer, run_controllers};
 
-pub async fn serve(config: SignerConfig, metrics: SignerMetrics, shutdown: CancellationToken) -> Result<()> {
+pub async fn serve(
+    config: SignerConfig,
+    metrics: SignerMetrics,
+    handshakes: TlsHandshakes,
+    shutdown: CancellationToken,
+) -> Result<()> {
     let root = config.data_dir.clone().context("serve needs --data-dir")?;
     std::fs::create_dir_all(&root).with_context(|| format!("creating data dir {}", root.display()))?;
     let dir = DataDir::new(&root);
@@ -68,7 +74,13 @@ pub async fn serve(config: SignerConfig, metrics: SignerMetrics, shutdown: Cance
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;
-    let tls = TlsConfig { cert_chain_pem, key_pem, client_ca_pem: ca.certificate_pem().as_bytes().to_vec() };
+    let tls = TlsConfig {
+        cert_chain_pem,
+        key_pem,
+        client_ca_pem: ca.certificate_pem().as_bytes().to_vec(),
+        key_exchange: config.tls_key_exchange,
+        handshakes: Some(handshakes.observer("apiserver")),
+    };
     tracing::info!(
         listen = %listener.local_addr().unwrap_or(config.listen),
         admin_kubeconfig = %admin.display(),

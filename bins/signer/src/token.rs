@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::time::SystemTime;
 
 use anyhow::{Context as _, Result, bail};
+use aws_lc_rs::rand::SecureRandom as _;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -13,7 +14,6 @@ use kube::api::{Api, PostParams};
 use kubecert_store::kubeconfig::{
     BootstrapKubeconfig, ClusterEndpoint, Credentials, PemSource, write_kubeconfig,
 };
-use ring::rand::SecureRandom as _;
 
 use crate::cli::TokenCreateArgs;
 use crate::config::duration;
@@ -23,7 +23,7 @@ const TOKEN_ALPHABET: &[u8; 36] = b"0123456789abcdefghijklmnopqrstuvwxyz";
 
 /// `n` characters from `[a-z0-9]`, uniformly (rejection sampling of random bytes).
 pub fn random_chars(n: usize) -> Result<String> {
-    let rng = ring::rand::SystemRandom::new();
+    let rng = aws_lc_rs::rand::SystemRandom::new();
     let mut out = String::with_capacity(n);
     while out.len() < n {
         let mut byte = [0u8; 1];

@@ -45,8 +45,8 @@ fn storage_version_hash(r: &'static ResourceType) -> Option<String> {
         return None;
     }
     let stored = r.storage();
-    let digest = ring::digest::digest(
-        &ring::digest::SHA256,
+    let digest = aws_lc_rs::digest::digest(
+        &aws_lc_rs::digest::SHA256,
         format!("{}/{}/{}", stored.group, stored.version, stored.kind).as_bytes(),
     );
     Some(base64::engine::general_purpose::STANDARD.encode(&digest.as_ref()[..8]))

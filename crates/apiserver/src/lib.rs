@@ -6,7 +6,7 @@
 //! SubjectAccessReviews answered by a built-in authorizer equal to upstream's default RBAC
 //! for these resources, SelfSubjectReviews (`kubectl auth whoami`), discovery, OpenAPI v2
 //! (JSON and protobuf) and v3 documents, Table output, watches with resourceVersion resume,
-//! and upstream-shaped `Status` errors — over HTTPS (rustls, ring) with client-certificate
+//! and upstream-shaped `Status` errors — over HTTPS (rustls, aws-lc-rs) with client-certificate
 //! and bootstrap-token authentication, or in memory as a tower service with a fixed identity.
 //! State lives in one redb file.
 //!

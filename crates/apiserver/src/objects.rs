@@ -4,9 +4,9 @@
 
 use std::time::SystemTime;
 
+use aws_lc_rs::rand::{SecureRandom, SystemRandom};
 use base64::Engine as _;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use ring::rand::{SecureRandom, SystemRandom};
 use serde_json::{Map, Value, json};
 
 use crate::resources::ResourceType;

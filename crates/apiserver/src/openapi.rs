@@ -48,8 +48,8 @@ fn root() -> Value {
 
 /// A stable tag for the document's contents (the crate version and the path).
 fn hash(path: &str) -> String {
-    let d = ring::digest::digest(
-        &ring::digest::SHA256,
+    let d = aws_lc_rs::digest::digest(
+        &aws_lc_rs::digest::SHA256,
         format!("{}{path}", env!("CARGO_PKG_VERSION")).as_bytes(),
     );
     upper_hex(&d.as_ref()[..16])
@@ -288,7 +288,7 @@ static SWAGGER: LazyLock<Result<SwaggerForms, String>> = LazyLock::new(|| {
     let document = swagger();
     let json = serde_json::to_vec(&document).map_err(|e| e.to_string())?;
     let protobuf = gnostic::encode(&document)?;
-    let digest = ring::digest::digest(&ring::digest::SHA512, &json);
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA512, &json);
     let etag =
         HeaderValue::from_str(&format!("\"{}\"", upper_hex(digest.as_ref()))).map_err(|e| e.to_string())?;
     Ok(SwaggerForms { json: json.into(), protobuf: protobuf.into(), etag })

@@ -1,5 +1,6 @@
 //! Serving: the [`Api`] (store + router), the in-memory service with a fixed identity, and
-//! the HTTPS accept loop (tokio-rustls with the ring provider, hyper-util auto HTTP/1+2).
+//! the HTTPS accept loop (tokio-rustls with kubecert-reload's provider and key-exchange policy,
+//! hyper-util auto HTTP/1+2).
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -18,6 +19,8 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tower::ServiceExt as _;
+
+use kubecert_reload::{HandshakeObserver, KeyExchange, negotiated_group};
 
 use crate::Error;
 use crate::auth::{UserInfo, user_from_certificate};
@@ -61,6 +64,10 @@ pub struct TlsConfig {
     pub key_pem: Vec<u8>,
     /// CA(s) that sign client certificates (the cluster CA).
     pub client_ca_pem: Vec<u8>,
+    /// The key exchanges the listener accepts.
+    pub key_exchange: KeyExchange,
+    /// Told the key-exchange group of every completed handshake.
+    pub handshakes: Option<HandshakeObserver>,
 }
 
 impl std::fmt::Debug for TlsConfig {
@@ -132,7 +139,7 @@ impl Api {
                             continue;
                         }
                     };
-                    connections.spawn(serve_connection(acceptor.clone(), tcp, router.clone()));
+                    connections.spawn(serve_connection(acceptor.clone(), tcp, router.clone(), tls.handshakes.clone()));
                 }
                 Some(_) = connections.join_next(), if !connections.is_empty() => {}
             }
@@ -142,7 +149,12 @@ impl Api {
     }
 }
 
-async fn serve_connection(acceptor: tokio_rustls::TlsAcceptor, tcp: tokio::net::TcpStream, router: Router) {
+async fn serve_connection(
+    acceptor: tokio_rustls::TlsAcceptor,
+    tcp: tokio::net::TcpStream,
+    router: Router,
+    handshakes: Option<HandshakeObserver>,
+) {
     let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
         Ok(Ok(tls)) => tls,
         Ok(Err(e)) => {
@@ -151,6 +163,9 @@ async fn serve_connection(acceptor: tokio_rustls::TlsAcceptor, tcp: tokio::net::
         }
         Err(_) => return,
     };
+    if let Some(observe) = &handshakes {
+        observe(negotiated_group(tls.get_ref().1));
+    }
     let identity = PeerIdentity(
         tls.get_ref()
             .1
@@ -178,7 +193,7 @@ fn pem_error(what: &'static str) -> impl Fn(rustls_pki_types::pem::Error) -> Err
 /// The rustls server config: our cert, client certs optional but verified against the CA
 /// (with the clientAuth usage) when presented, so bearer tokens work too.
 fn server_config(tls: &TlsConfig) -> Result<rustls::ServerConfig, Error> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = tls.key_exchange.provider();
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&tls.cert_chain_pem)
         .collect::<Result<_, _>>()
         .map_err(pem_error("serving certificate"))?;

@@ -1,7 +1,8 @@
 //! The signer's hot path on one core, for one new node client CSR: the API server's create
 //! (parse and verify, kept by `parse_csr_pem_once`), approve (policy, SubjectAccessReview
 //! answered in process, the verified request reused) and issue (the verified request reused,
-//! sign), next to its floor measured in the same run: one raw ring P-256 verify plus one sign.
+//! sign), next to its floor measured in the same run: one raw aws-lc-rs P-256 verify plus one sign (the crypto
+//! the signer uses, without any of its parsing or policy).
 //! Every iteration gets a request never seen before (made outside the timing), so the one
 //! verification per request is counted.
 //!
@@ -11,6 +12,10 @@
 use std::hint::black_box;
 use std::time::SystemTime;
 
+use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::signature::{
+    ECDSA_P256_SHA256_ASN1, ECDSA_P256_SHA256_ASN1_SIGNING, EcdsaKeyPair, KeyPair as _,
+};
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use k8s_openapi::api::certificates::v1::{CertificateSigningRequest, CertificateSigningRequestStatus};
 use kubecert_authority::{
@@ -21,8 +26,6 @@ use kubecert_csr::{
     CertificatePurpose, CertificateTemplate, CsrName, KeyAlgorithm, PrivateKey,
     SIGNER_KUBE_APISERVER_CLIENT_KUBELET, build_csr_pem, csr_object, usages_for,
 };
-use ring::rand::SystemRandom;
-use ring::signature::{ECDSA_P256_SHA256_ASN1, ECDSA_P256_SHA256_ASN1_SIGNING, EcdsaKeyPair, KeyPair as _};
 
 /// A renewal CSR from node `n1`, as the API stores it.
 fn node_csr() -> CertificateSigningRequest {
@@ -68,14 +71,15 @@ fn sign_path(c: &mut Criterion) {
         );
     });
 
-    let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, &rng).expect("ring key");
-    let key =
-        EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, pkcs8.as_ref(), &rng).expect("ring key");
+    let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, &rng).expect("P-256 key");
+    let key = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, pkcs8.as_ref()).expect("P-256 key");
     let message = [7u8; 300];
-    let signature = key.sign(&rng, &message).expect("ring sign");
-    let public =
-        ring::signature::UnparsedPublicKey::new(&ECDSA_P256_SHA256_ASN1, key.public_key().as_ref().to_vec());
-    group.bench_function("ring_p256_verify_and_sign", |b| {
+    let signature = key.sign(&rng, &message).expect("P-256 sign");
+    let public = aws_lc_rs::signature::UnparsedPublicKey::new(
+        &ECDSA_P256_SHA256_ASN1,
+        key.public_key().as_ref().to_vec(),
+    );
+    group.bench_function("raw_p256_verify_and_sign", |b| {
         b.iter(|| {
             public.verify(black_box(&message), signature.as_ref()).expect("verify");
             black_box(key.sign(&rng, black_box(&message)).expect("sign"))

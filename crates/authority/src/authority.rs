@@ -42,7 +42,7 @@ pub struct MaterialFingerprint([u8; 32]);
 impl MaterialFingerprint {
     /// The fingerprint of a certificate file's and a key file's bytes.
     pub fn of(cert_pem: &[u8], key_pem: &[u8]) -> Self {
-        let mut context = ring::digest::Context::new(&ring::digest::SHA256);
+        let mut context = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
         for part in [cert_pem, key_pem] {
             context.update(&(part.len() as u64).to_be_bytes());
             context.update(part);
@@ -123,8 +123,18 @@ impl CertificateAuthority {
     /// CA:TRUE, key usages certificate signing, CRL signing and digital signature, valid from
     /// `now` for ten years, random serial.
     pub fn generate(common_name: &str, now: SystemTime, rng: &dyn Randomness) -> Result<Self, Error> {
-        let key =
-            PrivateKey::generate(KeyAlgorithm::EcdsaP256).map_err(|e| Error::ca(format!("CA key: {e}")))?;
+        Self::generate_with(KeyAlgorithm::EcdsaP256, common_name, now, rng)
+    }
+
+    /// [`generate`](Self::generate) with a key of `algorithm` (e.g. ML-DSA-65 for
+    /// `kubecert.io/node-identity`, feature `ml-dsa`).
+    pub fn generate_with(
+        algorithm: KeyAlgorithm,
+        common_name: &str,
+        now: SystemTime,
+        rng: &dyn Randomness,
+    ) -> Result<Self, Error> {
+        let key = PrivateKey::generate(algorithm).map_err(|e| Error::ca(format!("CA key: {e}")))?;
         let seconds = now
             .duration_since(UNIX_EPOCH)
             .map_err(|_| Error::TimeOutOfRange("a CA start before 1970".to_owned()))?
@@ -285,8 +295,8 @@ mod tests {
         UNIX_EPOCH + Duration::from_secs(secs)
     }
 
-    fn rng() -> ring::rand::SystemRandom {
-        ring::rand::SystemRandom::new()
+    fn rng() -> aws_lc_rs::rand::SystemRandom {
+        aws_lc_rs::rand::SystemRandom::new()
     }
 
     fn ca() -> CertificateAuthority {

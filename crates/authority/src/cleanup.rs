@@ -166,8 +166,8 @@ mod tests {
 
     #[test]
     fn expired_certificate_is_cleaned_at_once_and_garbage_is_not_expired() {
-        let ca =
-            crate::CertificateAuthority::generate("test", at(T0), &ring::rand::SystemRandom::new()).unwrap();
+        let ca = crate::CertificateAuthority::generate("test", at(T0), &aws_lc_rs::rand::SystemRandom::new())
+            .unwrap();
         let pem = ca.certificate_pem().as_bytes();
         let fresh = csr(&[("Approved", T0)], Some(pem), None);
         assert_eq!(cleanup_reason(&fresh, at(T0 + 60)), None);

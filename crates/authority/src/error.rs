@@ -47,7 +47,7 @@ pub enum Error {
     #[error("random number source: {0}")]
     Randomness(String),
 
-    /// Encoding or signing the certificate failed (for example a CA key type ring cannot sign
+    /// Encoding or signing the certificate failed (for example a CA key type kubecert cannot sign
     /// with).
     #[error("signing the certificate: {0}")]
     Signing(String),

@@ -11,7 +11,6 @@ use std::net::IpAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use kubecert_csr::Certificate;
-use rcgen::SigningKey as _;
 use time::OffsetDateTime;
 use x509_parser::prelude::FromDer;
 use yasna::models::{GeneralizedTime, ObjectIdentifier, UTCTime};
@@ -117,15 +116,15 @@ fn unix_seconds(t: SystemTime) -> i64 {
     }
 }
 
-/// Where serial numbers come from: every ring `SecureRandom` (use `ring::rand::SystemRandom`),
+/// Where serial numbers come from: every aws-lc-rs (ring-compatible) `SecureRandom` (use `aws_lc_rs::rand::SystemRandom`),
 /// or anything else a test wants to supply.
 pub trait Randomness {
     /// Fills `dest` with random bytes.
-    fn fill_random(&self, dest: &mut [u8]) -> Result<(), ring::error::Unspecified>;
+    fn fill_random(&self, dest: &mut [u8]) -> Result<(), aws_lc_rs::error::Unspecified>;
 }
 
-impl<T: ring::rand::SecureRandom + ?Sized> Randomness for T {
-    fn fill_random(&self, dest: &mut [u8]) -> Result<(), ring::error::Unspecified> {
+impl<T: aws_lc_rs::rand::SecureRandom + ?Sized> Randomness for T {
+    fn fill_random(&self, dest: &mut [u8]) -> Result<(), aws_lc_rs::error::Unspecified> {
         self.fill(dest)
     }
 }
@@ -174,15 +173,17 @@ impl IssuedCertificate {
 pub(crate) fn key_identifier(spki_der: &[u8]) -> Result<Vec<u8>, String> {
     let (_, spki) = x509_parser::x509::SubjectPublicKeyInfo::from_der(spki_der)
         .map_err(|e| format!("public key does not parse: {e}"))?;
-    let digest = ring::digest::digest(&ring::digest::SHA256, &spki.subject_public_key.data);
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &spki.subject_public_key.data);
     Ok(digest.as_ref()[..20].to_vec())
 }
 
 /// The signature algorithm of a CA key: its OID and whether its parameters are an explicit NULL
-/// (RSA) or absent (ECDSA, Ed25519).
-fn signature_algorithm(key: &rcgen::KeyPair) -> Result<(&'static [u64], bool), Error> {
+/// (RSA) or absent (ECDSA, Ed25519, ML-DSA).
+fn signature_algorithm(key: &impl rcgen::PublicKeyData) -> Result<(&'static [u64], bool), Error> {
     let algorithm = key.algorithm();
-    let known: [(&rcgen::SignatureAlgorithm, &'static [u64], bool); 6] = [
+    let known: &[(&rcgen::SignatureAlgorithm, &'static [u64], bool)] = &[
+        #[cfg(feature = "ml-dsa")]
+        (&rcgen::PKCS_ML_DSA_65, &[2, 16, 840, 1, 101, 3, 4, 3, 18], false),
         (&rcgen::PKCS_ECDSA_P256_SHA256, &[1, 2, 840, 10045, 4, 3, 2], false),
         (&rcgen::PKCS_ECDSA_P384_SHA384, &[1, 2, 840, 10045, 4, 3, 3], false),
         (&rcgen::PKCS_ED25519, &[1, 3, 101, 112], false),
@@ -191,9 +192,9 @@ fn signature_algorithm(key: &rcgen::KeyPair) -> Result<(&'static [u64], bool), E
         (&rcgen::PKCS_RSA_SHA512, &[1, 2, 840, 113549, 1, 1, 13], true),
     ];
     known
-        .into_iter()
+        .iter()
         .find(|(alg, _, _)| *alg == algorithm)
-        .map(|(_, oid, null)| (oid, null))
+        .map(|(_, oid, null)| (*oid, *null))
         .ok_or_else(|| Error::Signing(format!("CA key algorithm {algorithm:?} is not supported")))
 }
 
@@ -309,7 +310,7 @@ impl CertificateContents<'_> {
     }
 
     /// Encodes and signs the certificate with `key`; returns its DER.
-    pub(crate) fn sign(&self, key: &rcgen::KeyPair) -> Result<Vec<u8>, Error> {
+    pub(crate) fn sign(&self, key: &impl rcgen::SigningKey) -> Result<Vec<u8>, Error> {
         let (algorithm, null_parameters) = signature_algorithm(key)?;
         let write_algorithm = |w: DERWriter<'_>| {
             w.write_sequence(|seq| {
@@ -448,7 +449,7 @@ mod tests {
 
     struct Fixed(u8);
     impl Randomness for Fixed {
-        fn fill_random(&self, dest: &mut [u8]) -> Result<(), ring::error::Unspecified> {
+        fn fill_random(&self, dest: &mut [u8]) -> Result<(), aws_lc_rs::error::Unspecified> {
             dest.fill(self.0);
             Ok(())
         }
@@ -456,7 +457,7 @@ mod tests {
 
     #[test]
     fn serials_are_positive_nonzero_and_random() {
-        let rng = ring::rand::SystemRandom::new();
+        let rng = aws_lc_rs::rand::SystemRandom::new();
         let a = random_serial(&rng).unwrap();
         let b = random_serial(&rng).unwrap();
         assert_ne!(a, b);

@@ -64,7 +64,8 @@ pub enum DenyReason {
     /// `spec.usages`: not the signer's set, unknown, duplicated, or `key encipherment` for a
     /// non-RSA key when that is configured.
     UsagesNotAllowed,
-    /// The public key type or size.
+    /// The public key type or size (ML-DSA keys to a `kubernetes.io/` signer: the Kubernetes
+    /// components cannot verify them yet).
     KeyNotAllowed,
     /// The request asks for extensions that are never granted (`CA:TRUE`).
     ExtensionsNotAllowed,
@@ -461,6 +462,7 @@ impl Rules {
         self.storm_control(request)?;
         let info = kubecert_csr::parse_csr_pem_once(bytes)
             .map_err(|e| Violation { reason: DenyReason::InvalidRequest, message: e.to_string() })?;
+        post_quantum_key_for_kubernetes(self.signer, &info)?;
         let usages = spec.usages.as_deref().unwrap_or_default();
         let validated = validate_for_signer(self.signer, &info, usages).map_err(|f| Violation {
             reason: match f.kind() {
@@ -537,6 +539,12 @@ impl Rules {
             PublicKeyAlgorithm::EcdsaP384 => (KeyType::EcdsaP384, None),
             PublicKeyAlgorithm::Ed25519 => (KeyType::Ed25519, None),
             PublicKeyAlgorithm::Rsa { bits } => (KeyType::Rsa, Some(*bits)),
+            PublicKeyAlgorithm::MlDsa { level } => {
+                return violation(
+                    DenyReason::KeyNotAllowed,
+                    format!("ML-DSA-{level} keys are not allowed for this signer"),
+                );
+            }
             PublicKeyAlgorithm::Other { oid } => {
                 return violation(
                     DenyReason::KeyNotAllowed,
@@ -726,6 +734,25 @@ impl Rules {
     }
 }
 
+/// ML-DSA keys are never certified by the `kubernetes.io/` signers: kube-apiserver, the kubelet
+/// and client-go cannot verify ML-DSA certificates yet, so such a certificate would not
+/// authenticate anyone. kubecert's own signer names may certify them (feature `ml-dsa`).
+fn post_quantum_key_for_kubernetes(signer: &str, info: &CsrInfo) -> Result<(), Violation> {
+    match info.public_key.algorithm {
+        PublicKeyAlgorithm::MlDsa { level } if signer.starts_with(KUBERNETES_SIGNER_PREFIX) => violation(
+            DenyReason::KeyNotAllowed,
+            format!(
+                "ML-DSA-{level} keys are not certified by {signer}: the Kubernetes components \
+                 (kube-apiserver, kubelet, client-go) cannot verify ML-DSA yet; request an ECDSA P-256 key"
+            ),
+        ),
+        _ => Ok(()),
+    }
+}
+
+/// The signer names Kubernetes reserves.
+const KUBERNETES_SIGNER_PREFIX: &str = "kubernetes.io/";
+
 /// A configured suffix in canonical form: lower case, no leading or trailing dot; "." (the root)
 /// becomes "" and allows every name. `None` when it is not a domain name.
 fn normalize_suffix(suffix: &str) -> Option<String> {
@@ -914,6 +941,43 @@ mod tests {
         let Decision::Ignore { why } = refused else { panic!("{refused:?}") };
         assert_eq!(why, IgnoreReason::NotAuthorized);
         assert!(why.should_retry());
+    }
+
+    /// A node client request with an ML-DSA-65 key, as rcgen (aws-lc-rs) signs it.
+    fn ml_dsa_request(signer: &str, usages: &[&str]) -> CertificateSigningRequest {
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ML_DSA_65).unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        params.distinguished_name.push(rcgen::DnType::OrganizationName, "system:nodes");
+        params.distinguished_name.push(rcgen::DnType::CommonName, "system:node:a");
+        let pem = params.serialize_request(&key).unwrap().pem().unwrap();
+        object(signer, &pem, usages, "system:node:a", &[])
+    }
+
+    #[test]
+    fn ml_dsa_requests_to_kubernetes_signers_are_denied_with_the_reason() {
+        let policy = Policy::new(PolicyConfig::default()).unwrap();
+        for (signer, usages) in
+            [(SIGNER_KUBE_APISERVER_CLIENT_KUBELET, CLIENT), (SIGNER_KUBELET_SERVING, SERVING)]
+        {
+            let csr = ml_dsa_request(signer, usages);
+            let info = kubecert_csr::parse_csr_pem(&csr.spec.request.0).unwrap();
+            assert_eq!(
+                info.public_key.algorithm,
+                PublicKeyAlgorithm::MlDsa { level: 65 },
+                "the signature verified"
+            );
+            let Decision::Deny { reason, message } = policy.decide(&ApprovalRequest::new(&csr), |_| true)
+            else {
+                panic!("{signer}: not denied")
+            };
+            assert_eq!(reason, DenyReason::KeyNotAllowed, "{signer}");
+            assert!(
+                message.contains("ML-DSA-65 keys are not certified by kubernetes.io/")
+                    && message.contains("cannot verify ML-DSA yet"),
+                "{message}"
+            );
+        }
     }
 
     #[test]

@@ -122,7 +122,7 @@ mod tests {
     }
 
     fn signer(signers: &[&str]) -> Signer {
-        let rng = ring::rand::SystemRandom::new();
+        let rng = aws_lc_rs::rand::SystemRandom::new();
         let cas = signers
             .iter()
             .map(|s| (s.to_string(), CertificateAuthority::generate("ca", at(T0), &rng).unwrap()));
@@ -147,7 +147,7 @@ mod tests {
         let err = signer.sign(
             &approved(SIGNER_KUBELET_SERVING, &pem, &usages),
             at(T0),
-            &ring::rand::SystemRandom::new(),
+            &aws_lc_rs::rand::SystemRandom::new(),
         );
         assert!(err.unwrap_err().to_string().contains("no CA is configured"));
     }
@@ -155,7 +155,7 @@ mod tests {
     #[test]
     fn issues_valid_requests_and_fails_invalid_ones_without_retry() {
         let signer = signer(&[SIGNER_KUBE_APISERVER_CLIENT_KUBELET]);
-        let rng = ring::rand::SystemRandom::new();
+        let rng = aws_lc_rs::rand::SystemRandom::new();
         let pem = node_client("a").pem();
         let mut csr =
             approved(SIGNER_KUBE_APISERVER_CLIENT_KUBELET, &pem, &["digital signature", "client auth"]);
@@ -193,7 +193,7 @@ mod tests {
             &["digital signature", "client auth"],
         );
         let late = at(T0) + crate::GENERATED_CA_LIFETIME;
-        let result = signer.sign(&csr, late, &ring::rand::SystemRandom::new());
+        let result = signer.sign(&csr, late, &aws_lc_rs::rand::SystemRandom::new());
         assert!(matches!(result, Err(Error::CaExpired { .. })), "{result:?}");
     }
 }

@@ -104,8 +104,9 @@ impl ValidatedRequest<'_> {
 /// (upstream fails such requests later, at signing, with the same message). Any other signer
 /// name fails with [`FailureKind::Signer`].
 ///
-/// Upstream's extra usage rule for ML-DSA keys is not implemented: such requests cannot be
-/// parsed here (their signatures cannot be verified with ring), so they never get this far.
+/// Upstream's extra usage rule for ML-DSA keys is not implemented: the approver denies ML-DSA
+/// requests to every `kubernetes.io/` signer before they get this far (the Kubernetes components
+/// cannot verify ML-DSA certificates yet).
 pub fn validate_for_signer<'a>(
     signer_name: &str,
     info: &'a CsrInfo,
@@ -119,6 +120,8 @@ pub fn validate_for_signer<'a>(
         SIGNER_KUBELET_SERVING => request.kubelet_serving()?,
         SIGNER_KUBE_APISERVER_CLIENT => request.kube_apiserver_client()?,
         SIGNER_LEGACY_UNKNOWN => {}
+        #[cfg(feature = "ml-dsa")]
+        kubecert_csr::SIGNER_KUBECERT_NODE_IDENTITY => request.node_identity()?,
         other => {
             return Err(ValidationFailure::new(
                 FailureKind::Signer,
@@ -216,6 +219,20 @@ impl RequestView<'_> {
         }
         self.common_name_is_a_node()?;
         self.usages_match(KUBELET_CLIENT_USAGES)
+    }
+
+    /// A kubelet client certificate's subject and usages, on an ML-DSA-65 key (which cannot
+    /// encipher keys).
+    #[cfg(feature = "ml-dsa")]
+    fn node_identity(&self) -> Result<(), ValidationFailure> {
+        if self.info.public_key.algorithm != (kubecert_csr::PublicKeyAlgorithm::MlDsa { level: 65 }) {
+            return fail(FailureKind::Request, "kubecert.io/node-identity certifies ML-DSA-65 keys only");
+        }
+        self.kubelet_client()?;
+        if self.usages.iter().any(|u| u == "key encipherment") {
+            return fail(FailureKind::Usages, "ML-DSA keys cannot encipher keys: usage key encipherment");
+        }
+        Ok(())
     }
 
     fn kubelet_serving(&self) -> Result<(), ValidationFailure> {

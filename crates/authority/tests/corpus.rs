@@ -136,12 +136,12 @@ struct World {
     ca: CertificateAuthority,
     signer: Signer,
     policies: BTreeMap<String, (PolicyConfig, Policy)>,
-    rng: ring::rand::SystemRandom,
+    rng: aws_lc_rs::rand::SystemRandom,
 }
 
 impl World {
     fn new(policies: BTreeMap<String, PolicyConfig>) -> Self {
-        let rng = ring::rand::SystemRandom::new();
+        let rng = aws_lc_rs::rand::SystemRandom::new();
         let generate = || {
             CertificateAuthority::generate("kubecert corpus CA", UNIX_EPOCH + Duration::from_secs(T0), &rng)
                 .unwrap()

@@ -109,7 +109,7 @@ fn approve(csr: &mut CertificateSigningRequest, decision: &Decision) {
 
 fn sign(signer: &Signer, csr: &CertificateSigningRequest) -> String {
     assert!(signer.should_sign(csr));
-    match signer.sign(csr, at(ISSUED_AT), &ring::rand::SystemRandom::new()).unwrap() {
+    match signer.sign(csr, at(ISSUED_AT), &aws_lc_rs::rand::SystemRandom::new()).unwrap() {
         SignOutcome::Issued(issued) => issued.pem().to_owned(),
         SignOutcome::Rejected(failure) => panic!("rejected: {failure}"),
     }
@@ -127,9 +127,12 @@ fn p256(cn: &str, o: &[&str]) -> RequestSpec {
 #[test]
 fn issued_certificates_pass_openssl_verify_and_show_what_was_asked() {
     let dir = tempfile::tempdir().unwrap();
-    let ca =
-        CertificateAuthority::generate("kubecert openssl test CA", at(T0), &ring::rand::SystemRandom::new())
-            .unwrap();
+    let ca = CertificateAuthority::generate(
+        "kubecert openssl test CA",
+        at(T0),
+        &aws_lc_rs::rand::SystemRandom::new(),
+    )
+    .unwrap();
     let ca_file = write(dir.path(), "ca.pem", ca.certificate_pem());
     let signer = Signer::new(
         SignerAuthorities::shared(
@@ -247,7 +250,8 @@ fn issued_certificates_pass_openssl_verify_and_show_what_was_asked() {
 #[test]
 fn generated_ca_is_what_openssl_calls_a_ten_year_ca() {
     let dir = tempfile::tempdir().unwrap();
-    let ca = CertificateAuthority::generate("kubecert", at(T0), &ring::rand::SystemRandom::new()).unwrap();
+    let ca =
+        CertificateAuthority::generate("kubecert", at(T0), &aws_lc_rs::rand::SystemRandom::new()).unwrap();
     let file = write(dir.path(), "ca.pem", ca.certificate_pem());
     let t = text(&file);
     assert_eq!(value_after(&t, "X509v3 Basic Constraints: critical"), "CA:TRUE");

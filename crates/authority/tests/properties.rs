@@ -56,7 +56,7 @@ fn signer() -> Signer {
     let ca = CertificateAuthority::generate(
         "ca",
         UNIX_EPOCH + Duration::from_secs(T0),
-        &ring::rand::SystemRandom::new(),
+        &aws_lc_rs::rand::SystemRandom::new(),
     )
     .unwrap();
     Signer::new(SignerAuthorities::shared(ca), IssuancePolicy::default())
@@ -72,7 +72,7 @@ proptest! {
         let decision = policy.decide(&ApprovalRequest::new(&csr), |_| true);
         prop_assert!(matches!(decision, Decision::Deny { reason: DenyReason::InvalidRequest, .. }), "{decision}");
         let now = UNIX_EPOCH + Duration::from_secs(T0 + 60);
-        let outcome = signer().sign(&object(bytes, true), now, &ring::rand::SystemRandom::new()).unwrap();
+        let outcome = signer().sign(&object(bytes, true), now, &aws_lc_rs::rand::SystemRandom::new()).unwrap();
         prop_assert!(matches!(outcome, SignOutcome::Rejected(_)));
     }
 

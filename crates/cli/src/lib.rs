@@ -6,6 +6,7 @@
 //! * [`cancel_on_signals`]: SIGTERM and SIGINT cancel a token that the whole process shuts down
 //!   on;
 //! * [`error_chain`]: an error and its causes on one line, each said once;
+//! * [`TlsHandshakes`]: the handshake counter by endpoint and negotiated key-exchange group;
 //! * with the `docgen` feature, for the binaries' tests: [`docgen`], which renders the
 //!   configuration and metrics references under `docs/` from the code and checks the files.
 //!
@@ -13,6 +14,9 @@
 
 #[cfg(feature = "docgen")]
 pub mod docgen;
+mod handshakes;
+
+pub use handshakes::TlsHandshakes;
 
 use std::io::IsTerminal as _;
 

@@ -45,7 +45,12 @@ pub enum PublicKeyAlgorithm {
         /// Modulus size.
         bits: usize,
     },
-    /// Anything else (another curve, ML-DSA, DSA, …), by OID (and curve OID for EC keys).
+    /// ML-DSA (FIPS 204, post-quantum) at one of its parameter sets: 44, 65 or 87.
+    MlDsa {
+        /// The parameter set.
+        level: u16,
+    },
+    /// Anything else (another curve, DSA, …), by OID (and curve OID for EC keys).
     Other {
         /// Dotted algorithm OID, e.g. `1.2.840.10045.2.1/1.3.132.0.35` for P-521.
         oid: String,
@@ -226,9 +231,14 @@ pub fn parse_csr_der(der: &[u8]) -> Result<CsrInfo, Error> {
     if !rest.is_empty() {
         return Err(Error::csr(format!("{} trailing bytes after the request", rest.len())));
     }
-    csr.verify_signature()
-        .map_err(|e| Error::Signature { what: "certificate request", detail: e.to_string() })?;
     let info = &csr.certification_request_info;
+    match ml_dsa_level(&csr.signature_algorithm.algorithm) {
+        // x509-parser verifies the classical algorithms only.
+        Some(level) => verify_ml_dsa(level, &info.subject_pki, info.raw, &csr.signature_value.data)?,
+        None => csr
+            .verify_signature()
+            .map_err(|e| Error::Signature { what: "certificate request", detail: e.to_string() })?,
+    }
     let extensions = match csr.requested_extensions() {
         Some(requested) => interpret_extensions(requested).map_err(Error::csr)?,
         None => Extensions::default(),
@@ -268,6 +278,8 @@ fn public_key(spki: &SubjectPublicKeyInfo<'_>) -> PublicKey {
         }
     } else if *oid == oid_registry::OID_SIG_ED25519 {
         PublicKeyAlgorithm::Ed25519
+    } else if let Some(level) = ml_dsa_level(oid) {
+        PublicKeyAlgorithm::MlDsa { level }
     } else {
         match spki.parsed() {
             Ok(ParsedPublicKey::RSA(rsa)) => PublicKeyAlgorithm::Rsa { bits: rsa.key_size() },
@@ -275,6 +287,38 @@ fn public_key(spki: &SubjectPublicKeyInfo<'_>) -> PublicKey {
         }
     };
     PublicKey { algorithm, spki_der: spki.raw.to_vec() }
+}
+
+/// The ML-DSA parameter set an algorithm OID names (id-ml-dsa-44/65/87, RFC 9881; the same OID
+/// names the key and the signature), if it is one.
+fn ml_dsa_level(oid: &oid_registry::Oid<'_>) -> Option<u16> {
+    match oid.to_id_string().as_str() {
+        "2.16.840.1.101.3.4.3.17" => Some(44),
+        "2.16.840.1.101.3.4.3.18" => Some(65),
+        "2.16.840.1.101.3.4.3.19" => Some(87),
+        _ => None,
+    }
+}
+
+/// Verifies an ML-DSA self-signature: the key must be of the signature's parameter set.
+fn verify_ml_dsa(
+    level: u16,
+    spki: &SubjectPublicKeyInfo<'_>,
+    signed: &[u8],
+    signature: &[u8],
+) -> Result<(), Error> {
+    let bad = |detail: String| Error::Signature { what: "certificate request", detail };
+    if ml_dsa_level(&spki.algorithm.algorithm) != Some(level) {
+        return Err(bad(format!("an ML-DSA-{level} signature over a key of another algorithm")));
+    }
+    let algorithm = match level {
+        44 => &aws_lc_rs::signature::ML_DSA_44,
+        65 => &aws_lc_rs::signature::ML_DSA_65,
+        _ => &aws_lc_rs::signature::ML_DSA_87,
+    };
+    aws_lc_rs::signature::UnparsedPublicKey::new(algorithm, &spki.subject_public_key.data)
+        .verify(signed, signature)
+        .map_err(|_| bad(format!("the ML-DSA-{level} signature does not verify")))
 }
 
 fn interpret_extensions<'a>(

@@ -1,9 +1,12 @@
 //! Private keys: generation, loading from any of the PEM encodings a node may hold, and writing
 //! in the encoding the kubelet writes.
 //!
-//! ring (our only crypto provider) loads keys from PKCS#8 alone, so SEC1 and PKCS#1 inputs are
+//! The crypto provider (aws-lc-rs, through rcgen) is given PKCS#8 alone, so SEC1 and PKCS#1 inputs are
 //! re-wrapped as PKCS#8 on the way in, and EC keys are unwrapped to SEC1 (with the curve named, as
 //! Go's `x509.MarshalECPrivateKey` writes them) on the way out.
+//!
+//! With the `ml-dsa` feature, ML-DSA-65 keys (FIPS 204) too, for kubecert's own signer names:
+//! generated and loaded with aws-lc-rs directly (rcgen generates them but does not load them).
 
 use std::fmt;
 use std::sync::Arc;
@@ -12,7 +15,10 @@ use pkcs8::der::asn1::OctetString;
 use pkcs8::der::pem::LineEnding;
 use pkcs8::der::{Any, Decode, Encode, SecretDocument};
 use pkcs8::{ObjectIdentifier, PrivateKeyInfoOwned, PrivateKeyInfoRef};
-use rcgen::{KeyPair, PKCS_ECDSA_P256_SHA256, PKCS_ECDSA_P384_SHA384, PKCS_ED25519, SignatureAlgorithm};
+use rcgen::{
+    KeyPair, PKCS_ECDSA_P256_SHA256, PKCS_ECDSA_P384_SHA384, PKCS_ED25519, PublicKeyData, SignatureAlgorithm,
+    SigningKey,
+};
 use rustls_pki_types::PrivateKeyDer;
 use rustls_pki_types::pem::PemObject;
 use sec1::{EcParameters, EcPrivateKey};
@@ -23,6 +29,9 @@ pub(crate) const OID_EC_PUBLIC_KEY: ObjectIdentifier = ObjectIdentifier::new_unw
 pub(crate) const OID_P256: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.3.1.7");
 pub(crate) const OID_P384: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.132.0.34");
 pub(crate) const OID_RSA_ENCRYPTION: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.1");
+/// id-ml-dsa-65 (RFC 9881): the key's and the signature's algorithm.
+#[cfg(feature = "ml-dsa")]
+const OID_ML_DSA_65: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.16.840.1.101.3.4.3.18");
 
 /// The kind of a private key.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -33,9 +42,13 @@ pub enum KeyAlgorithm {
     EcdsaP384,
     /// Ed25519.
     Ed25519,
-    /// RSA (load only: ring cannot generate RSA keys). Signs with SHA-256, or SHA-384 from 3072
+    /// RSA (load only: node keys are generated as ECDSA, as the kubelet's). Signs with SHA-256, or SHA-384 from 3072
     /// bits, or SHA-512 from 4096 bits, as Go does for CSRs (SPEC M-11).
     Rsa,
+    /// ML-DSA-65 (post-quantum, FIPS 204), feature `ml-dsa`: for kubecert's own signer names
+    /// only, since the Kubernetes components cannot verify it yet.
+    #[cfg(feature = "ml-dsa")]
+    MlDsa65,
 }
 
 impl fmt::Display for KeyAlgorithm {
@@ -45,6 +58,8 @@ impl fmt::Display for KeyAlgorithm {
             KeyAlgorithm::EcdsaP384 => "ECDSA P-384",
             KeyAlgorithm::Ed25519 => "Ed25519",
             KeyAlgorithm::Rsa => "RSA",
+            #[cfg(feature = "ml-dsa")]
+            KeyAlgorithm::MlDsa65 => "ML-DSA-65",
         })
     }
 }
@@ -55,9 +70,18 @@ impl fmt::Display for KeyAlgorithm {
 #[derive(Clone)]
 pub struct PrivateKey {
     algorithm: KeyAlgorithm,
-    key_pair: Arc<KeyPair>,
+    material: Arc<Material>,
     public_key_der: Vec<u8>,
     pem: Arc<str>,
+}
+
+/// What signs.
+enum Material {
+    /// Every classical key, through rcgen.
+    Rcgen(KeyPair),
+    /// An ML-DSA-65 key and its PKCS#8 encoding.
+    #[cfg(feature = "ml-dsa")]
+    MlDsa(aws_lc_rs::signature::PqdsaKeyPair, Vec<u8>),
 }
 
 impl fmt::Debug for PrivateKey {
@@ -67,9 +91,16 @@ impl fmt::Debug for PrivateKey {
 }
 
 impl PrivateKey {
-    /// A fresh key of the given algorithm. RSA is refused: ring cannot generate RSA keys.
+    /// A fresh key of the given algorithm. RSA is refused: nodes generate ECDSA or Ed25519 keys.
     pub fn generate(algorithm: KeyAlgorithm) -> Result<Self, Error> {
         let signature_algorithm: &'static SignatureAlgorithm = match algorithm {
+            #[cfg(feature = "ml-dsa")]
+            KeyAlgorithm::MlDsa65 => {
+                let pair =
+                    aws_lc_rs::signature::PqdsaKeyPair::generate(&aws_lc_rs::signature::ML_DSA_65_SIGNING)
+                        .map_err(|_| Error::key("generating an ML-DSA-65 key failed"))?;
+                return Self::ml_dsa(pair);
+            }
             KeyAlgorithm::EcdsaP256 => &PKCS_ECDSA_P256_SHA256,
             KeyAlgorithm::EcdsaP384 => &PKCS_ECDSA_P384_SHA384,
             KeyAlgorithm::Ed25519 => &PKCS_ED25519,
@@ -117,6 +148,15 @@ impl PrivateKey {
                 },
                 ED25519_OID => (KeyAlgorithm::Ed25519, &PKCS_ED25519),
                 OID_RSA_ENCRYPTION => (KeyAlgorithm::Rsa, rsa_signature_algorithm(der)?),
+                #[cfg(feature = "ml-dsa")]
+                OID_ML_DSA_65 => {
+                    let pair = aws_lc_rs::signature::PqdsaKeyPair::from_pkcs8(
+                        &aws_lc_rs::signature::ML_DSA_65_SIGNING,
+                        der,
+                    )
+                    .map_err(|e| Error::key(format!("ML-DSA-65 key rejected: {e}")))?;
+                    return Self::ml_dsa(pair);
+                }
                 other => return Err(Error::key(format!("unsupported key algorithm {other}"))),
             };
         let key_pair = KeyPair::from_pkcs8_der_and_sign_algo(&der.into(), signature_algorithm)
@@ -125,14 +165,29 @@ impl PrivateKey {
     }
 
     fn from_parts(algorithm: KeyAlgorithm, key_pair: KeyPair) -> Result<Self, Error> {
-        let public_key_der = rcgen::PublicKeyData::subject_public_key_info(&key_pair);
         let pkcs8 = key_pair.serialize_der();
         let (document, label) = match algorithm {
             KeyAlgorithm::EcdsaP256 | KeyAlgorithm::EcdsaP384 => (pkcs8_to_sec1(&pkcs8)?, "EC PRIVATE KEY"),
-            KeyAlgorithm::Ed25519 | KeyAlgorithm::Rsa => (pkcs8_v1(&pkcs8)?, "PRIVATE KEY"),
+            _ => (pkcs8_v1(&pkcs8)?, "PRIVATE KEY"),
         };
         let pem = document.to_pem(label, LineEnding::LF).map_err(Error::key)?;
-        Ok(Self { algorithm, key_pair: Arc::new(key_pair), public_key_der, pem: Arc::from(pem.as_str()) })
+        Ok(Self::with(algorithm, Material::Rcgen(key_pair), pem))
+    }
+
+    /// An ML-DSA-65 key, written as PKCS#8 `PRIVATE KEY`.
+    #[cfg(feature = "ml-dsa")]
+    fn ml_dsa(pair: aws_lc_rs::signature::PqdsaKeyPair) -> Result<Self, Error> {
+        let pkcs8 =
+            pair.to_pkcs8v1().map_err(|_| Error::key("encoding the ML-DSA-65 key failed"))?.as_ref().to_vec();
+        let document = SecretDocument::try_from(pkcs8.as_slice()).map_err(Error::key)?;
+        let pem = document.to_pem("PRIVATE KEY", LineEnding::LF).map_err(Error::key)?;
+        Ok(Self::with(KeyAlgorithm::MlDsa65, Material::MlDsa(pair, pkcs8), pem))
+    }
+
+    fn with(algorithm: KeyAlgorithm, material: Material, pem: impl AsRef<str>) -> Self {
+        let material = Arc::new(material);
+        let public_key_der = material.subject_public_key_info();
+        Self { algorithm, material, public_key_der, pem: Arc::from(pem.as_ref()) }
     }
 
     /// PEM in the encoding the kubelet writes: SEC1 `EC PRIVATE KEY` (curve named, public key
@@ -153,12 +208,67 @@ impl PrivateKey {
 
     /// The key as PKCS#8 DER (for rustls' `PrivateKeyDer::Pkcs8`).
     pub fn to_pkcs8_der(&self) -> Vec<u8> {
-        self.key_pair.serialize_der()
+        match &*self.material {
+            Material::Rcgen(pair) => pair.serialize_der(),
+            #[cfg(feature = "ml-dsa")]
+            Material::MlDsa(_, pkcs8) => pkcs8.clone(),
+        }
     }
 
-    /// The rcgen key pair, for signing certificates and requests with rcgen.
-    pub fn rcgen_key_pair(&self) -> &KeyPair {
-        &self.key_pair
+    /// The key as rcgen signs certificates and requests with it (the key itself, whatever its
+    /// algorithm: an ML-DSA key is no rcgen `KeyPair`).
+    pub fn rcgen_key_pair(&self) -> &impl SigningKey {
+        self
+    }
+}
+
+/// What rcgen signs certificates and requests with (`&key` wherever rcgen asks for a signing
+/// key).
+impl PublicKeyData for PrivateKey {
+    fn der_bytes(&self) -> &[u8] {
+        self.material.der_bytes()
+    }
+
+    fn algorithm(&self) -> &'static SignatureAlgorithm {
+        PublicKeyData::algorithm(&*self.material)
+    }
+}
+
+impl SigningKey for PrivateKey {
+    fn sign(&self, message: &[u8]) -> Result<Vec<u8>, rcgen::Error> {
+        self.material.sign(message)
+    }
+}
+
+impl PublicKeyData for Material {
+    fn der_bytes(&self) -> &[u8] {
+        match self {
+            Material::Rcgen(pair) => pair.der_bytes(),
+            #[cfg(feature = "ml-dsa")]
+            Material::MlDsa(pair, _) => aws_lc_rs::signature::KeyPair::public_key(pair).as_ref(),
+        }
+    }
+
+    fn algorithm(&self) -> &'static SignatureAlgorithm {
+        match self {
+            Material::Rcgen(pair) => pair.algorithm(),
+            #[cfg(feature = "ml-dsa")]
+            Material::MlDsa(..) => &rcgen::PKCS_ML_DSA_65,
+        }
+    }
+}
+
+impl SigningKey for Material {
+    fn sign(&self, message: &[u8]) -> Result<Vec<u8>, rcgen::Error> {
+        match self {
+            Material::Rcgen(pair) => pair.sign(message),
+            #[cfg(feature = "ml-dsa")]
+            Material::MlDsa(pair, _) => {
+                let mut signature = vec![0; pair.algorithm().signature_len()];
+                pair.sign(message, &mut signature).map_err(|_| rcgen::Error::RingUnspecified)?;
+                Ok(signature)
+            }
+        }
     }
 }
 
@@ -171,9 +281,9 @@ fn named_curve(parameters: Option<&pkcs8::der::AnyRef<'_>>) -> Result<ObjectIden
 }
 
 fn rsa_signature_algorithm(pkcs8: &[u8]) -> Result<&'static SignatureAlgorithm, Error> {
-    let rsa =
-        ring::rsa::KeyPair::from_pkcs8(pkcs8).map_err(|e| Error::key(format!("RSA key rejected: {e}")))?;
-    let bits = rsa.public().modulus_len() * 8;
+    let rsa = aws_lc_rs::rsa::KeyPair::from_pkcs8(pkcs8)
+        .map_err(|e| Error::key(format!("RSA key rejected: {e}")))?;
+    let bits = rsa.public_modulus_len() * 8;
     Ok(if bits >= 4096 {
         &rcgen::PKCS_RSA_SHA512
     } else if bits >= 3072 {
@@ -224,7 +334,7 @@ fn pkcs1_to_pkcs8(pkcs1: &[u8]) -> Result<Vec<u8>, Error> {
 }
 
 /// PKCS#8 without the optional public key (version 1), the form Go and OpenSSL write; OpenSSL
-/// refuses ring's version-2 Ed25519 documents.
+/// refuses the version-2 Ed25519 documents the crypto library writes.
 fn pkcs8_v1(pkcs8: &[u8]) -> Result<SecretDocument, Error> {
     let info = PrivateKeyInfoRef::try_from(pkcs8).map_err(Error::key)?;
     SecretDocument::encode_msg(&PrivateKeyInfoRef { public_key: None, ..info }).map_err(Error::key)

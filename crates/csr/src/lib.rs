@@ -37,7 +37,7 @@ pub use object::{CsrName, GENERATE_NAME_PREFIX, csr_object, node_bootstrap_csr};
 pub use template::{CertificateTemplate, build_csr_pem};
 pub use usage::{
     CertificatePurpose, KeyUsage, NODE_GROUP, NODE_USER_PREFIX, SIGNER_KUBE_APISERVER_CLIENT,
-    SIGNER_KUBE_APISERVER_CLIENT_KUBELET, SIGNER_KUBELET_SERVING, SIGNER_LEGACY_UNKNOWN, UnknownKeyUsage,
-    usages_for,
+    SIGNER_KUBE_APISERVER_CLIENT_KUBELET, SIGNER_KUBECERT_NODE_IDENTITY, SIGNER_KUBELET_SERVING,
+    SIGNER_LEGACY_UNKNOWN, UnknownKeyUsage, usages_for,
 };
 pub use verified::parse_csr_pem_once;

@@ -1,8 +1,8 @@
 //! The deterministic name of a bootstrap CSR (SPEC B-13).
 
+use aws_lc_rs::digest;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use ring::digest;
 
 use crate::KeyUsage;
 

@@ -13,6 +13,9 @@ pub const SIGNER_KUBELET_SERVING: &str = "kubernetes.io/kubelet-serving";
 pub const SIGNER_KUBE_APISERVER_CLIENT: &str = "kubernetes.io/kube-apiserver-client";
 /// The v1beta1-only legacy signer; refused by the v1 API.
 pub const SIGNER_LEGACY_UNKNOWN: &str = "kubernetes.io/legacy-unknown";
+/// kubecert's own signer of post-quantum node identities (feature `ml-dsa`): ML-DSA-65 keys,
+/// the subject and usages of a kubelet client certificate, from a CA of the same algorithm.
+pub const SIGNER_KUBECERT_NODE_IDENTITY: &str = "kubecert.io/node-identity";
 
 /// The organization (group) every node certificate carries.
 pub const NODE_GROUP: &str = "system:nodes";

@@ -85,8 +85,10 @@ fn own_key_id(cert: &X509Certificate<'_>) -> String {
     });
     ski.map_or_else(
         || {
-            let digest =
-                ring::digest::digest(&ring::digest::SHA256, &cert.public_key().subject_public_key.data);
+            let digest = aws_lc_rs::digest::digest(
+                &aws_lc_rs::digest::SHA256,
+                &cert.public_key().subject_public_key.data,
+            );
             hex(&digest.as_ref()[..20])
         },
         |id| hex(&id),

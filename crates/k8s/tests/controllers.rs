@@ -39,7 +39,7 @@ impl Cluster {
         let ca = CertificateAuthority::generate(
             "kubecert test CA",
             SystemTime::now(),
-            &ring::rand::SystemRandom::new(),
+            &aws_lc_rs::rand::SystemRandom::new(),
         )
         .unwrap();
         Self { api, ca: Arc::new(ca), shutdown: CancellationToken::new(), _dir: dir }

@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
 use kubecert_csr::{KeyAlgorithm, PrivateKey};
-use kubecert_reload::{Identity, LiveIdentity, PairFileWatcher, WatchOptions};
+use kubecert_reload::{Identity, KeyExchange, LiveIdentity, PairFileWatcher, WatchOptions};
 use notify::{EventKind, RecursiveMode, Watcher};
 use rcgen::{CertificateParams, DistinguishedName, DnType, Issuer, KeyPair};
 use rustls::client::Resumption;
@@ -50,7 +50,7 @@ const PREFIX: &str = "kubelet-client";
 
 #[tokio::main(flavor = "multi_thread")]
 async fn main() -> Result<()> {
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    let _ = KeyExchange::default().install();
     let args = Args::parse(std::env::args().skip(1))?;
     let ca = TestCa::new()?;
     let measurements = [
@@ -264,8 +264,7 @@ impl Endpoint {
 }
 
 fn client_config(roots: RootCertStore) -> Result<ClientConfig> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = ClientConfig::builder_with_provider(provider)
+    let mut config = ClientConfig::builder_with_provider(KeyExchange::default().provider())
         .with_safe_default_protocol_versions()?
         .with_root_certificates(roots)
         .with_no_client_auth();
@@ -322,8 +321,9 @@ async fn measure_server_swap(ca: &TestCa, n: usize) -> Result<Measurement> {
     let next = ca.identities("server", n)?;
     let connector = TlsConnector::from(Arc::new(client_config(ca.roots()?)?));
     let endpoint = |server| Endpoint { server, connector: connector.clone(), side: Side::Server };
-    let mut fixed = endpoint(TlsServer::start(fixed_identity.server_config(None)?).await?);
-    let mut swapped = endpoint(TlsServer::start(live.server_config(None)?).await?);
+    let mut fixed =
+        endpoint(TlsServer::start(fixed_identity.server_config(None, KeyExchange::default())?).await?);
+    let mut swapped = endpoint(TlsServer::start(live.server_config(None, KeyExchange::default())?).await?);
     let (samples, baseline, stale) =
         measure_swaps(&mut fixed, &fixed_leaf, &mut swapped, &live, next).await?;
     Ok(Measurement {
@@ -348,8 +348,13 @@ async fn measure_client_swap(ca: &TestCa, n: usize) -> Result<Measurement> {
     let mut endpoints = Vec::new();
     for client in [&fixed_client, &live] {
         endpoints.push(Endpoint {
-            server: TlsServer::start(server_identity.server_config(Some(verifier()?))?).await?,
-            connector: TlsConnector::from(Arc::new(client.client_config(ca.roots()?)?)),
+            server: TlsServer::start(
+                server_identity.server_config(Some(verifier()?), KeyExchange::default())?,
+            )
+            .await?,
+            connector: TlsConnector::from(Arc::new(
+                client.client_config(ca.roots()?, KeyExchange::default())?,
+            )),
             side: Side::Client,
         });
     }

@@ -32,8 +32,8 @@ pub enum Error {
         /// Serial number of the expired leaf certificate, lowercase hex.
         serial: String,
     },
-    /// rustls refused the key or the chain (for example a key type the ring provider cannot sign
-    /// with).
+    /// rustls refused the key or the chain (for example a key type the crypto provider cannot
+    /// sign with).
     #[error("TLS library rejected the identity: {0}")]
     Tls(#[source] rustls::Error),
     /// A file or directory could not be read.

@@ -7,7 +7,7 @@ use kubecert_csr::{Certificate, PrivateKey, parse_certificates_pem};
 use rustls::sign::CertifiedKey;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
-use crate::Error;
+use crate::{Error, KeyExchange};
 
 /// A TLS identity: a certificate chain (leaf first) and the private key of the leaf, ready for
 /// rustls.
@@ -38,8 +38,8 @@ impl Identity {
         let chain_der: Vec<CertificateDer<'static>> =
             chain.into_iter().map(|c| CertificateDer::from(c.der)).collect();
         let key_der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.to_pkcs8_der()));
-        // `from_der` loads the key with ring and compares it with the leaf once more.
-        let certified = CertifiedKey::from_der(chain_der, key_der, &rustls::crypto::ring::default_provider())
+        // `from_der` loads the key with the provider and compares it with the leaf once more.
+        let certified = CertifiedKey::from_der(chain_der, key_der, &KeyExchange::default().provider())
             .map_err(Error::Tls)?;
         Ok(Self { leaf, certified: Arc::new(certified) })
     }

@@ -26,7 +26,9 @@ use crate::{Error, LiveIdentity, RotatingClient};
 /// key (they belong in `identity`). Missing compared with `Client::try_from`: the tracing layer,
 /// gzip, and proxies (a `proxy-url` is refused).
 ///
-/// Connections speak HTTP/1.1 only, like kube's default connector.
+/// Connections speak HTTP/1.1 only, like kube's default connector. kube builds the TLS config
+/// from the process-default crypto provider, so its key exchanges are those of the
+/// [`KeyExchange`](crate::KeyExchange) the binary installed.
 ///
 /// # Panics
 ///

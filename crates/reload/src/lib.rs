@@ -11,6 +11,9 @@
 //!   follow the identity: after a swap new requests use new connections, idle ones close at once,
 //!   busy ones right after their request, and long watches after a bounded grace period, so no
 //!   request fails;
+//! * [`KeyExchange`]: the one crypto provider (aws-lc-rs) with the key exchanges a policy allows
+//!   (hybrid post-quantum X25519MLKEM768 by default), for every config built here and, installed
+//!   as the process default, for kube's; [`negotiated_group`] names what a handshake chose;
 //! * [`PairFileWatcher`]: reloads the identity when a kubelet-style `<prefix>-current.pem` is
 //!   switched by anyone, never publishing a half-written or mismatched pair, nor an expired one
 //!   over one that is still valid.
@@ -26,6 +29,7 @@ mod error;
 mod identity;
 mod kube_client;
 mod live;
+mod provider;
 mod watch;
 
 pub use client::{BoxFuture, ConnectionCounts, Connector, DEFAULT_DRAIN_GRACE, RotatingClient};
@@ -34,4 +38,5 @@ pub use error::Error;
 pub use identity::Identity;
 pub use kube_client::kube_client;
 pub use live::{LiveIdentity, Snapshot};
+pub use provider::{HandshakeObserver, KeyExchange, negotiated_group};
 pub use watch::{DEFAULT_RECHECK_INTERVAL, PairFileWatcher, WatchOptions, WatchStatus};

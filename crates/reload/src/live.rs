@@ -12,7 +12,7 @@ use rustls::sign::CertifiedKey;
 use rustls::{ClientConfig, RootCertStore, ServerConfig, SignatureScheme};
 use tokio::sync::watch;
 
-use crate::{Error, Identity};
+use crate::{Error, Identity, KeyExchange};
 
 /// What a [`LiveIdentity`] holds at one moment.
 #[derive(Clone, Debug)]
@@ -139,9 +139,13 @@ impl LiveIdentity {
     }
 
     /// A client config that verifies servers against `roots` and presents the live identity, with
-    /// session resumption off (ring provider, TLS 1.2 and 1.3).
-    pub fn client_config(&self, roots: RootCertStore) -> Result<ClientConfig, Error> {
-        let mut config = ClientConfig::builder_with_provider(ring_provider())
+    /// session resumption off (TLS 1.2 and 1.3, the key exchanges of `key_exchange`).
+    pub fn client_config(
+        &self,
+        roots: RootCertStore,
+        key_exchange: KeyExchange,
+    ) -> Result<ClientConfig, Error> {
+        let mut config = ClientConfig::builder_with_provider(key_exchange.provider())
             .with_safe_default_protocol_versions()
             .map_err(Error::Tls)?
             .with_root_certificates(roots)
@@ -159,12 +163,14 @@ impl LiveIdentity {
 
     /// A server config that serves the live identity, asks for client certificates with
     /// `client_verifier` (or none), and keeps no sessions for resumption (a resumed session would
-    /// skip the new server certificate and keep the client's old one).
+    /// skip the new server certificate and keep the client's old one). It accepts the key
+    /// exchanges of `key_exchange`.
     pub fn server_config(
         &self,
         client_verifier: Option<Arc<dyn ClientCertVerifier>>,
+        key_exchange: KeyExchange,
     ) -> Result<ServerConfig, Error> {
-        let builder = ServerConfig::builder_with_provider(ring_provider())
+        let builder = ServerConfig::builder_with_provider(key_exchange.provider())
             .with_safe_default_protocol_versions()
             .map_err(Error::Tls)?;
         let builder = match client_verifier {
@@ -176,10 +182,6 @@ impl LiveIdentity {
         config.send_tls13_tickets = 0;
         Ok(config)
     }
-}
-
-fn ring_provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
 }
 
 impl fmt::Debug for LiveIdentity {
@@ -269,11 +271,10 @@ mod tests {
 
     #[test]
     fn configs_disable_resumption() {
-        let _ = rustls::crypto::ring::default_provider().install_default();
         let live = LiveIdentity::empty();
-        let client = live.client_config(RootCertStore::empty()).unwrap();
+        let client = live.client_config(RootCertStore::empty(), KeyExchange::default()).unwrap();
         assert!(format!("{:?}", client.resumption).contains("Disabled"), "{:?}", client.resumption);
-        let server = live.server_config(None).unwrap();
+        let server = live.server_config(None, KeyExchange::default()).unwrap();
         assert_eq!(server.send_tls13_tickets, 0);
         assert!(!server.session_storage.can_cache());
     }

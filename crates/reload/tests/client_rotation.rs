@@ -13,7 +13,7 @@ use http_body_util::Empty;
 use hyper::body::Bytes;
 use hyper_rustls::HttpsConnectorBuilder;
 use hyper_util::client::legacy::connect::HttpConnector;
-use kubecert_reload::{LiveIdentity, RotatingClient, kube_client};
+use kubecert_reload::{KeyExchange, LiveIdentity, RotatingClient, kube_client};
 use support::{
     ClientAuth, EchoServer, TestCa, body_text, echoed_cn, generation_of, install_provider, report,
 };
@@ -30,7 +30,7 @@ type HttpsClient = RotatingClient<hyper_rustls::HttpsConnector<HttpConnector>, E
 
 /// A RotatingClient over hyper-rustls with the live identity.
 fn https_client(live: &LiveIdentity, ca: &TestCa, grace: Duration) -> HttpsClient {
-    let tls = live.client_config(ca.roots()).unwrap();
+    let tls = live.client_config(ca.roots(), KeyExchange::default()).unwrap();
     let https = HttpsConnectorBuilder::new().with_tls_config(tls).https_only().enable_http1().build();
     RotatingClient::new(live.clone(), https, grace)
 }

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use kubecert_reload::LiveIdentity;
+use kubecert_reload::{KeyExchange, LiveIdentity};
 use rustls::ClientConfig;
 use rustls::client::Resumption;
 use rustls_pki_types::ServerName;
@@ -24,7 +24,7 @@ const PACE: Duration = Duration::from_millis(20);
 const LIMIT: Duration = Duration::from_secs(10);
 
 fn connector(ca: &TestCa) -> TlsConnector {
-    let mut config = ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+    let mut config = ClientConfig::builder_with_provider(KeyExchange::default().provider())
         .with_safe_default_protocol_versions()
         .unwrap()
         .with_root_certificates(ca.roots())

@@ -570,7 +570,7 @@ async fn sleep_until_wall(clock: Clock, at: SystemTime) {
 /// A uniform draw in `[0, 1)` from the operating system. Jitter is not a secret: should the
 /// system generator ever fail, the middle of the range is good enough.
 fn os_random() -> f64 {
-    let bytes = ring::rand::generate::<[u8; 8]>(&ring::rand::SystemRandom::new())
+    let bytes = aws_lc_rs::rand::generate::<[u8; 8]>(&aws_lc_rs::rand::SystemRandom::new())
         .map(|random| random.expose())
         .unwrap_or([0x80, 0, 0, 0, 0, 0, 0, 0]);
     // The top 53 bits fill an f64 mantissa exactly.

@@ -71,7 +71,7 @@ async fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> Result<()> {
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    let _ = kubecert_reload::KeyExchange::default().install();
     kubecert_cli::init_logging(kubecert_cli::LogFormat::Text);
 
     let path = &args.bootstrap_kubeconfig;

@@ -24,7 +24,7 @@ pub struct ClientCert {
 }
 
 pub fn install_provider() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    let _ = kubecert_reload::KeyExchange::default().install();
 }
 
 impl Pki {
@@ -49,6 +49,8 @@ impl Pki {
             cert_chain_pem: self.server_cert_pem.clone().into_bytes(),
             key_pem: self.server_key_pem.clone().into_bytes(),
             client_ca_pem: self.ca_pem.clone().into_bytes(),
+            key_exchange: kubecert_reload::KeyExchange::default(),
+            handshakes: None,
         }
     }
 

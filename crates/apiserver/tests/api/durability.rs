@@ -26,6 +26,8 @@ fn child_server_process() {
         cert_chain_pem: read("server.crt"),
         key_pem: read("server.key"),
         client_ca_pem: read("ca.crt"),
+        key_exchange: kubecert_reload::KeyExchange::default(),
+        handshakes: None,
     };
     common::install_provider();
     let rt = tokio::runtime::Runtime::new().unwrap();

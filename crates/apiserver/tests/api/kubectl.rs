@@ -16,28 +16,7 @@ use crate::common::{self, ClientCert, Credential, Pki};
 /// there), then `kubectl` itself. Empty, with a notice, when PATH has no kubectl; a failure
 /// instead under `KUBECERT_REQUIRE_KUBECTL=1`.
 fn kubectls() -> Vec<PathBuf> {
-    let on_path = std::env::var_os("PATH")
-        .and_then(|paths| std::env::split_paths(&paths).map(|dir| dir.join("kubectl")).find(|p| p.is_file()));
-    let Some(kubectl) = on_path else {
-        assert!(
-            std::env::var("KUBECERT_REQUIRE_KUBECTL").as_deref() != Ok("1"),
-            "kubectl is required (KUBECERT_REQUIRE_KUBECTL=1) but not on PATH"
-        );
-        eprintln!("NOTICE: kubectl not on PATH; skipping kubectl conformance test");
-        return Vec::new();
-    };
-    let resolved = std::fs::canonicalize(&kubectl).expect("kubectl resolves");
-    let dir = resolved.parent().expect("kubectl is in a directory");
-    let mut versioned: Vec<(u32, PathBuf)> = std::fs::read_dir(dir)
-        .expect("kubectl's directory is readable")
-        .filter_map(|entry| {
-            let path = entry.ok()?.path();
-            let minor = path.file_name()?.to_str()?.strip_prefix("kubectl.1.")?.parse().ok()?;
-            Some((minor, path))
-        })
-        .collect();
-    versioned.sort();
-    versioned.into_iter().map(|(_, path)| path).chain([kubectl]).collect()
+    kubecert_tests::kubectls_with_minor().into_iter().map(|(_, path)| path).collect()
 }
 
 struct Kubectl {

@@ -1,5 +1,5 @@
 //! What the integration tests share: building requests (with rcgen, or with openssl for key
-//! types ring cannot sign with) and running openssl.
+//! types kubecert-csr does not generate) and running openssl.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -51,7 +51,7 @@ pub fn openssl(args: &[&str]) -> Vec<u8> {
     out.stdout
 }
 
-/// An RSA key from openssl (ring cannot generate RSA keys), one per size per test run.
+/// An RSA key from openssl (kubecert-csr does not generate RSA keys), one per size per test run.
 pub fn rsa_key(bits: u32) -> rcgen::KeyPair {
     static KEYS: OnceLock<Mutex<BTreeMap<u32, String>>> = OnceLock::new();
     let mut keys = KEYS.get_or_init(Default::default).lock().unwrap();
@@ -62,7 +62,7 @@ pub fn rsa_key(bits: u32) -> rcgen::KeyPair {
     rcgen::KeyPair::from_pem(pem).unwrap()
 }
 
-/// A request made entirely by openssl, for key types ring cannot sign with.
+/// A request made entirely by openssl, for key types kubecert-csr does not generate.
 fn openssl_request(spec: &RequestSpec, newkey: &[&str]) -> String {
     assert!(spec.extra_cn.is_none() && spec.o_bmp.is_none() && spec.dns.is_empty() && !spec.ca);
     let dir = tempfile::tempdir().unwrap();

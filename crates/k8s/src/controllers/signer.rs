@@ -21,7 +21,7 @@ struct SignerContext {
     signer: Arc<ArcSwap<Signer>>,
     metrics: SignerMetrics,
     backoff: ItemBackoff,
-    rng: ring::rand::SystemRandom,
+    rng: aws_lc_rs::rand::SystemRandom,
 }
 
 /// Runs the signer with 5 workers until `shutdown` is cancelled. `signer` may be swapped at
@@ -38,7 +38,7 @@ pub async fn run_signer(
         signer,
         metrics,
         backoff: ItemBackoff::default(),
-        rng: ring::rand::SystemRandom::new(),
+        rng: aws_lc_rs::rand::SystemRandom::new(),
     });
     run_to_end(controller.run(reconcile, error_policy, context), "signer").await;
 }

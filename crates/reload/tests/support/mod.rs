@@ -16,7 +16,7 @@ use hyper::body::{Body, Bytes, Frame, Incoming};
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use kubecert_csr::{KeyAlgorithm, PrivateKey};
-use kubecert_reload::{Identity, LiveIdentity};
+use kubecert_reload::{Identity, KeyExchange, LiveIdentity};
 use rcgen::{CertificateParams, DistinguishedName, DnType, Issuer, KeyPair};
 use rustls::RootCertStore;
 use rustls::server::WebPkiClientVerifier;
@@ -27,7 +27,7 @@ use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 
 pub fn install_provider() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    let _ = KeyExchange::default().install();
 }
 
 /// A test CA that issues client and serving certificates.
@@ -128,7 +128,8 @@ impl EchoServer {
                 Some(WebPkiClientVerifier::builder(Arc::new(roots)).allow_unauthenticated().build().unwrap())
             }
         };
-        let acceptor = TlsAcceptor::from(Arc::new(serving.server_config(verifier).unwrap()));
+        let acceptor =
+            TlsAcceptor::from(Arc::new(serving.server_config(verifier, KeyExchange::default()).unwrap()));
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let handshakes = Arc::new(Mutex::new(Vec::new()));
