@@ -10,15 +10,17 @@
 //!
 //! `cargo bench -p kubecert-tests --bench storm -- [--storm 5000] [--target serve|kcm|controller] [--json PATH]`
 
+mod support;
+
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime};
 
 use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client};
-use kubecert_csr::{KeyAlgorithm, PrivateKey, node_bootstrap_csr, parse_certificates_pem};
+use kubecert_csr::parse_certificates_pem;
 use kubecert_k8s::request::{request_certificate, wait_for_certificate};
-use kubecert_tests::bench::{BenchArgs, cpu_time, millis, percentile, proc_status};
+use kubecert_tests::bench::{BenchArgs, cpu_time, millis, own_cpu_time, percentile, proc_status};
 use kubecert_tests::kubernetes::{Cluster, ClusterOptions};
 use kubecert_tests::{Process, SignerServe};
 use serde_json::json;
@@ -38,20 +40,13 @@ fn main() -> Result<(), String> {
     server.create_token(&bootstrap);
     let pids = server.process_ids();
 
-    let requests = (0..agents)
-        .map(|i| {
-            let key = PrivateKey::generate(KeyAlgorithm::EcdsaP256).map_err(|e| e.to_string())?;
-            node_bootstrap_csr(&key, &format!("storm-{i}")).map_err(|e| e.to_string())
-        })
-        .collect::<Result<Vec<_>, String>>()?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| format!("starting the tokio runtime: {e}"))?;
+    let requests = support::node_requests(agents, "storm")?;
+    let runtime = support::runtime()?;
     let cpu = || pids.iter().map(|pid| cpu_time(*pid).unwrap_or_default()).sum::<Duration>();
-    let cpu_before = cpu();
+    let (cpu_before, client_cpu_before) = (cpu(), own_cpu_time());
     let storm = runtime.block_on(storm(&bootstrap, requests))?;
     let server_cpu = cpu().saturating_sub(cpu_before);
+    let client_cpu = own_cpu_time().saturating_sub(client_cpu_before);
     // The sum of each process's own peak: an upper bound of their peak together.
     let peak_rss = pids
         .iter()
@@ -66,13 +61,14 @@ fn main() -> Result<(), String> {
     let rate = issued as f64 / total.as_secs_f64();
     println!(
         "storm ({}): {issued}/{agents} issued in {:.1} s ({rate:.0} CSRs/s), latency p50 {:.0} ms p99 {:.0} ms, \
-         server peak RSS {} MiB, server CPU {:.1} s",
+         server peak RSS {} MiB, server CPU {:.1} s, client CPU {:.1} s",
         server.describe(),
         total.as_secs_f64(),
         millis(p50),
         millis(p99),
         peak_rss / 1024,
-        server_cpu.as_secs_f64()
+        server_cpu.as_secs_f64(),
+        client_cpu.as_secs_f64()
     );
     args.write_report(&json!({
         "target": target,
@@ -86,11 +82,12 @@ fn main() -> Result<(), String> {
         "latency_ms_p99": millis(p99),
         "server_peak_rss_kib": peak_rss,
         "server_cpu_seconds": server_cpu.as_secs_f64(),
+        "client_cpu_seconds": client_cpu.as_secs_f64(),
         "note": "the server (signer serve in release, or etcd + kube-apiserver + the signing \
                  controller) in their own processes on the same 2 cores as the agents; each agent has \
                  its own TLS connection, token auth, create + list/watch until issued; latency from \
                  the agent's start to its certificate; server CPU and peak RSS summed over the \
-                 server's processes",
+                 server's processes; client CPU is this process's (the agents')",
     }))?;
     match failures.first() {
         Some(first) => Err(format!("{} of {agents} agents failed; the first: {first}", failures.len())),

@@ -65,6 +65,16 @@ impl BenchArgs {
     }
 }
 
+/// `program` in a directory of `PATH` or in `/usr/sbin` (where Debian puts daemons such as
+/// certmonger), if it is there.
+pub fn find_program(program: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain([PathBuf::from("/usr/sbin")])
+        .map(|dir| dir.join(program))
+        .find(|candidate| candidate.is_file())
+}
+
 /// The `q` quantile (0..=1) of `samples`, nearest rank; 0 when there are none.
 pub fn percentile(samples: &mut [Duration], q: f64) -> Duration {
     if samples.is_empty() {
@@ -117,6 +127,11 @@ pub fn cpu_time(pid: u32) -> Option<Duration> {
     Some(Duration::from_millis(ticks * 10))
 }
 
+/// CPU time (user + system) of this process so far: the benchmark's clients.
+pub fn own_cpu_time() -> Duration {
+    cpu_time(std::process::id()).unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -132,6 +147,12 @@ mod tests {
         assert_eq!(args.count("storm", 5000), Ok(100));
         let none = BenchArgs::parse(["--restarts", "0"].map(String::from));
         assert_eq!(none.count("restarts", 20), Err("--restarts must be at least 1".to_owned()));
+    }
+
+    #[test]
+    fn programs_are_found_on_path_or_not_at_all() {
+        assert!(find_program("sh").is_some_and(|sh| sh.is_file()));
+        assert_eq!(find_program("kubecert-no-such-program"), None);
     }
 
     #[test]

@@ -124,6 +124,11 @@ impl Process {
         Self { child, log: log.to_path_buf() }
     }
 
+    /// Takes over a child started elsewhere (with its own environment, say), its output in `log`.
+    pub fn from_child(child: Child, log: &Path) -> Self {
+        Self { child, log: log.to_path_buf() }
+    }
+
     /// The process's output so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()

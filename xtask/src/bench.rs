@@ -9,9 +9,15 @@
 //! 3. footprint (`tests/benches/footprint.rs`): an idle node agent's memory and wakeups;
 //! 4. reload (`crates/reload/benches/reload.rs`): identity swap and file switch latencies;
 //! 5. restart (`tests/benches/restart.rs`): a node agent killed and started again, kill →
-//!    serving over HTTPS, against spawn → exit of `node-agent --version`.
+//!    serving over HTTPS, against spawn → exit of `node-agent --version`;
+//! 6. cfssl (`tests/benches/cfssl.rs`): `cfssl serve`'s bare sign endpoint driven with the
+//!    storm's concurrency, the baseline of the storm's rate (skipped, with the install command,
+//!    when cfssl is not on PATH); section 3 likewise measures certmonger beside the agent;
+//! 7. watches (`tests/benches/watches.rs`): `--watches N` (default 10,000) watches pinned by
+//!    name, each on its own TLS connection, then their CSRs issued: server memory growth and
+//!    event latency.
 //!
-//! With `--cluster [N]` a sixth section runs the storm side by side (N agents, default 1,000)
+//! With `--cluster [N]` a further section runs the storm side by side (N agents, default 1,000)
 //! against `signer serve`, the real kube-apiserver with kubecert's `signer controller`, and the
 //! real kube-apiserver with kube-controller-manager's CSR controllers (built from the pinned Go
 //! module, see `kubecert_tests::kubernetes`), with the upstream pair as the baseline.
@@ -29,9 +35,10 @@ use serde_json::{Value, json};
 
 use crate::{cargo, workspace_root};
 
-/// `--storm`, `--cluster`, `--json`.
+/// `--storm`, `--watches`, `--cluster`, `--json`.
 pub struct Options {
     storm: usize,
+    watches: usize,
     /// Agents of the side-by-side storm, when asked for.
     cluster: Option<usize>,
     json: PathBuf,
@@ -50,8 +57,12 @@ const SIDE_BY_SIDE: [(&str, &str); 3] = [
 
 impl Options {
     pub fn parse(args: &[String]) -> Result<Self> {
-        let mut options =
-            Self { storm: 5000, cluster: None, json: workspace_root().join("target/bench/report.json") };
+        let mut options = Self {
+            storm: 5000,
+            watches: 10_000,
+            cluster: None,
+            json: workspace_root().join("target/bench/report.json"),
+        };
         let mut rest = args.iter();
         while let Some(arg) = rest.next() {
             match arg.as_str() {
@@ -59,6 +70,11 @@ impl Options {
                 "--storm" => {
                     let v = rest.next().context("--storm needs a number")?;
                     options.storm = v.parse().with_context(|| format!("--storm: '{v}' is not a number"))?;
+                }
+                "--watches" => {
+                    let v = rest.next().context("--watches needs a number")?;
+                    options.watches =
+                        v.parse().with_context(|| format!("--watches: '{v}' is not a number"))?;
                 }
                 "--cluster" => {
                     options.cluster = Some(match rest.as_slice().first().filter(|v| !v.starts_with("--")) {
@@ -71,24 +87,26 @@ impl Options {
                 }
                 other => bail!(
                     "cargo xtask bench: unknown argument '{other}' \
-                     (usage: cargo xtask bench [--storm N] [--cluster [N]] [--json PATH])"
+                     (usage: cargo xtask bench [--storm N] [--watches N] [--cluster [N]] [--json PATH])"
                 ),
             }
         }
-        if options.storm == 0 || options.cluster == Some(0) {
-            bail!("--storm and --cluster must be at least 1");
+        if options.storm == 0 || options.watches == 0 || options.cluster == Some(0) {
+            bail!("--storm, --watches and --cluster must be at least 1");
         }
         Ok(options)
     }
 }
 
 /// The benchmark programs: (package, bench target).
-const BENCHES: [(&str, &str); 5] = [
+const BENCHES: [(&str, &str); 7] = [
     ("kubecert-authority", "sign_path"),
     ("kubecert-tests", "storm"),
     ("kubecert-tests", "footprint"),
     ("kubecert-reload", "reload"),
     ("kubecert-tests", "restart"),
+    ("kubecert-tests", "cfssl"),
+    ("kubecert-tests", "watches"),
 ];
 
 pub fn run(options: &Options) -> Result<()> {
@@ -102,16 +120,22 @@ pub fn run(options: &Options) -> Result<()> {
     let dir = options.json.parent().map(Path::to_path_buf).unwrap_or_default();
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
 
-    println!("\n[1/5] sign path");
+    let storm_agents = options.storm.to_string();
+    println!("\n[1/7] sign path");
     let sign_path = sign_path(exe("sign_path")?)?;
-    println!("\n[2/5] storm: {} agents", options.storm);
-    let storm = section(exe("storm")?, &["--storm", &options.storm.to_string()], &dir.join("storm.json"))?;
-    println!("\n[3/5] agent footprint (about 80 s)");
+    println!("\n[2/7] storm: {} agents", options.storm);
+    let storm = section(exe("storm")?, &["--storm", &storm_agents], &dir.join("storm.json"))?;
+    println!("\n[3/7] agent footprint, certmonger beside it (about 80 s)");
     let footprint = section(exe("footprint")?, &[], &dir.join("footprint.json"))?;
-    println!("\n[4/5] reload");
+    println!("\n[4/7] reload");
     let reload = section(exe("reload")?, &[], &dir.join("reload.json"))?;
-    println!("\n[5/5] agent restart");
+    println!("\n[5/7] agent restart");
     let restart = section(exe("restart")?, &[], &dir.join("restart.json"))?;
+    println!("\n[6/7] cfssl side by side: {} clients", options.storm);
+    let cfssl = section(exe("cfssl")?, &["--storm", &storm_agents], &dir.join("cfssl.json"))?;
+    println!("\n[7/7] watches: {} pinned by name", options.watches);
+    let watches =
+        section(exe("watches")?, &["--watches", &options.watches.to_string()], &dir.join("watches.json"))?;
 
     let side_by_side = match options.cluster {
         Some(agents) => {
@@ -127,6 +151,8 @@ pub fn run(options: &Options) -> Result<()> {
         "agent_footprint": footprint,
         "reload": reload,
         "agent_restart": restart,
+        "cfssl": cfssl,
+        "watches": watches,
         "storm_side_by_side": side_by_side,
     });
     print_summary(&report);
@@ -185,7 +211,7 @@ fn side_by_side(storm: &Path, agents: usize, dir: &Path) -> Result<Value> {
     let mut runs = serde_json::Map::new();
     for (i, (target, name)) in SIDE_BY_SIDE.iter().enumerate() {
         println!(
-            "\n[6/6 {}/{}] storm side by side: {agents} agents against {name}",
+            "\n[8/8 {}/{}] storm side by side: {agents} agents against {name}",
             i + 1,
             SIDE_BY_SIDE.len()
         );
@@ -244,8 +270,9 @@ fn sign_path(exe: &Path) -> Result<Value> {
         "approve_and_issue_per_second": signer,
         "raw_p256_verify_and_sign_per_second": raw,
         "ratio": signer / raw,
-        "note": "one core (criterion runs one thread); approve+issue parses and verifies the CSR twice \
-                 and signs once, the baseline verifies once and signs once"
+        "note": "one core (criterion runs one thread); a new CSR each time: verified once (the API \
+                 server's create, kept for the approver and the signer), approved and signed; the \
+                 baseline verifies once and signs once"
     }))
 }
 
@@ -282,6 +309,13 @@ fn summary_rows(report: &Value) -> Vec<Row> {
     let storm_rate = f("storm", "csrs_per_second");
     let rss = f("agent_footprint", "idle_rss_kib");
     let sleep = f("agent_footprint", "baseline_sleep_rss_kib");
+    let agent_rss = |figure: &str, baseline, ratio| Row {
+        section: "agent",
+        figure: figure.to_owned(),
+        value: format!("{:.1}", rss / 1024.0),
+        baseline,
+        ratio,
+    };
     let mut rows = vec![
         Row {
             section: "sign path",
@@ -307,13 +341,21 @@ fn summary_rows(report: &Value) -> Vec<Row> {
             format!("{:.0} / {:.0}", f("storm", "latency_ms_p50"), f("storm", "latency_ms_p99")),
         ),
         row("storm", "server peak RSS (MiB)", format!("{:.0}", f("storm", "server_peak_rss_kib") / 1024.0)),
-        Row {
-            section: "agent",
-            figure: "idle RSS (MiB)".into(),
-            value: format!("{:.1}", rss / 1024.0),
-            baseline: format!("sleep {:.1} MiB", sleep / 1024.0),
-            ratio: Some(rss / sleep),
-        },
+        row(
+            "storm",
+            "CPU server / clients (s)",
+            format!("{:.1} / {:.1}", f("storm", "server_cpu_seconds"), f("storm", "client_cpu_seconds")),
+        ),
+        cfssl_row(&report["cfssl"], storm_rate),
+        agent_rss("idle RSS (MiB)", format!("sleep {:.1} MiB", sleep / 1024.0), Some(rss / sleep)),
+        agent_rss(
+            "idle RSS (MiB) beside certmonger",
+            match report["agent_footprint"]["certmonger_idle_rss_kib"].as_f64() {
+                Some(theirs) => format!("certmonger {:.1} MiB", theirs / 1024.0),
+                None => "certmonger missing".into(),
+            },
+            report["agent_footprint"]["rss_ratio_to_certmonger"].as_f64(),
+        ),
         row("agent", "wakeups / min idle", format!("{:.1}", f("agent_footprint", "wakeups_per_minute"))),
         Row {
             section: "agent",
@@ -328,7 +370,53 @@ fn summary_rows(report: &Value) -> Vec<Row> {
         },
     ];
     rows.extend(reload_rows(&report["reload"]));
+    rows.extend(watch_rows(&report["watches"]));
     rows
+}
+
+/// The storm's rate against cfssl's bare sign endpoint at the same concurrency.
+fn cfssl_row(cfssl: &Value, storm_rate: f64) -> Row {
+    let section = "cfssl";
+    let figure = "storm CSRs/s against cfssl signs/s".to_owned();
+    match cfssl["signs_per_second"].as_f64() {
+        Some(signs) => Row {
+            section,
+            figure,
+            value: format!("{storm_rate:.0}"),
+            baseline: format!("cfssl sign {signs:.0}/s"),
+            ratio: Some(storm_rate / signs),
+        },
+        None => Row {
+            section,
+            figure,
+            value: "skipped".into(),
+            baseline: cfssl["skipped"].as_str().unwrap_or("cfssl missing").into(),
+            ratio: None,
+        },
+    }
+}
+
+/// Rows of the watches section: the server's memory growth against its memory before, and the
+/// latency of a change reaching its watcher.
+fn watch_rows(watches: &Value) -> [Row; 2] {
+    let f = |key: &str| watches[key].as_f64().unwrap_or(f64::NAN);
+    let (before, growth) = (f("server_rss_before_kib"), f("server_rss_growth_kib"));
+    [
+        Row {
+            section: "watches",
+            figure: format!("{} open: server RSS growth (MiB)", watches["watches"]),
+            value: format!("{:.0}", growth / 1024.0),
+            baseline: format!("server before {:.0} MiB", before / 1024.0),
+            ratio: Some(growth / before),
+        },
+        Row {
+            section: "watches",
+            figure: "create -> certificate at watcher p50/p99 (ms)".into(),
+            value: format!("{:.0} / {:.0}", f("latency_ms_p50"), f("latency_ms_p99")),
+            baseline: String::new(),
+            ratio: None,
+        },
+    ]
 }
 
 fn print_summary(report: &Value) {

@@ -99,6 +99,65 @@ struct EventLog {
     events: VecDeque<Arc<Event>>,
     /// Every event with rv > floor is in `events`.
     floor: u64,
+    /// The same events by object name, oldest first: a watch pinned to one name finds its
+    /// events without going through everyone else's (a storm's thousands of waiting nodes
+    /// would each scan the whole log on every wake).
+    by_name: HashMap<String, Named>,
+}
+
+/// The kept events of one name, and the rv of its newest dropped event. A name is forgotten
+/// when it has no kept event and no watcher; while it has a watcher, `dropped` tells that
+/// watcher whether it missed anything, so a waiting node's watch that no write has woken stays
+/// valid however far the log has moved on (as upstream's watch cache keeps it).
+#[derive(Default)]
+struct Named {
+    events: VecDeque<Arc<Event>>,
+    dropped: u64,
+}
+
+impl EventLog {
+    fn new(floor: u64) -> Self {
+        Self { events: VecDeque::new(), floor, by_name: HashMap::new() }
+    }
+
+    fn push(&mut self, event: Arc<Event>) {
+        self.by_name.entry(object_name(&event.key).to_owned()).or_default().events.push_back(event.clone());
+        self.events.push_back(event);
+    }
+
+    /// Drops the oldest event (from both views); its name is forgotten with its last event
+    /// unless `watched` says someone follows it.
+    fn pop_front(&mut self, watched: impl Fn(&str) -> bool) {
+        let Some(oldest) = self.events.pop_front() else { return };
+        let name = object_name(&oldest.key);
+        if let Some(named) = self.by_name.get_mut(name) {
+            named.events.pop_front();
+            named.dropped = oldest.rv;
+            if named.events.is_empty() && !watched(name) {
+                self.by_name.remove(name);
+            }
+        }
+    }
+
+    /// Forgets `name` if it has no kept event (its last watcher is gone).
+    fn forget_if_empty(&mut self, name: &str) {
+        if self.by_name.get(name).is_some_and(|named| named.events.is_empty()) {
+            self.by_name.remove(name);
+        }
+    }
+
+    /// The events with rv greater than `after` of objects named `name`, or of every object.
+    fn after(&self, after: u64, name: Option<&str>) -> Vec<Arc<Event>> {
+        let events = match name {
+            Some(name) => match self.by_name.get(name) {
+                Some(named) => &named.events,
+                None => return Vec::new(),
+            },
+            None => &self.events,
+        };
+        let start = events.partition_point(|e| e.rv <= after);
+        events.range(start..).cloned().collect()
+    }
 }
 
 /// The decision of one write, run inside the write transaction.
@@ -175,17 +234,17 @@ impl Store {
         let rv = meta.get(META_RV).map_err(storage)?.map_or(0, |g| g.value());
         let floor = meta.get(META_FLOOR).map_err(storage)?.map_or(0, |g| g.value());
         let events_table = read.open_table(EVENTS).map_err(storage)?;
-        let mut events = VecDeque::new();
+        let mut log = EventLog::new(floor);
         for entry in events_table.range(floor.saturating_add(1)..).map_err(storage)? {
             let (k, v) = entry.map_err(storage)?;
-            events.push_back(Arc::new(decode_event(k.value(), v.value())?));
+            log.push(Arc::new(decode_event(k.value(), v.value())?));
         }
         let (latest, _) = tokio::sync::watch::channel(rv);
         Ok(Self {
             db,
             write_lock: Mutex::new(()),
             queue: Mutex::new(Vec::new()),
-            log: RwLock::new(EventLog { events, floor }),
+            log: RwLock::new(log),
             capacity: capacity.max(1),
             latest,
             named: Mutex::new(HashMap::new()),
@@ -385,9 +444,16 @@ impl Store {
         let Some(last) = events.last().map(|e| e.rv) else { return };
         {
             let mut log = self.log.write().unwrap_or_else(PoisonError::into_inner);
-            log.events.extend(events.iter().cloned());
-            while log.events.len() > self.capacity {
-                log.events.pop_front();
+            for event in &events {
+                log.push(event.clone());
+            }
+            if log.events.len() > self.capacity {
+                // Lock order: the log, then the named channels (as in unsubscribe_name).
+                let named = self.named.lock().unwrap_or_else(PoisonError::into_inner);
+                let watched = |name: &str| named.get(name).is_some_and(|w| w.receiver_count() > 0);
+                while log.events.len() > self.capacity {
+                    log.pop_front(watched);
+                }
             }
             if let Some(floor) = floor {
                 log.floor = floor;
@@ -441,21 +507,29 @@ impl Store {
     /// The events with rv greater than `after` (only those of objects named `name`, when given:
     /// picked under the lock, so a watcher of one name does not copy the whole log), oldest
     /// first, and the rv of the newest event looked at.
+    ///
+    /// `following`: the caller has held a receiver of [`Store::subscribe_name`]`(name)` since
+    /// an earlier call that answered up to `after`. Then only a dropped event *of that name*
+    /// newer than `after` expires it, not the log's floor passing `after`: a node waiting for
+    /// its CSR, not woken while thousands of others were served, is still exactly up to date.
     pub fn events_after_named(
         &self,
         after: u64,
         name: Option<&str>,
+        following: bool,
     ) -> Result<(Vec<Arc<Event>>, u64), Expired> {
         let Ok(log) = self.log.read() else {
             return Err(Expired { requested: after, oldest: self.resource_version() });
         };
-        if after < log.floor {
+        let expired = match name {
+            Some(name) if following => log.by_name.get(name).is_some_and(|named| named.dropped > after),
+            _ => after < log.floor,
+        };
+        if expired {
             return Err(Expired { requested: after, oldest: log.floor + 1 });
         }
-        let start = log.events.partition_point(|e| e.rv <= after);
         let newest = log.events.back().map_or(after, |e| e.rv.max(after));
-        let wanted = |e: &&Arc<Event>| name.is_none_or(|name| object_name(&e.key) == name);
-        Ok((log.events.iter().skip(start).filter(wanted).cloned().collect(), newest))
+        Ok((log.after(after, name), newest))
     }
 
     /// A receiver that changes whenever a write is published.
@@ -479,10 +553,12 @@ impl Store {
 
     /// Forgets the channel of `name` once its last receiver (`rx`, consumed here) is gone.
     pub fn unsubscribe_name(&self, name: &str, rx: tokio::sync::watch::Receiver<u64>) {
-        let mut named = self.named.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut log = self.log.write().unwrap_or_else(PoisonError::into_inner);
+        let mut named = self.named.lock().unwrap_or_else(PoisonError::into_inner);
         drop(rx);
         if named.get(name).is_some_and(|watchers| watchers.receiver_count() == 0) {
             named.remove(name);
+            log.forget_if_empty(name);
         }
     }
 
@@ -551,10 +627,11 @@ fn decode_event(rv: u64, bytes: &[u8]) -> Result<Event, Error> {
 mod tests {
     use super::*;
     use serde_json::json;
+    use std::collections::BTreeMap;
 
     impl Store {
         fn events_after(&self, after: u64) -> Result<Vec<Arc<Event>>, Expired> {
-            self.events_after_named(after, None).map(|(events, _)| events)
+            self.events_after_named(after, None, false).map(|(events, _)| events)
         }
     }
 
@@ -652,7 +729,7 @@ mod tests {
         assert_eq!(s.events_after(3).unwrap().len(), 2);
         put(&s, "r//y", 5);
         let rvs = |after, name| {
-            let (events, newest) = s.events_after_named(after, name).unwrap();
+            let (events, newest) = s.events_after_named(after, name, false).unwrap();
             (events.iter().map(|e| e.rv).collect::<Vec<_>>(), newest)
         };
         assert_eq!(rvs(4, Some("x")), (vec![5], 6), "y's event is looked at, not returned");
@@ -662,6 +739,67 @@ mod tests {
         let s = Store::open(dir.path(), 2).unwrap();
         assert!(s.events_after(3).is_err());
         assert_eq!(s.events_after(4).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn events_by_name_follow_the_log_as_it_drops_old_events_and_reopens() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path(), 3).unwrap();
+        for (i, key) in ["a/ns/x", "b//y", "a/ns/x", "b//y", "c//x", "a/ns/z"].into_iter().enumerate() {
+            put(&s, key, i as i64);
+        }
+        // Kept: rv 4 (y), 5 (x, another type and namespace), 6 (z).
+        let named = |s: &Store, after, name| {
+            s.events_after_named(after, Some(name), false).unwrap().0.iter().map(|e| e.rv).collect::<Vec<_>>()
+        };
+        assert_eq!(named(&s, 3, "x"), [5], "x's dropped events are gone from its index too");
+        assert_eq!(named(&s, 3, "y"), [4]);
+        assert_eq!(named(&s, 4, "y"), Vec::<u64>::new());
+        assert_eq!(named(&s, 3, "nobody"), Vec::<u64>::new());
+        let sizes = |s: &Store| {
+            let log = s.log.read().unwrap();
+            log.by_name
+                .iter()
+                .map(|(name, named)| (name.clone(), named.events.len()))
+                .collect::<BTreeMap<_, _>>()
+        };
+        let kept = BTreeMap::from([("x".to_owned(), 1), ("y".to_owned(), 1), ("z".to_owned(), 1)]);
+        assert_eq!(sizes(&s), kept, "the index keeps exactly the log's events");
+        put(&s, "b//w", 6);
+        put(&s, "b//v", 7);
+        put(&s, "b//u", 8);
+        assert!(!sizes(&s).contains_key("x"), "names with no kept event are forgotten");
+        drop(s);
+        let s = Store::open(dir.path(), 3).unwrap();
+        assert_eq!((named(&s, 6, "w"), named(&s, 6, "u"), named(&s, 6, "x")), (vec![7], vec![9], vec![]));
+    }
+
+    #[test]
+    fn a_followed_name_expires_only_when_its_own_event_was_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path(), 2).unwrap();
+        let start = put(&s, "r//other", 0);
+        let rx = s.subscribe_name("w");
+        assert!(s.events_after_named(start, Some("w"), false).is_ok());
+        for i in 1..=5 {
+            put(&s, "r//other", i);
+        }
+        assert!(s.events_after_named(start, Some("w"), false).is_err(), "a new watch this old expires");
+        let (events, newest) = s.events_after_named(start, Some("w"), true).unwrap();
+        assert!(events.is_empty() && newest == start + 5, "nothing of w was missed");
+        let w = put(&s, "r//w", 6);
+        for i in 7..=9 {
+            put(&s, "r//other", i);
+        }
+        assert_eq!(
+            s.events_after_named(w - 1, Some("w"), true).err(),
+            Some(Expired { requested: w - 1, oldest: w + 2 }),
+            "w's own event was dropped before it was read"
+        );
+        assert!(s.events_after_named(w, Some("w"), true).is_ok());
+        assert!(s.log.read().unwrap().by_name.contains_key("w"), "kept while followed");
+        s.unsubscribe_name("w", rx);
+        assert!(!s.log.read().unwrap().by_name.contains_key("w"), "forgotten with its last watcher");
     }
 
     #[test]

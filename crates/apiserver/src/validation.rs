@@ -107,7 +107,7 @@ fn validate_object(csr: &Csr, opts: &Options) -> Vec<FieldError> {
     if csr.metadata.name.as_deref().unwrap_or("").is_empty() {
         errs.push(FieldError::required("metadata.name", "name or generateName is required"));
     }
-    if let Err(e) = kubecert_csr::parse_csr_pem(&csr.spec.request.0) {
+    if let Err(e) = kubecert_csr::parse_csr_pem_once(&csr.spec.request.0) {
         // Upstream shows the bytes as JSON does (base64), and one sentence for any PEM problem.
         let detail = match e {
             kubecert_csr::Error::Pem { .. } => "PEM block type must be CERTIFICATE REQUEST".to_owned(),

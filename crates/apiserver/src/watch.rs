@@ -30,6 +30,9 @@ struct Watch {
     as_table: Option<IncludeObject>,
     /// Every event up to here has been looked at.
     cursor: u64,
+    /// The store has answered up to `cursor` while `rx` followed `name` (see
+    /// [`Store::events_after_named`]).
+    following: bool,
     initial: Option<Vec<Value>>,
     /// `sendInitialEvents=true`: end the initial events with the marking BOOKMARK.
     initial_events_end: bool,
@@ -111,7 +114,7 @@ impl Watch {
                 }
             }
             self.rx.borrow_and_update();
-            match self.store.events_after_named(self.cursor, self.name.as_deref()) {
+            match self.store.events_after_named(self.cursor, self.name.as_deref(), self.following) {
                 Err(expired) => {
                     self.done = true;
                     let status = ApiError::expired(format!(
@@ -121,6 +124,7 @@ impl Watch {
                     return Some(line("ERROR", status.to_status()).into());
                 }
                 Ok((events, newest)) if newest > self.cursor => {
+                    self.following = true;
                     let mut out = Vec::new();
                     for event in &events {
                         if let Some(kind) = self.classify(event) {
@@ -133,7 +137,7 @@ impl Watch {
                     }
                     continue;
                 }
-                Ok(_) => {}
+                Ok(_) => self.following = true,
             }
             let bookmark_at = self.bookmarks.map(|(_, at)| at);
             tokio::select! {
@@ -220,6 +224,7 @@ pub(crate) fn serve(
         selector,
         as_table,
         cursor,
+        following: false,
         initial,
         initial_events_end,
         deadline: Instant::now() + timeout,

@@ -460,7 +460,7 @@ impl Rules {
             );
         }
         self.storm_control(request)?;
-        let info = kubecert_csr::parse_csr_pem(bytes)
+        let info = kubecert_csr::parse_csr_pem_once(bytes)
             .map_err(|e| Violation { reason: DenyReason::InvalidRequest, message: e.to_string() })?;
         post_quantum_key_for_kubernetes(self.signer, &info)?;
         let usages = spec.usages.as_deref().unwrap_or_default();

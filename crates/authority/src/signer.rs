@@ -112,7 +112,7 @@ impl Signer {
             signer: Some(spec.signer_name.clone()),
             detail: "no CA is configured for this signer name".to_owned(),
         })?;
-        let info = match kubecert_csr::parse_csr_pem(&spec.request.0) {
+        let info = match kubecert_csr::parse_csr_pem_once(&spec.request.0) {
             Ok(info) => info,
             Err(e) => {
                 let failure =

@@ -9,7 +9,8 @@
 //!   `certificates.k8s.io/v1` objects that carry them ([`csr_object`]);
 //! - the deterministic bootstrap name `node-csr-…` ([`bootstrap_csr_name`], SPEC B-13);
 //! - inspection of requests and certificates from untrusted bytes ([`parse_csr_pem`],
-//!   [`parse_certificates_pem`]): every failure is a typed [`Error`], never a panic;
+//!   [`parse_certificates_pem`]): every failure is a typed [`Error`], never a panic; a
+//!   request's bytes are verified once per process when read through [`parse_csr_pem_once`];
 //! - the signer names and the 23 key-usage strings of the Kubernetes API ([`KeyUsage`]).
 //!
 //! It is pure: no files, no network, no clock. Callers pass `now` where time matters. Storing
@@ -23,6 +24,7 @@ mod name;
 mod object;
 mod template;
 mod usage;
+mod verified;
 
 pub use error::Error;
 pub use inspect::{
@@ -38,3 +40,4 @@ pub use usage::{
     SIGNER_KUBE_APISERVER_CLIENT_KUBELET, SIGNER_KUBECERT_NODE_IDENTITY, SIGNER_KUBELET_SERVING,
     SIGNER_LEGACY_UNKNOWN, UnknownKeyUsage, usages_for,
 };
+pub use verified::parse_csr_pem_once;
