@@ -378,7 +378,9 @@ fn keep_entries(mut value: Value, pointer: &str, key: &str, keep: &[&str]) -> Va
 fn only_test_bundles(mut value: Value) -> Value {
     for (list, name) in [("/items", "/metadata/name"), ("/rows", "/object/metadata/name")] {
         if let Some(Value::Array(items)) = value.pointer_mut(list) {
-            items.retain(|item| item.pointer(name).and_then(Value::as_str).is_some_and(|n| n.contains("diff")));
+            items.retain(|item| {
+                item.pointer(name).and_then(Value::as_str).is_some_and(|n| n.contains("diff"))
+            });
         }
     }
     value
