@@ -12,10 +12,10 @@
 //! - the renewal canary passes every 5 s without touching the live certificate or leaving CSRs,
 //!   and fails at the approve stage under a deny-all policy.
 //!
-//! Lifetimes: the issue's scenario is 60 s certificates, a 30 s token and 150 s off. The signer
-//! takes any lifetime, so these tests use the same proportions at a third of the time: 20 s
-//! certificates, a 10 s token, 50 s off. What matters is kept: when the agent comes back, its
-//! certificate has expired and the token too (checked with kubectl: the token is refused).
+//! Lifetimes: the recovery test runs the issue's scenario as written: 60 s certificates, a 30 s
+//! token and 150 s off; when the agent comes back, its certificate has expired and the token too
+//! (checked with kubectl: the token is refused). The other tests only need a certificate to
+//! expire, so they use 20 s certificates and 10 s tokens.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
@@ -26,12 +26,14 @@ use kubecert_tests::{
     run_ok, start_node_agent, wait_for,
 };
 
-/// Certificate lifetime (a third of the issue's 60 s).
+/// Certificate lifetime of the tests that only need one to expire.
 const LIFETIME: &str = "20s";
-/// Bootstrap token lifetime (a third of 30 s).
+/// Bootstrap token lifetime of those tests.
 const TOKEN_TTL: &str = "10s";
-/// How long the agent is off (a third of 150 s).
-const OFF: Duration = Duration::from_secs(50);
+/// The recovery scenario of the issue: certificate lifetime, token lifetime, time off.
+const RECOVERY_LIFETIME: &str = "60s";
+const RECOVERY_TOKEN_TTL: &str = "30s";
+const RECOVERY_OFF: Duration = Duration::from_secs(150);
 
 /// One test's files and its signer.
 struct Lockout {
@@ -207,10 +209,15 @@ fn a_running_agent_past_expiry_exits_only_while_the_api_answers() {
 
 #[test]
 fn an_agent_off_past_expiry_and_its_token_recovers_with_a_new_key() {
-    let node = Lockout::new("lockout-recover", &["--recovery-max-expired", "1h"], TOKEN_TTL);
+    let node = Lockout::with_lifetime(
+        "lockout-recover",
+        RECOVERY_LIFETIME,
+        &["--recovery-max-expired", "1h"],
+        RECOVERY_TOKEN_TTL,
+    );
     let old = node.bootstrap_then_stop(Duration::from_secs(10));
     let off = Instant::now();
-    std::thread::sleep(OFF);
+    std::thread::sleep(RECOVERY_OFF);
     assert!(old.is_expired_at(SystemTime::now()));
     let kubectl = kubectl();
     if let Some(kubectl) = &kubectl {
