@@ -248,6 +248,35 @@ fn bundles_in_api(admin: &str) -> Result<Vec<String>> {
     Ok(items.iter().map(|b| b["spec"]["trustBundle"].as_str().unwrap_or_default().to_owned()).collect())
 }
 
+/// `signer fleet --ca-cert ROOT` (the fleet view from the status nodes publish on their Leases),
+/// with `json` as JSON.
+fn signer_fleet(signer_bin: &Path, admin: &str, root: &Path, json: bool) -> Result<String> {
+    let mut command = Command::new(signer_bin);
+    command.args(["fleet", "--kubeconfig", admin, "--ca-cert"]).arg(root);
+    if json {
+        command.args(["-o", "json"]);
+    }
+    let out = command.output().context("running signer fleet")?;
+    if !out.status.success() {
+        bail!("signer fleet: {}", String::from_utf8_lossy(&out.stderr).trim());
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Whether the fleet view (JSON) shows `nodes` nodes, each without a risk, its certificates
+/// issued by the current CA (`--ca-cert`) and trusting that one alone.
+fn fleet_on_one_ca(view: &str, nodes: usize) -> Result<bool> {
+    let view: serde_json::Value = serde_json::from_str(view).context("signer fleet's JSON")?;
+    let rows = view["nodes"].as_array().context("signer fleet's JSON: no nodes")?;
+    let current = serde_json::json!([view["currentCa"]]);
+    Ok(rows.len() == nodes
+        && rows.iter().all(|row| {
+            row["risks"].as_array().is_some_and(Vec::is_empty)
+                && row["issuers"] == current
+                && row["trusts"] == current
+        }))
+}
+
 /// Phases of the roll and how long each took, in order.
 type Phases = Vec<(&'static str, Duration)>;
 
@@ -375,6 +404,15 @@ pub(super) fn run_in(
         Ok(fleet.nodes.iter().all(|n| n.old_root.lock().is_ok_and(|o| o.stopped.is_some())))
     })?;
     phases.push(("retire -> the old-root-only client refused by every node", retired.elapsed()));
+    let gen2_root = data.join("pki/generations/2/ca.crt");
+    let mut view = String::new();
+    fleet
+        .wait("the fleet view to show every node on generation 2 alone", |fleet| {
+            view = signer_fleet(signer_bin, &fleet.admin, &gen2_root, true)?;
+            fleet_on_one_ca(&view, fleet.nodes.len())
+        })
+        .with_context(|| format!("the last fleet view: {view}"))?;
+    phases.push(("retire -> the fleet view shows every node on generation 2 alone", retired.elapsed()));
     // A little more probing on the final state.
     std::thread::sleep(Duration::from_secs(2));
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -393,6 +431,8 @@ pub(super) fn run_in(
         ));
     }
     print_summary(&fleet, &generations, &phases, roll, retired);
+    println!("signer fleet --ca-cert <generation 2's root>:");
+    print!("{}", signer_fleet(signer_bin, &fleet.admin, &gen2_root, false)?);
     for node in &fleet.nodes {
         let mut fail = |what: String| failures.push(format!("{}: {what}", node.name));
         match node.issuers(&generations) {
@@ -555,5 +595,26 @@ mod tests {
         assert_eq!((stopped, error.as_str()), (at(6), "invalid peer certificate: UnknownIssuer"));
         probes.record(at(8), Outcome::Served, Some(at(4)));
         assert_eq!(probes.served, 2, "served after the stop is not counted");
+    }
+
+    #[test]
+    fn the_fleet_view_is_on_one_ca_when_every_node_is_issued_by_and_trusts_it_alone() {
+        let row = |issuers: &str, trusts: &str, risks: &str| {
+            format!(r#"{{"node":"n","issuers":{issuers},"trusts":{trusts},"risks":{risks}}}"#)
+        };
+        let view = |rows: &[String]| format!(r#"{{"currentCa":"bb","nodes":[{}]}}"#, rows.join(","));
+        let good = row(r#"["bb"]"#, r#"["bb"]"#, "[]");
+        assert!(fleet_on_one_ca(&view(&[good.clone(), good.clone()]), 2).unwrap());
+        assert!(!fleet_on_one_ca(&view(&[good.clone()]), 2).unwrap(), "a node missing");
+        let still_trusting_old = row(r#"["bb"]"#, r#"["aa","bb"]"#, "[]");
+        assert!(!fleet_on_one_ca(&view(&[good.clone(), still_trusting_old]), 2).unwrap());
+        let old_serving = row(r#"["bb","aa"]"#, r#"["bb"]"#, r#"["OldCA"]"#);
+        assert!(!fleet_on_one_ca(&view(&[good.clone(), old_serving]), 2).unwrap());
+        let overdue = row(r#"["bb"]"#, r#"["bb"]"#, r#"["Overdue"]"#);
+        let other_ca = row(r#"["cc"]"#, r#"["cc"]"#, "[]");
+        assert!(!fleet_on_one_ca(&view(&[good.clone(), other_ca]), 2).unwrap());
+        assert!(!fleet_on_one_ca(&view(&[good, overdue]), 2).unwrap());
+        let error = fleet_on_one_ca("[]", 1).unwrap_err();
+        assert_eq!(format!("{error:#}"), "signer fleet's JSON: no nodes");
     }
 }
