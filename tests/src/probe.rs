@@ -228,6 +228,17 @@ mod tests {
     }
 
     #[test]
+    fn a_client_pair_without_a_key_or_certificate_is_refused_naming_it() {
+        let _ = kubecert_reload::KeyExchange::default().install();
+        let addr = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        let error = Prober::https_as_client(addr, b"", b"no PEM here", "/").err().unwrap();
+        assert!(error.starts_with("reading the client key: "), "{error}");
+        let key_only = rcgen::KeyPair::generate().unwrap().serialize_pem();
+        let error = Prober::https_as_client(addr, b"", key_only.as_bytes(), "/").err().unwrap();
+        assert!(error.starts_with("using the client certificate: "), "{error}");
+    }
+
+    #[test]
     fn https_to_a_plain_server_is_a_tls_failure() {
         let _ = kubecert_reload::KeyExchange::default().install();
         let plain = answer("HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n");

@@ -605,7 +605,7 @@ mod tests {
         let view = |rows: &[String]| format!(r#"{{"currentCa":"bb","nodes":[{}]}}"#, rows.join(","));
         let good = row(r#"["bb"]"#, r#"["bb"]"#, "[]");
         assert!(fleet_on_one_ca(&view(&[good.clone(), good.clone()]), 2).unwrap());
-        assert!(!fleet_on_one_ca(&view(&[good.clone()]), 2).unwrap(), "a node missing");
+        assert!(!fleet_on_one_ca(&view(std::slice::from_ref(&good)), 2).unwrap(), "a node missing");
         let still_trusting_old = row(r#"["bb"]"#, r#"["aa","bb"]"#, "[]");
         assert!(!fleet_on_one_ca(&view(&[good.clone(), still_trusting_old]), 2).unwrap());
         let old_serving = row(r#"["bb","aa"]"#, r#"["bb"]"#, r#"["OldCA"]"#);
