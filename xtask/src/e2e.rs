@@ -392,6 +392,8 @@ pub fn run(options: &Options) -> Result<()> {
     let root = std::env::temp_dir().join(format!("kubecert-e2e-{}", std::process::id()));
     std::fs::create_dir_all(&root)?;
     println!("working in {}", root.display());
+    // The probes' TLS clients need the process's crypto provider.
+    let _ = kubecert_reload::KeyExchange::default().install();
     let result = if options.ca_roll {
         ca_roll::run_in(options.nodes, &root, &signer_bin, &agent_bin, started)
     } else {
@@ -417,7 +419,6 @@ fn run_in(
     agent_bin: &Path,
     started: Instant,
 ) -> Result<()> {
-    let _ = kubecert_reload::KeyExchange::default().install();
     let data = root.join("signer");
     let listen = free_addr()?;
     let lifetime = format!("{}s", LIFETIME.as_secs());
@@ -575,13 +576,18 @@ fn run_in(
         }
         failures.extend(node.probed.lock().failures().into_iter().map(|f| format!("{}: {f}", node.name)));
     }
+    verdict(&failures, "e2e", started)
+}
+
+/// Prints each failure and fails the run if there is one; else prints that `run` passed.
+fn verdict(failures: &[String], run: &str, started: Instant) -> Result<()> {
     if !failures.is_empty() {
-        for failure in &failures {
+        for failure in failures {
             println!("FAILED: {failure}");
         }
         bail!("{} check(s) failed", failures.len());
     }
-    println!("e2e passed in {}", secs(started.elapsed()));
+    println!("{run} passed in {}", secs(started.elapsed()));
     Ok(())
 }
 

@@ -39,7 +39,7 @@ use kubecert_tests::probe::{Outcome, Prober};
 
 use super::{
     Ca, Probed, Proc, StopOnDrop, agent_args, approve_pending_serving_csrs, create_bootstrap_kubeconfig,
-    free_addr, secs, start_probing, start_signer,
+    free_addr, secs, start_probing, start_signer, verdict,
 };
 
 /// Lifetime of issued certificates: short, so that generation 1's last leaf expires soon after
@@ -287,7 +287,6 @@ pub(super) fn run_in(
     agent_bin: &Path,
     started: Instant,
 ) -> Result<()> {
-    let _ = kubecert_reload::KeyExchange::default().install();
     let data = root.join("signer");
     let bundle = root.join("trust-bundle.pem");
     let config = root.join("signer.toml");
@@ -456,14 +455,7 @@ pub(super) fn run_in(
             ));
         }
     }
-    if !failures.is_empty() {
-        for failure in &failures {
-            println!("FAILED: {failure}");
-        }
-        bail!("{} check(s) failed", failures.len());
-    }
-    println!("e2e --ca-roll passed in {}", secs(started.elapsed()));
-    Ok(())
+    verdict(&failures, "e2e --ca-roll", started)
 }
 
 /// Starts the three probes of one node (see the module's documentation).
