@@ -379,8 +379,8 @@ pub fn run(options: &Options) -> Result<()> {
             workspace_root().join("target/debug")
         }
     };
-    let (signer_bin, agent_bin) = (bin.join("signer"), bin.join("node-agent"));
-    for binary in [&signer_bin, &agent_bin] {
+    let bins = Binaries { signer: bin.join("signer"), agent: bin.join("node-agent") };
+    for binary in [&bins.signer, &bins.agent] {
         if !binary.is_file() {
             bail!(
                 "--bin-dir: {} is not a file (build with `cargo build --workspace --bins`)",
@@ -395,11 +395,11 @@ pub fn run(options: &Options) -> Result<()> {
     // The probes' TLS clients need the process's crypto provider.
     let _ = kubecert_reload::KeyExchange::default().install();
     let result = if options.ca_roll {
-        ca_roll::run_in(options.nodes, &root, &signer_bin, &agent_bin, started)
+        ca_roll::run_in(options.nodes, &root, &bins, started)
     } else {
         println!("the run itself has {}", secs(LIMIT));
         let plan = FaultPlan::draw(seed, options.nodes);
-        run_in(options, &plan, &root, &signer_bin, &agent_bin, started)
+        run_in(options, &plan, &root, &bins, started)
     };
     match &result {
         Ok(()) => {
@@ -411,14 +411,14 @@ pub fn run(options: &Options) -> Result<()> {
     result
 }
 
-fn run_in(
-    options: &Options,
-    plan: &FaultPlan,
-    root: &Path,
-    signer_bin: &Path,
-    agent_bin: &Path,
-    started: Instant,
-) -> Result<()> {
+/// The binaries a run starts.
+struct Binaries {
+    signer: PathBuf,
+    agent: PathBuf,
+}
+
+fn run_in(options: &Options, plan: &FaultPlan, root: &Path, bins: &Binaries, started: Instant) -> Result<()> {
+    let (signer_bin, agent_bin) = (bins.signer.as_path(), bins.agent.as_path());
     let data = root.join("signer");
     let listen = free_addr()?;
     let lifetime = format!("{}s", LIFETIME.as_secs());

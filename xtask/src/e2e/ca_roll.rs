@@ -38,8 +38,8 @@ use anyhow::{Context as _, Result, bail};
 use kubecert_tests::probe::{Outcome, Prober};
 
 use super::{
-    Ca, Probed, Proc, StopOnDrop, agent_args, approve_pending_serving_csrs, create_bootstrap_kubeconfig,
-    free_addr, secs, start_probing, start_signer, verdict,
+    Binaries, Ca, Probed, Proc, StopOnDrop, agent_args, approve_pending_serving_csrs,
+    create_bootstrap_kubeconfig, free_addr, secs, start_probing, start_signer, verdict,
 };
 
 /// Lifetime of issued certificates: short, so that generation 1's last leaf expires soon after
@@ -280,13 +280,9 @@ fn fleet_on_one_ca(view: &str, nodes: usize) -> Result<bool> {
 /// Phases of the roll and how long each took, in order.
 type Phases = Vec<(&'static str, Duration)>;
 
-pub(super) fn run_in(
-    nodes: usize,
-    root: &Path,
-    signer_bin: &Path,
-    agent_bin: &Path,
-    started: Instant,
-) -> Result<()> {
+/// The roll with `nodes` node agents, working in `root`.
+pub(super) fn run_in(nodes: usize, root: &Path, bins: &Binaries, started: Instant) -> Result<()> {
+    let (signer_bin, agent_bin) = (bins.signer.as_path(), bins.agent.as_path());
     let data = root.join("signer");
     let bundle = root.join("trust-bundle.pem");
     let config = root.join("signer.toml");
