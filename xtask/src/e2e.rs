@@ -366,14 +366,13 @@ pub fn run(options: &Options) -> Result<()> {
     let bin = match &options.bin_dir {
         Some(dir) => dir.clone(),
         None => {
-            println!("building signer and node-agent…");
+            // The workspace's feature set, as the tests build them: `-p signer -p node-agent`
+            // would build their dependencies a second time with other features.
+            println!("building signer and node-agent (cargo build --workspace --bins)…");
             let build = Instant::now();
-            let status = cargo()
-                .args(["build", "-p", "signer", "-p", "node-agent"])
-                .status()
-                .context("cargo build")?;
+            let status = cargo().args(["build", "--workspace", "--bins"]).status().context("cargo build")?;
             if !status.success() {
-                bail!("cargo build -p signer -p node-agent failed");
+                bail!("cargo build --workspace --bins failed");
             }
             println!("built in {}", secs(build.elapsed()));
             workspace_root().join("target/debug")
