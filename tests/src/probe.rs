@@ -1,5 +1,7 @@
 //! One `GET /healthz` against a node agent's endpoint, and what it met: what `cargo xtask e2e`
-//! probes the agents with, and what the restart benchmark measures downtime with.
+//! probes the agents with, and what the restart benchmark measures downtime with. A prober can
+//! also present a client certificate and ask for another path (`cargo xtask e2e --ca-roll` uses
+//! each node's client certificate against the API that way).
 //!
 //! The outcome separates a connection that was refused or lost (nothing listening, or the
 //! process died under the request) from every other error (TLS, certificate, HTTP status,
@@ -12,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rustls::pki_types::pem::PemObject as _;
-use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 
 /// How long a probe may take to connect, and then to get its answer.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -31,32 +33,55 @@ pub enum Outcome {
     Failed(String),
 }
 
+/// The path probed unless [`Prober::https_as_client`] names another.
+const HEALTHZ: &str = "/healthz";
+
 /// Probes one agent's `/healthz`: over HTTPS, verifying the serving certificate against a CA,
 /// or over plain HTTP (agents without serving certificates).
 #[derive(Clone)]
 pub struct Prober {
     addr: SocketAddr,
+    path: String,
     tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl Prober {
     /// Plain HTTP to `addr`.
     pub fn http(addr: SocketAddr) -> Self {
-        Self { addr, tls: None }
+        Self { addr, path: HEALTHZ.to_owned(), tls: None }
     }
 
     /// HTTPS to `addr`, trusting the certificates in `ca_pem`, without session resumption (every
     /// probe makes a full handshake, so it sees the certificate served now). Needs the process's
     /// rustls crypto provider installed.
     pub fn https(addr: SocketAddr, ca_pem: &[u8]) -> Result<Self, String> {
-        let mut roots = rustls::RootCertStore::empty();
-        for cert in CertificateDer::pem_slice_iter(ca_pem) {
-            let cert = cert.map_err(|e| format!("reading the CA certificate: {e}"))?;
-            roots.add(cert).map_err(|e| format!("trusting the CA certificate: {e}"))?;
-        }
-        let mut config = rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
+        let config = tls_client(ca_pem)?.with_no_client_auth();
+        Ok(Self::with_tls(addr, HEALTHZ, config))
+    }
+
+    /// HTTPS `GET path` to `addr` like [`Prober::https`], presenting the certificate chain and
+    /// private key in `client_pem` (a kubelet-style `*-current.pem` pair: the certificates, then
+    /// the key).
+    pub fn https_as_client(
+        addr: SocketAddr,
+        ca_pem: &[u8],
+        client_pem: &[u8],
+        path: &str,
+    ) -> Result<Self, String> {
+        let chain = CertificateDer::pem_slice_iter(client_pem)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("reading the client certificate: {e}"))?;
+        let key =
+            PrivateKeyDer::from_pem_slice(client_pem).map_err(|e| format!("reading the client key: {e}"))?;
+        let config = tls_client(ca_pem)?
+            .with_client_auth_cert(chain, key)
+            .map_err(|e| format!("using the client certificate: {e}"))?;
+        Ok(Self::with_tls(addr, path, config))
+    }
+
+    fn with_tls(addr: SocketAddr, path: &str, mut config: rustls::ClientConfig) -> Self {
         config.resumption = rustls::client::Resumption::disabled();
-        Ok(Self { addr, tls: Some(Arc::new(config)) })
+        Self { addr, path: path.to_owned(), tls: Some(Arc::new(config)) }
     }
 
     /// The address probed.
@@ -85,22 +110,34 @@ impl Prober {
         tcp.set_read_timeout(Some(READ_TIMEOUT))?;
         tcp.set_write_timeout(Some(READ_TIMEOUT))?;
         match &self.tls {
-            None => request(tcp, self.addr),
+            None => request(tcp, self.addr, &self.path),
             Some(config) => {
                 let connection =
                     rustls::ClientConnection::new(config.clone(), ServerName::from(self.addr.ip()))
                         .map_err(std::io::Error::other)?;
-                request(rustls::StreamOwned::new(connection, tcp), self.addr)
+                request(rustls::StreamOwned::new(connection, tcp), self.addr, &self.path)
             }
         }
     }
 }
 
-/// `GET /healthz` with `Connection: close`; everything the server sends back.
-fn request(mut stream: impl Read + Write, addr: SocketAddr) -> std::io::Result<Vec<u8>> {
-    stream.write_all(
-        format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
-    )?;
+/// A TLS client configuration trusting the certificates in `ca_pem`, before its client
+/// authentication is chosen.
+fn tls_client(
+    ca_pem: &[u8],
+) -> Result<rustls::ConfigBuilder<rustls::ClientConfig, rustls::client::WantsClientCert>, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(ca_pem) {
+        let cert = cert.map_err(|e| format!("reading the CA certificate: {e}"))?;
+        roots.add(cert).map_err(|e| format!("trusting the CA certificate: {e}"))?;
+    }
+    Ok(rustls::ClientConfig::builder().with_root_certificates(roots))
+}
+
+/// `GET path` with `Connection: close`; everything the server sends back.
+fn request(mut stream: impl Read + Write, addr: SocketAddr, path: &str) -> std::io::Result<Vec<u8>> {
+    stream
+        .write_all(format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes())?;
     let mut response = Vec::new();
     match stream.read_to_end(&mut response) {
         Ok(_) => Ok(response),
@@ -188,6 +225,17 @@ mod tests {
             Prober::http(unavailable).probe(),
             Outcome::Failed("HTTP: HTTP/1.1 503 Service Unavailable".into())
         );
+    }
+
+    #[test]
+    fn a_client_pair_without_a_key_or_certificate_is_refused_naming_it() {
+        let _ = kubecert_reload::KeyExchange::default().install();
+        let addr = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        let error = Prober::https_as_client(addr, b"", b"no PEM here", "/").err().unwrap();
+        assert!(error.starts_with("reading the client key: "), "{error}");
+        let key_only = rcgen::KeyPair::generate().unwrap().serialize_pem();
+        let error = Prober::https_as_client(addr, b"", key_only.as_bytes(), "/").err().unwrap();
+        assert!(error.starts_with("using the client certificate: "), "{error}");
     }
 
     #[test]

@@ -9,7 +9,8 @@
 //! the embedded API (`kubectl get clustertrustbundles`, `--trust-source bundles`); a third lets
 //! `--ca-auto-roll` roll a one-minute CA by itself. A fourth SIGKILLs `signer ca` steps at random
 //! moments (`KUBECERT_CA_KILLS`, default 20) and checks that each re-run resumes to a consistent
-//! journal whose signing root the trust bundle holds.
+//! journal whose signing root the trust bundle holds. A fifth runs `cargo xtask e2e --ca-roll
+//! --nodes 2` (the xtask binary): a probed two-node fleet through a whole roll.
 //!
 //! 127.0.0.1 only; bounded by the agent's first rotation (60-second certificates) plus the
 //! expiry of the last generation-1 leaf (about 70 seconds), and by the one-minute CA's schedule.
@@ -519,4 +520,55 @@ fn killing_ca_steps_at_random_moments_always_resumes_to_a_consistent_state() {
         }
     }
     eprintln!("{done} kills ({finished} after the step had already exited) in {:.1?}", started.elapsed());
+}
+
+#[test]
+fn xtask_e2e_ca_roll_rolls_a_probed_fleet_without_a_failed_request() {
+    use std::os::unix::process::CommandExt as _;
+    if kubectl().is_none() {
+        return;
+    }
+    let dir = TempDir::new("xtask-ca-roll");
+    let bin_dir = binary("signer").parent().expect("target/<profile>").to_path_buf();
+    binary("node-agent");
+    let log = dir.path().join("xtask.log");
+    let out = std::fs::File::create(&log).expect("create log");
+    // Its own process group, so that a run over time is stopped with every process it started;
+    // its working files (kept when it fails) go under the test's directory.
+    let mut child = Command::new(binary("xtask"))
+        .args(["e2e", "--ca-roll", "--nodes", "2", "--bin-dir", s(&bin_dir)])
+        .env("TMPDIR", dir.path())
+        .stdout(out.try_clone().expect("clone log"))
+        .stderr(out)
+        .process_group(0)
+        .spawn()
+        .expect("start xtask");
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break status;
+        }
+        if started.elapsed() > Duration::from_secs(240) {
+            let group = format!("-{}", child.id());
+            let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
+            let _ = child.wait();
+            panic!(
+                "cargo xtask e2e --ca-roll: not done within 240 s: {}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let output = std::fs::read_to_string(&log).expect("read log");
+    assert!(status.success(), "cargo xtask e2e --ca-roll failed: {output}");
+    assert!(output.contains("failed: 0 "), "{output}");
+    for node in ["node-0", "node-1"] {
+        let row = output
+            .lines()
+            .find(|l| l.starts_with(node))
+            .unwrap_or_else(|| panic!("no row for {node}: {output}"));
+        assert!(row.ends_with(" 2, 2"), "{node} must end with client and serving from generation 2: {row}");
+        assert!(row.contains("retire + "), "{node}: the old-root-only client must stop after retire: {row}");
+    }
+    assert!(output.contains("e2e --ca-roll passed"), "{output}");
 }

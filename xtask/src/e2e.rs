@@ -13,7 +13,10 @@
 //! the rules are in [`ledger`]. The fault timing comes from a seed, printed at the start, that
 //! `--seed` replays. Every process started is stopped on the way out (Ctrl-C reaches them too:
 //! they share the terminal's process group).
+//!
+//! `--ca-roll` runs a CA roll instead (see [`ca_roll`]).
 
+mod ca_roll;
 mod ledger;
 
 use std::collections::BTreeSet;
@@ -26,7 +29,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context as _, Result, bail};
 use kubecert_tests::bench::{millis, percentile};
-use kubecert_tests::probe::Prober;
+use kubecert_tests::probe::{Outcome, Prober};
 
 use self::ledger::Ledger;
 use crate::{cargo, workspace_root};
@@ -43,35 +46,50 @@ const SIGNER_FAULT_MARGIN: Duration = Duration::from_secs(25);
 const PROBE_INTERVAL: Duration = Duration::from_millis(50);
 const PROBE_INTERVAL_DOWN: Duration = Duration::from_millis(5);
 
-/// `--nodes`, `--rotations`, `--seed`.
+/// `--nodes`, `--rotations`, `--seed`, `--ca-roll`, `--bin-dir`.
 pub struct Options {
     nodes: usize,
-    rotations: usize,
+    /// `None`: the default (2), or not asked for with `--ca-roll`.
+    rotations: Option<usize>,
     seed: Option<u64>,
+    ca_roll: bool,
+    /// Where built `signer` and `node-agent` binaries are; `None`: build them first.
+    bin_dir: Option<PathBuf>,
 }
+
+const USAGE: &str = "usage: [--nodes N] [--rotations R] [--seed S] | --ca-roll [--nodes N]; [--bin-dir DIR]";
 
 impl Options {
     pub fn parse(args: &[String]) -> Result<Self> {
-        let mut options = Self { nodes: 3, rotations: 2, seed: None };
+        let mut options = Self { nodes: 3, rotations: None, seed: None, ca_roll: false, bin_dir: None };
         let mut rest = args.iter();
         while let Some(arg) = rest.next() {
-            let mut value = |name: &str| -> Result<u64> {
-                let v = rest.next().with_context(|| format!("{name} needs a number"))?;
+            let mut value = |name: &str| -> Result<&String> {
+                rest.next().with_context(|| format!("{name} needs a value"))
+            };
+            let number = |name: &str, v: &String| -> Result<u64> {
                 v.parse().with_context(|| format!("{name}: '{v}' is not a number"))
             };
             match arg.as_str() {
-                "--nodes" => options.nodes = usize::try_from(value("--nodes")?)?,
-                "--rotations" => options.rotations = usize::try_from(value("--rotations")?)?,
-                "--seed" => options.seed = Some(value("--seed")?),
-                other => bail!(
-                    "cargo xtask e2e: unknown argument '{other}' (usage: [--nodes N] [--rotations R] [--seed S])"
-                ),
+                "--nodes" => options.nodes = usize::try_from(number(arg, value(arg)?)?)?,
+                "--rotations" => options.rotations = Some(usize::try_from(number(arg, value(arg)?)?)?),
+                "--seed" => options.seed = Some(number(arg, value(arg)?)?),
+                "--ca-roll" => options.ca_roll = true,
+                "--bin-dir" => options.bin_dir = Some(PathBuf::from(value(arg)?)),
+                other => bail!("cargo xtask e2e: unknown argument '{other}' ({USAGE})"),
             }
         }
         if options.nodes == 0 {
             bail!("--nodes must be at least 1");
         }
+        if options.ca_roll && (options.rotations.is_some() || options.seed.is_some()) {
+            bail!("--ca-roll injects no faults and counts no rotations: --seed and --rotations do not apply");
+        }
         Ok(options)
+    }
+
+    fn rotations(&self) -> usize {
+        self.rotations.unwrap_or(2)
     }
 }
 
@@ -230,6 +248,13 @@ struct Ca {
 }
 
 impl Ca {
+    /// The CA whose certificate (the first in `pem`) is this.
+    fn from_pem(pem: Vec<u8>) -> Result<Self> {
+        let cert = kubecert_csr::parse_certificates_pem(&pem)?.remove(0);
+        Ok(Self { pem, spki_der: cert.public_key.spki_der })
+    }
+
+    /// Whether `der` is signed by this CA's key.
     fn verify(&self, der: &[u8]) -> Result<()> {
         use x509_parser::prelude::FromDer as _;
         let (_, cert) = x509_parser::certificate::X509Certificate::from_der(der).context("parse")?;
@@ -261,15 +286,22 @@ impl Probed {
     }
 }
 
-/// Probes `prober` until `stop`, recording every probe in the ledger.
-fn start_probing(prober: Prober, probed: Arc<Probed>, stop: Arc<AtomicBool>) {
+/// Calls `probe` until `stop`, recording every outcome in the ledger (`None`: nothing to
+/// probe yet, e.g. no certificate to present).
+fn start_probing(
+    mut probe: impl FnMut() -> Option<Outcome> + Send + 'static,
+    probed: Arc<Probed>,
+    stop: Arc<AtomicBool>,
+) {
     std::thread::spawn(move || {
         while !stop.load(Ordering::Relaxed) {
             let started = Instant::now();
-            let outcome = prober.probe();
+            let outcome = probe();
             let finished = Instant::now();
             let mut ledger = probed.lock();
-            ledger.record(started, finished, outcome);
+            if let Some(outcome) = outcome {
+                ledger.record(started, finished, outcome);
+            }
             let interval = if ledger.is_down() { PROBE_INTERVAL_DOWN } else { PROBE_INTERVAL };
             // Woken early by a kill or a respawn; a spurious wakeup is one more probe.
             drop(probed.wake.wait_timeout(ledger, interval));
@@ -328,41 +360,64 @@ enum SignerFault {
 pub fn run(options: &Options) -> Result<()> {
     // Short enough to type back.
     let seed = options.seed.unwrap_or_else(|| u64::from(fastrand::u32(..)));
-    println!("seed: {seed} (replay with --seed {seed})");
-    println!("building signer and node-agent…");
-    let build = Instant::now();
-    let status =
-        cargo().args(["build", "-p", "signer", "-p", "node-agent"]).status().context("cargo build")?;
-    if !status.success() {
-        bail!("cargo build -p signer -p node-agent failed");
+    if !options.ca_roll {
+        println!("seed: {seed} (replay with --seed {seed})");
     }
-    println!("built in {}; the run itself has {}", secs(build.elapsed()), secs(LIMIT));
+    let bin = match &options.bin_dir {
+        Some(dir) => dir.clone(),
+        None => {
+            // The workspace's feature set, as the tests build them: `-p signer -p node-agent`
+            // would build their dependencies a second time with other features.
+            println!("building signer and node-agent (cargo build --workspace --bins)…");
+            let build = Instant::now();
+            let status = cargo().args(["build", "--workspace", "--bins"]).status().context("cargo build")?;
+            if !status.success() {
+                bail!("cargo build --workspace --bins failed");
+            }
+            println!("built in {}", secs(build.elapsed()));
+            workspace_root().join("target/debug")
+        }
+    };
+    let bins = Binaries { signer: bin.join("signer"), agent: bin.join("node-agent") };
+    for binary in [&bins.signer, &bins.agent] {
+        if !binary.is_file() {
+            bail!(
+                "--bin-dir: {} is not a file (build with `cargo build --workspace --bins`)",
+                binary.display()
+            );
+        }
+    }
     let started = Instant::now();
-    let bin = workspace_root().join("target/debug");
-    let (signer_bin, agent_bin) = (bin.join("signer"), bin.join("node-agent"));
     let root = std::env::temp_dir().join(format!("kubecert-e2e-{}", std::process::id()));
     std::fs::create_dir_all(&root)?;
     println!("working in {}", root.display());
-    let plan = FaultPlan::draw(seed, options.nodes);
-    let result = run_in(options, &plan, &root, &signer_bin, &agent_bin, started);
+    // The probes' TLS clients need the process's crypto provider.
+    let _ = kubecert_reload::KeyExchange::default().install();
+    let result = if options.ca_roll {
+        ca_roll::run_in(options.nodes, &root, &bins, started)
+    } else {
+        println!("the run itself has {}", secs(LIMIT));
+        let plan = FaultPlan::draw(seed, options.nodes);
+        run_in(options, &plan, &root, &bins, started)
+    };
     match &result {
         Ok(()) => {
             let _ = std::fs::remove_dir_all(&root);
         }
+        Err(_) if options.ca_roll => println!("logs kept in {}", root.display()),
         Err(_) => println!("logs kept in {}; replay with --seed {seed}", root.display()),
     }
     result
 }
 
-fn run_in(
-    options: &Options,
-    plan: &FaultPlan,
-    root: &Path,
-    signer_bin: &Path,
-    agent_bin: &Path,
-    started: Instant,
-) -> Result<()> {
-    let _ = kubecert_reload::KeyExchange::default().install();
+/// The binaries a run starts.
+struct Binaries {
+    signer: PathBuf,
+    agent: PathBuf,
+}
+
+fn run_in(options: &Options, plan: &FaultPlan, root: &Path, bins: &Binaries, started: Instant) -> Result<()> {
+    let (signer_bin, agent_bin) = (bins.signer.as_path(), bins.agent.as_path());
     let data = root.join("signer");
     let listen = free_addr()?;
     let lifetime = format!("{}s", LIFETIME.as_secs());
@@ -380,17 +435,9 @@ fn run_in(
     .iter()
     .map(|s| s.to_string())
     .collect();
-    let mut signer = Proc::spawn("signer", signer_bin, &signer_args, &root.join("signer.log"))?;
+    let mut signer = start_signer(signer_bin, &signer_args, root, listen)?;
     let admin = data.join("admin.kubeconfig");
-    wait_until("signer serve listening", Duration::from_secs(30), || {
-        if let Some(status) = signer.exited() {
-            bail!("signer serve exited with {status}; see {}", root.join("signer.log").display());
-        }
-        Ok(admin.is_file() && TcpStream::connect(listen).is_ok())
-    })?;
-    let ca_pem = std::fs::read(data.join("pki/ca.crt"))?;
-    let ca_cert = kubecert_csr::parse_certificates_pem(&ca_pem)?.remove(0);
-    let ca = Ca { pem: ca_pem, spki_der: ca_cert.public_key.spki_der };
+    let ca = Ca::from_pem(std::fs::read(data.join("pki/ca.crt"))?)?;
     println!("signer serve on {listen} ({})", secs(started.elapsed()));
     let kills: Vec<String> =
         plan.kill_at_age.iter().enumerate().map(|(i, age)| format!("node-{i} at {}", secs(*age))).collect();
@@ -401,16 +448,7 @@ fn run_in(
         secs(plan.signer_after_rotation)
     );
 
-    let bootstrap = root.join("bootstrap.kubeconfig");
-    let token = Command::new(signer_bin)
-        .args(["token", "create", "--kubeconfig"])
-        .arg(&admin)
-        .arg("--write-bootstrap-kubeconfig")
-        .arg(&bootstrap)
-        .output()?;
-    if !token.status.success() {
-        bail!("signer token create: {}", String::from_utf8_lossy(&token.stderr));
-    }
+    let bootstrap = create_bootstrap_kubeconfig(signer_bin, &admin, root)?;
 
     let stop_probes = Arc::new(AtomicBool::new(false));
     let _stop_on_exit = StopOnDrop(stop_probes.clone());
@@ -421,28 +459,15 @@ fn run_in(
         std::fs::create_dir_all(&dir)?;
         let metrics = free_addr()?;
         let serving = i < 2;
-        let mut args: Vec<String> = vec![
-            "--bootstrap-kubeconfig".into(),
-            bootstrap.display().to_string(),
-            "--kubeconfig".into(),
-            dir.join("kubelet.conf").display().to_string(),
-            "--cert-dir".into(),
-            dir.join("pki").display().to_string(),
-            "--node-name".into(),
-            name.clone(),
-            "--metrics-addr".into(),
-            metrics.to_string(),
-        ];
+        let args = agent_args(&bootstrap, &dir, &name, metrics, serving);
         let prober = if serving {
-            args.extend(["--rotate-server-certificates".into(), "--node-ip".into(), "127.0.0.1".into()]);
-            args.extend(["--node-dns".into(), format!("{name}.e2e.local")]);
             Prober::https(metrics, &ca.pem).map_err(anyhow::Error::msg)?
         } else {
             Prober::http(metrics)
         };
         let process = Proc::spawn(&name, agent_bin, &args, &dir.join("agent.log"))?;
         let probed = Arc::new(Probed::default());
-        start_probing(prober, probed.clone(), stop_probes.clone());
+        start_probing(move || Some(prober.probe()), probed.clone(), stop_probes.clone());
         nodes.push(Node {
             name,
             dir,
@@ -464,7 +489,7 @@ fn run_in(
     loop {
         if started.elapsed() > LIMIT {
             print_summary(&nodes);
-            bail!("not done within {}: {}", secs(LIMIT), pending(&nodes, &signer_fault, options.rotations));
+            bail!("not done within {}: {}", secs(LIMIT), pending(&nodes, &signer_fault, options.rotations()));
         }
         let now = SystemTime::now();
         for node in &mut nodes {
@@ -523,7 +548,7 @@ fn run_in(
             last_report = report;
         }
         let done = nodes.iter().all(|n| {
-            n.client.rotations() >= options.rotations && n.restarted && n.probed.lock().is_serving()
+            n.client.rotations() >= options.rotations() && n.restarted && n.probed.lock().is_serving()
         });
         if done && matches!(signer_fault, SignerFault::Done) {
             break;
@@ -550,14 +575,72 @@ fn run_in(
         }
         failures.extend(node.probed.lock().failures().into_iter().map(|f| format!("{}: {f}", node.name)));
     }
+    verdict(&failures, "e2e", started)
+}
+
+/// Prints each failure and fails the run if there is one; else prints that `run` passed.
+fn verdict(failures: &[String], run: &str, started: Instant) -> Result<()> {
     if !failures.is_empty() {
-        for failure in &failures {
+        for failure in failures {
             println!("FAILED: {failure}");
         }
         bail!("{} check(s) failed", failures.len());
     }
-    println!("e2e passed in {}", secs(started.elapsed()));
+    println!("{run} passed in {}", secs(started.elapsed()));
     Ok(())
+}
+
+/// Starts `signer serve` with `args` (logging to ROOT/signer.log) and waits until it listens on
+/// `listen` and has written its `admin.kubeconfig` (the `--data-dir` in `args`).
+fn start_signer(signer_bin: &Path, args: &[String], root: &Path, listen: SocketAddr) -> Result<Proc> {
+    let log = root.join("signer.log");
+    let mut signer = Proc::spawn("signer", signer_bin, args, &log)?;
+    let data = args.iter().skip_while(|a| *a != "--data-dir").nth(1).context("signer args: no --data-dir")?;
+    let admin = Path::new(data).join("admin.kubeconfig");
+    wait_until("signer serve listening", Duration::from_secs(30), || {
+        if let Some(status) = signer.exited() {
+            bail!("signer serve exited with {status}; see {}", log.display());
+        }
+        Ok(admin.is_file() && TcpStream::connect(listen).is_ok())
+    })?;
+    Ok(signer)
+}
+
+/// A bootstrap token, written as ROOT/bootstrap.kubeconfig (its path is returned).
+fn create_bootstrap_kubeconfig(signer_bin: &Path, admin: &Path, root: &Path) -> Result<PathBuf> {
+    let bootstrap = root.join("bootstrap.kubeconfig");
+    let token = Command::new(signer_bin)
+        .args(["token", "create", "--kubeconfig"])
+        .arg(admin)
+        .arg("--write-bootstrap-kubeconfig")
+        .arg(&bootstrap)
+        .output()?;
+    if !token.status.success() {
+        bail!("signer token create: {}", String::from_utf8_lossy(&token.stderr));
+    }
+    Ok(bootstrap)
+}
+
+/// A node agent's flags: its files under `dir`, `/healthz` and metrics on `metrics`, and with
+/// `serving` a serving certificate for 127.0.0.1 and `<name>.e2e.local`.
+fn agent_args(bootstrap: &Path, dir: &Path, name: &str, metrics: SocketAddr, serving: bool) -> Vec<String> {
+    let mut args: Vec<String> = vec![
+        "--bootstrap-kubeconfig".into(),
+        bootstrap.display().to_string(),
+        "--kubeconfig".into(),
+        dir.join("kubelet.conf").display().to_string(),
+        "--cert-dir".into(),
+        dir.join("pki").display().to_string(),
+        "--node-name".into(),
+        name.to_owned(),
+        "--metrics-addr".into(),
+        metrics.to_string(),
+    ];
+    if serving {
+        args.extend(["--rotate-server-certificates".into(), "--node-ip".into(), "127.0.0.1".into()]);
+        args.extend(["--node-dns".into(), format!("{name}.e2e.local")]);
+    }
+    args
 }
 
 /// Sets the flag when dropped, so probe threads stop on every way out.
@@ -698,15 +781,33 @@ mod tests {
     #[test]
     fn options_take_a_seed_and_say_what_is_wrong_without_debug_output() {
         let options = Options::parse(&args("--nodes 2 --seed 1234")).unwrap();
-        assert_eq!((options.nodes, options.rotations, options.seed), (2, 2, Some(1234)));
+        assert_eq!((options.nodes, options.rotations(), options.seed), (2, 2, Some(1234)));
+        assert!(!options.ca_roll && options.bin_dir.is_none());
         assert_eq!(Options::parse(&[]).unwrap().seed, None);
         let error = |text| format!("{:#}", Options::parse(&args(text)).err().unwrap());
         assert_eq!(error("--seed x"), "--seed: 'x' is not a number: invalid digit found in string");
+        assert_eq!(error("--nodes"), "--nodes needs a value");
         assert_eq!(
             error("--fast"),
-            "cargo xtask e2e: unknown argument '--fast' (usage: [--nodes N] [--rotations R] [--seed S])"
+            "cargo xtask e2e: unknown argument '--fast' (usage: [--nodes N] [--rotations R] [--seed S] | --ca-roll [--nodes N]; [--bin-dir DIR])"
         );
         assert_eq!(error("--nodes 0"), "--nodes must be at least 1");
+    }
+
+    #[test]
+    fn ca_roll_takes_nodes_and_a_bin_dir_but_no_faults() {
+        let options = Options::parse(&args("--ca-roll --nodes 5 --bin-dir target/debug")).unwrap();
+        assert!(options.ca_roll);
+        assert_eq!(options.nodes, 5);
+        assert_eq!(options.bin_dir.as_deref(), Some(Path::new("target/debug")));
+        assert_eq!(Options::parse(&args("--ca-roll")).unwrap().nodes, 3);
+        let error = |text| format!("{:#}", Options::parse(&args(text)).err().unwrap());
+        let no_faults =
+            "--ca-roll injects no faults and counts no rotations: --seed and --rotations do not apply";
+        assert_eq!(error("--ca-roll --seed 3"), no_faults);
+        assert_eq!(error("--rotations 1 --ca-roll"), no_faults);
+        assert_eq!(error("--ca-roll --bin-dir"), "--bin-dir needs a value");
+        assert_eq!(error("--ca-roll --nodes 0"), "--nodes must be at least 1");
     }
 
     #[test]

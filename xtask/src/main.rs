@@ -6,7 +6,8 @@
 //!   baselines measured in the same run, and with `--cluster` the storm side by side with the
 //!   real Kubernetes (see `bench.rs`).
 //! - `cargo xtask e2e [--nodes N] [--rotations R] [--seed S]`: the whole system, with seeded
-//!   faults (see `e2e.rs`).
+//!   faults (see `e2e.rs`); `cargo xtask e2e --ca-roll [--nodes N]`: one CA roll of a probed
+//!   fleet (see `e2e/ca_roll.rs`); `--bin-dir DIR` with either runs binaries already built.
 //! - `cargo xtask cluster up|down|build`: the real kube-apiserver (and kube-controller-manager) on
 //!   loopback, built from the pinned Go module in `tests/kubernetes/` (see `cluster.rs`).
 
