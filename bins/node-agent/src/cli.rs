@@ -83,6 +83,12 @@ pub struct Cli {
     #[arg(long, value_enum, value_name = "ALG")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub key_algorithm: Option<KeyAlgorithmName>,
+    /// Also request and rotate a post-quantum node identity from signer
+    /// kubecert.io/node-identity with keys of this type, stored as kubelet-identity-*.pem in the
+    /// cert dir (off when unset). Needs a node agent built with the `ml-dsa` feature.
+    #[arg(long, value_enum, value_name = "ALG")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node_identity_key_algorithm: Option<IdentityKeyAlgorithm>,
     /// TLS key exchange of every connection: the API clients and the HTTPS endpoint:
     /// pq-preferred (X25519MLKEM768, then X25519, secp256r1), pq-required (X25519MLKEM768 only)
     /// or classic (no ML-KEM) [default: pq-preferred].
@@ -180,6 +186,32 @@ impl KeyAlgorithmName {
             KeyAlgorithmName::EcdsaP256 => kubecert_csr::KeyAlgorithm::EcdsaP256,
             KeyAlgorithmName::EcdsaP384 => kubecert_csr::KeyAlgorithm::EcdsaP384,
             KeyAlgorithmName::Ed25519 => kubecert_csr::KeyAlgorithm::Ed25519,
+        }
+    }
+}
+
+/// Key types of the post-quantum node identity.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum IdentityKeyAlgorithm {
+    /// ML-DSA-65 (FIPS 204).
+    #[value(name = "ml-dsa-65")]
+    #[serde(rename = "ml-dsa-65")]
+    MlDsa65,
+}
+
+impl IdentityKeyAlgorithm {
+    /// The algorithm as `kubecert-csr` names it; an error in a build without the `ml-dsa`
+    /// feature.
+    pub fn algorithm(self) -> anyhow::Result<kubecert_csr::KeyAlgorithm> {
+        match self {
+            #[cfg(feature = "ml-dsa")]
+            IdentityKeyAlgorithm::MlDsa65 => Ok(kubecert_csr::KeyAlgorithm::MlDsa65),
+            #[cfg(not(feature = "ml-dsa"))]
+            IdentityKeyAlgorithm::MlDsa65 => anyhow::bail!(
+                "node_identity_key_algorithm ml-dsa-65: this node agent was built without the ml-dsa \
+                 feature (cargo build --features node-agent/ml-dsa)"
+            ),
         }
     }
 }
