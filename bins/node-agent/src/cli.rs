@@ -243,6 +243,16 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_node_identity_algorithm_needs_the_ml_dsa_feature() {
+        let cli = Cli::parse_from(["node-agent", "--node-identity-key-algorithm", "ml-dsa-65"]);
+        let algorithm = cli.node_identity_key_algorithm.expect("parsed").algorithm();
+        #[cfg(feature = "ml-dsa")]
+        assert_eq!(algorithm.unwrap(), kubecert_csr::KeyAlgorithm::MlDsa65);
+        #[cfg(not(feature = "ml-dsa"))]
+        assert!(algorithm.unwrap_err().to_string().contains("built without the ml-dsa feature"));
+    }
+
+    #[test]
     fn kubelet_style_boolean_flags() {
         let cli =
             Cli::parse_from(["node-agent", "--rotate-certificates=false", "--rotate-server-certificates"]);
