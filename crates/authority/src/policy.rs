@@ -1017,7 +1017,9 @@ pub(crate) mod tests {
         let ecdsa = node_client("a").pem();
         let other_org = ml_dsa_pem("system:masters", "system:node:a");
         let not_a_node = ml_dsa_pem("system:nodes", "alice");
-        let denied: [(&str, &[&str], &str, &[&str], DenyReason, &str); 8] = [
+        /// (request PEM, usages, user, groups, reason, message)
+        type Case<'a> = (&'a str, &'a [&'a str], &'a str, &'a [&'a str], DenyReason, &'a str);
+        let denied: [Case<'_>; 8] = [
             (
                 &own,
                 CLIENT,
