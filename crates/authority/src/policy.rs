@@ -482,7 +482,7 @@ impl Rules {
         match self.signer {
             SIGNER_KUBE_APISERVER_CLIENT_KUBELET => self.kubelet_client(request, &validated),
             SIGNER_KUBELET_SERVING => self.kubelet_serving(request, &validated),
-            signer if is_node_identity(signer) => node_identity(request, &validated),
+            signer if is_node_identity(signer) => node_identity(request.csr, validated.common_name()),
             _ => self.kube_apiserver_client(&validated),
         }
     }
@@ -759,20 +759,15 @@ fn is_node_identity(signer: &str) -> bool {
 /// when the requester is that node itself, authenticated as `system:node:NAME` in group
 /// `system:nodes`. A node credential is all it takes (no SubjectAccessReview, unlike the kubelet
 /// client signer): the identity certifies nothing the node's client certificate does not.
-fn node_identity(
-    request: &ApprovalRequest<'_>,
-    validated: &ValidatedRequest<'_>,
-) -> Result<Evaluation, Violation> {
-    let spec = &request.csr.spec;
-    let username = spec.username.as_deref().unwrap_or_default();
-    let common_name = validated.common_name();
+fn node_identity(csr: &CertificateSigningRequest, common_name: &str) -> Result<Evaluation, Violation> {
+    let username = csr.spec.username.as_deref().unwrap_or_default();
     if !username.starts_with(NODE_USER_PREFIX) {
         return violation(
             DenyReason::RequesterNotAllowed,
             format!("only a node may request its identity; the requester is {username:?}"),
         );
     }
-    if !spec.groups.iter().flatten().any(|g| g == NODE_GROUP) {
+    if !csr.spec.groups.iter().flatten().any(|g| g == NODE_GROUP) {
         return violation(
             DenyReason::RequesterNotAllowed,
             format!("the requester {username:?} is not in group {NODE_GROUP}"),
