@@ -8,7 +8,7 @@ use std::path::Path;
 use anyhow::{Context as _, Result};
 use kubecert_csr::{
     CertificatePurpose, CertificateTemplate, KeyAlgorithm, SIGNER_KUBE_APISERVER_CLIENT_KUBELET,
-    SIGNER_KUBELET_SERVING,
+    SIGNER_KUBECERT_NODE_IDENTITY, SIGNER_KUBELET_SERVING,
 };
 use kubecert_k8s::CsrSource;
 use kubecert_reload::{Identity, LiveIdentity};
@@ -46,6 +46,7 @@ pub async fn run(config: AgentConfig, cancel: CancellationToken) -> Result<()> {
         "node-agent starting"
     );
 
+    let identity_algorithm = config.node_identity_key_algorithm.map(|a| a.algorithm()).transpose()?;
     let client_live = LiveIdentity::empty();
     let server_live = LiveIdentity::empty();
     let canary_interval = config.canary_interval()?;
@@ -170,7 +171,8 @@ pub async fn run(config: AgentConfig, cancel: CancellationToken) -> Result<()> {
         let source = loops.source(SIGNER_KUBE_APISERVER_CLIENT_KUBELET, bootstrap);
         let sink = StoreSink::new(client_store, client_live.clone(), loops.health.clone());
         let template = fixed_template(CertificateTemplate::node_client(&node_name));
-        let status = loops.spawn(CLIENT_PREFIX, CertificatePurpose::Client, source, sink, template, initial);
+        let rotation = loops.rotation(CLIENT_PREFIX, CertificatePurpose::Client);
+        let status = loops.spawn(rotation, source, sink, template, initial);
         fleet.client_rotation = Some(status.clone());
         metrics.track(Which::Client, status);
         let limit = config.exit_after_expired()?;
@@ -188,8 +190,8 @@ pub async fn run(config: AgentConfig, cancel: CancellationToken) -> Result<()> {
         }
         let source = loops.source(SIGNER_KUBELET_SERVING, None);
         let sink = StoreSink::new(server_store, server_live.clone(), loops.health.clone());
-        let status =
-            loops.spawn(SERVER_PREFIX, CertificatePurpose::Serving, source, sink, templates, initial);
+        let rotation = loops.rotation(SERVER_PREFIX, CertificatePurpose::Serving);
+        let status = loops.spawn(rotation, source, sink, templates, initial);
         fleet.serving = Some((server_live, status.clone()));
         metrics.track(Which::Server, status.clone());
         let stop = cancel.clone();
@@ -197,6 +199,24 @@ pub async fn run(config: AgentConfig, cancel: CancellationToken) -> Result<()> {
             metrics.observe_server_rotations(status, stop).await;
             Ok(())
         });
+    }
+
+    if let Some(algorithm) = identity_algorithm {
+        // The post-quantum identity: the client certificate's subject and usages, its own key
+        // type and store (kubelet-identity-*.pem), from kubecert.io/node-identity. It
+        // authenticates nothing to the API server; kubecert-aware peers verify it.
+        let store = open_store(&config.cert_dir, IDENTITY_PREFIX)?;
+        let live = LiveIdentity::empty();
+        let initial = initial_stored_certificate(&store, &live);
+        let source = loops.source(SIGNER_KUBECERT_NODE_IDENTITY, None);
+        let sink = StoreSink::new(store, live, loops.health.clone());
+        let template = fixed_template(CertificateTemplate::node_client(&node_name));
+        let rotation = RotationConfig {
+            key_algorithm: algorithm,
+            ..RotationConfig::new(IDENTITY_PREFIX, CertificatePurpose::Client)
+        };
+        info!(algorithm = %algorithm, "node identity rotation is on");
+        loops.spawn(rotation, source, sink, template, initial);
     }
 
     loops.tasks.spawn(fleet::run(loops.user.clone(), fleet, cancel.clone()));
@@ -209,6 +229,9 @@ pub async fn run(config: AgentConfig, cancel: CancellationToken) -> Result<()> {
     }
     Ok(())
 }
+
+/// File prefix of the post-quantum node identity in the cert dir.
+const IDENTITY_PREFIX: &str = "kubelet-identity";
 
 /// What the rotation loops share: the node's API client, the API health they report, and the
 /// tasks they run as.
@@ -230,18 +253,20 @@ impl Loops {
         }
     }
 
+    /// The rotation settings of a loop named `name` with the agent's key algorithm.
+    fn rotation(&self, name: &str, purpose: CertificatePurpose) -> RotationConfig {
+        RotationConfig { key_algorithm: self.key_algorithm, ..RotationConfig::new(name, purpose) }
+    }
+
     /// Starts a rotation loop; returns its status.
     fn spawn(
         &mut self,
-        name: &str,
-        purpose: CertificatePurpose,
+        config: RotationConfig,
         source: CsrSource,
         sink: StoreSink,
         templates: watch::Receiver<Option<CertificateTemplate>>,
         initial: InitialCertificate,
     ) -> watch::Receiver<RotationStatus> {
-        let config =
-            RotationConfig { key_algorithm: self.key_algorithm, ..RotationConfig::new(name, purpose) };
         let rotator = Rotator::new(config, source, sink, templates, initial);
         let status = rotator.status();
         let stop = self.cancel.clone();

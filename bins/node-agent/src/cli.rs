@@ -83,6 +83,12 @@ pub struct Cli {
     #[arg(long, value_enum, value_name = "ALG")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub key_algorithm: Option<KeyAlgorithmName>,
+    /// Also request and rotate a post-quantum node identity from signer
+    /// kubecert.io/node-identity with keys of this type, stored as kubelet-identity-*.pem in the
+    /// cert dir (off when unset). Needs a node agent built with the `ml-dsa` feature.
+    #[arg(long, value_enum, value_name = "ALG")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node_identity_key_algorithm: Option<IdentityKeyAlgorithm>,
     /// TLS key exchange of every connection: the API clients and the HTTPS endpoint:
     /// pq-preferred (X25519MLKEM768, then X25519, secp256r1), pq-required (X25519MLKEM768 only)
     /// or classic (no ML-KEM) [default: pq-preferred].
@@ -184,6 +190,32 @@ impl KeyAlgorithmName {
     }
 }
 
+/// Key types of the post-quantum node identity.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum IdentityKeyAlgorithm {
+    /// ML-DSA-65 (FIPS 204).
+    #[value(name = "ml-dsa-65")]
+    #[serde(rename = "ml-dsa-65")]
+    MlDsa65,
+}
+
+impl IdentityKeyAlgorithm {
+    /// The algorithm as `kubecert-csr` names it; an error in a build without the `ml-dsa`
+    /// feature.
+    pub fn algorithm(self) -> anyhow::Result<kubecert_csr::KeyAlgorithm> {
+        match self {
+            #[cfg(feature = "ml-dsa")]
+            IdentityKeyAlgorithm::MlDsa65 => Ok(kubecert_csr::KeyAlgorithm::MlDsa65),
+            #[cfg(not(feature = "ml-dsa"))]
+            IdentityKeyAlgorithm::MlDsa65 => anyhow::bail!(
+                "node_identity_key_algorithm ml-dsa-65: this node agent was built without the ml-dsa \
+                 feature (cargo build --features node-agent/ml-dsa)"
+            ),
+        }
+    }
+}
+
 /// `Name=true` → `("Name", true)`, as the kubelet's `--feature-gates` takes them.
 fn parse_feature_gate(gate: &str) -> Result<(String, bool), String> {
     let (name, value) = gate.split_once('=').ok_or_else(|| format!("{gate:?} is not NAME=BOOL"))?;
@@ -209,6 +241,16 @@ mod tests {
     use std::path::Path;
 
     use super::*;
+
+    #[test]
+    fn the_node_identity_algorithm_needs_the_ml_dsa_feature() {
+        let cli = Cli::parse_from(["node-agent", "--node-identity-key-algorithm", "ml-dsa-65"]);
+        let algorithm = cli.node_identity_key_algorithm.expect("parsed").algorithm();
+        #[cfg(feature = "ml-dsa")]
+        assert_eq!(algorithm.unwrap(), kubecert_csr::KeyAlgorithm::MlDsa65);
+        #[cfg(not(feature = "ml-dsa"))]
+        assert!(algorithm.unwrap_err().to_string().contains("built without the ml-dsa feature"));
+    }
 
     #[test]
     fn kubelet_style_boolean_flags() {

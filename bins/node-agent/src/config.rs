@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use kubecert_cli::LogFormat;
 use kubecert_reload::KeyExchange;
 
-use crate::cli::{Cli, KeyAlgorithmName};
+use crate::cli::{Cli, IdentityKeyAlgorithm, KeyAlgorithmName};
 
 /// The kubelet's default `--cert-dir`.
 pub const DEFAULT_CERT_DIR: &str = "/var/lib/kubelet/pki";
@@ -54,6 +54,9 @@ pub struct AgentConfig {
     pub log_format: LogFormat,
     /// Key type generated for rotations.
     pub key_algorithm: KeyAlgorithmName,
+    /// Key type of the post-quantum node identity requested from `kubecert.io/node-identity`
+    /// and stored as kubelet-identity-*.pem (`ml-dsa-65`, feature `ml-dsa`; off when unset).
+    pub node_identity_key_algorithm: Option<IdentityKeyAlgorithm>,
     /// TLS key exchange of the API clients and the HTTPS endpoint: `pq-preferred`,
     /// `pq-required` or `classic`.
     pub tls_key_exchange: KeyExchange,
@@ -88,6 +91,7 @@ impl Default for AgentConfig {
             metrics_addr: DEFAULT_METRICS_ADDR,
             log_format: LogFormat::Text,
             key_algorithm: KeyAlgorithmName::EcdsaP256,
+            node_identity_key_algorithm: None,
             tls_key_exchange: KeyExchange::default(),
             feature_gates: BTreeMap::new(),
             exit_after_expired: humantime::format_duration(crate::watchdog::EXIT_AFTER).to_string(),

@@ -94,6 +94,11 @@ pub struct CommonArgs {
     #[arg(long, value_name = "D")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub backdate: Option<String>,
+    /// Sign `kubecert.io/node-identity` with the ML-DSA-65 CA in DIR (ca.crt, ca.key; generated
+    /// there when absent). Needs a signer built with the `ml-dsa` feature.
+    #[arg(long, value_name = "DIR")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node_identity_ca: Option<PathBuf>,
     /// Serve Prometheus metrics and /healthz here (plain HTTP; keep it on loopback).
     #[arg(long, value_name = "ADDR")]
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -53,6 +53,11 @@ pub struct SignerConfig {
     pub ca_cert: Option<PathBuf>,
     /// One CA for every signer name: key file.
     pub ca_key: Option<PathBuf>,
+    /// Directory of the ML-DSA-65 CA (ca.crt, ca.key) that signs `kubecert.io/node-identity`,
+    /// generated there on first start (feature `ml-dsa`; without the feature setting it is an
+    /// error). Unset: requests to that signer name are left alone, as kube-controller-manager
+    /// leaves signer names it does not serve.
+    pub node_identity_ca: Option<PathBuf>,
     /// Or one CA per signer name (SPEC SG-1; mixing with `ca_cert`/`ca_key` is an error).
     pub signer_cas: BTreeMap<String, CaFiles>,
     /// `controller`: hold a Lease while working.
@@ -121,6 +126,7 @@ impl Default for SignerConfig {
             kubeconfig: None,
             ca_cert: None,
             ca_key: None,
+            node_identity_ca: None,
             signer_cas: BTreeMap::new(),
             leader_elect: false,
             lease_namespace: "kube-system".into(),

@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 use crate::ca::runtime::{CaMetrics, CaRuntime};
 use crate::config::{SignerConfig, duration};
 use crate::pki::host_name;
-use crate::run::{reloading_signer, run_controllers};
+use crate::run::{node_identity_signer, reloading_signer, run_controllers};
 
 /// A kube client from a kubeconfig file.
 pub async fn client_from_kubeconfig(path: &std::path::Path) -> Result<kube::Client> {
@@ -44,6 +44,7 @@ pub async fn controller(
             .context("no --kubeconfig, and no in-cluster or default kubeconfig")?,
     };
     // With --ca-state-dir the CA generations decide which key signs; else the CA files do.
+    let node_identity = node_identity_signer(&config, config.issuance()?)?;
     let signer = match ca_settings {
         Some(settings) => {
             let runtime = CaRuntime::connect(settings, &config, client.clone(), ca_metrics).await?;
@@ -56,7 +57,7 @@ pub async fn controller(
 
     if !config.leader_elect {
         metrics.leader.set(1);
-        run_controllers(client, signer, policy, metrics, cleaner_interval, shutdown).await;
+        run_controllers(client, signer, node_identity, policy, metrics, cleaner_interval, shutdown).await;
         return Ok(());
     }
     let lease_duration = duration("lease_duration", &config.lease_duration)?.as_secs().max(3);
@@ -75,6 +76,7 @@ pub async fn controller(
         run_controllers(
             work_client.clone(),
             signer.clone(),
+            node_identity.clone(),
             policy.clone(),
             work_metrics.clone(),
             cleaner_interval,

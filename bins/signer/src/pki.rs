@@ -78,12 +78,48 @@ pub fn load_or_create_ca(dir: &DataDir, lifetime: Duration) -> Result<Certificat
         now + lifetime,
         &aws_lc_rs::rand::SystemRandom::new(),
     )?;
-    // Key first: a crash between the two writes leaves no certificate without its key.
+    write_ca(&files, ca, "created the cluster CA")
+}
+
+/// Writes a generated CA's files (0600). Key first: a crash between the two writes leaves no
+/// certificate without its key.
+fn write_ca(files: &CaFiles, ca: CertificateAuthority, what: &str) -> Result<CertificateAuthority> {
     write_private_file(&files.key, ca.private_key_pem().as_bytes())?;
     write_private_file(&files.cert, ca.certificate_pem().as_bytes())?;
-    tracing::info!(cert = %files.cert.display(), "created the cluster CA");
+    tracing::info!(cert = %files.cert.display(), "{what}");
     Ok(ca)
 }
+
+/// The ML-DSA-65 CA of `kubecert.io/node-identity` in `dir` (ca.crt, ca.key), generated there on
+/// first start (ten years, like the cluster CA). A CA of another algorithm is an error: the
+/// signer's identities come from a CA of their own algorithm.
+#[cfg(feature = "ml-dsa")]
+pub fn load_or_create_node_identity_ca(dir: &Path) -> Result<CertificateAuthority> {
+    let files = CaFiles { cert: dir.join("ca.crt"), key: dir.join("ca.key") };
+    let ca = if files.cert.exists() || files.key.exists() {
+        load_ca(&files)?
+    } else {
+        let ca = CertificateAuthority::generate_with(
+            KeyAlgorithm::MlDsa65,
+            NODE_IDENTITY_CA_NAME,
+            SystemTime::now(),
+            &aws_lc_rs::rand::SystemRandom::new(),
+        )?;
+        write_ca(&files, ca, "created the ML-DSA-65 node identity CA")?
+    };
+    let algorithm = ca.key_algorithm();
+    if algorithm != KeyAlgorithm::MlDsa65 {
+        anyhow::bail!(
+            "node_identity_ca: {} is an {algorithm} key; kubecert.io/node-identity needs an ML-DSA-65 CA",
+            files.key.display()
+        );
+    }
+    Ok(ca)
+}
+
+/// Common name of the generated node identity CA.
+#[cfg(feature = "ml-dsa")]
+const NODE_IDENTITY_CA_NAME: &str = "kubecert-node-identity-ca";
 
 /// Issues a certificate for a fresh key through the authority's own path (validation, random
 /// serial, key identifiers). Returns (certificate PEM, key PEM).

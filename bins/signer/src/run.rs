@@ -20,20 +20,55 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{CaFiles, CaSelection};
 use crate::pki::load_ca;
 
-/// The approver, signer and cleaner, until `shutdown`.
+/// The approver, signer and cleaner, until `shutdown`; with `node_identity`, a second signer for
+/// `kubecert.io/node-identity` (it has a CA for that name only, the first has none for it).
 pub async fn run_controllers(
     client: kube::Client,
     signer: Arc<ArcSwap<Signer>>,
+    node_identity: Option<Arc<ArcSwap<Signer>>>,
     policy: Policy,
     metrics: SignerMetrics,
     cleaner_interval: Duration,
     shutdown: CancellationToken,
 ) {
+    let identities = async {
+        if let Some(signer) = node_identity {
+            run_signer(client.clone(), signer, metrics.clone(), shutdown.clone()).await;
+        }
+    };
     tokio::join!(
         run_approver(client.clone(), policy, metrics.clone(), shutdown.clone()),
         run_signer(client.clone(), signer, metrics.clone(), shutdown.clone()),
-        run_cleaner(client, cleaner_interval, metrics.clone(), shutdown),
+        identities,
+        run_cleaner(client.clone(), cleaner_interval, metrics.clone(), shutdown.clone()),
     );
+}
+
+/// The signer of `kubecert.io/node-identity` when `node_identity_ca` is set (its CA loaded, or
+/// generated on first start), else `None`. Setting it in a build without the `ml-dsa` feature
+/// is an error.
+pub fn node_identity_signer(
+    config: &crate::config::SignerConfig,
+    issuance: IssuancePolicy,
+) -> Result<Option<Arc<ArcSwap<Signer>>>> {
+    let Some(dir) = &config.node_identity_ca else { return Ok(None) };
+    #[cfg(feature = "ml-dsa")]
+    {
+        let ca = crate::pki::load_or_create_node_identity_ca(dir)?;
+        let name = kubecert_csr::SIGNER_KUBECERT_NODE_IDENTITY.to_owned();
+        let authorities = SignerAuthorities::per_signer([(name, ca)])?;
+        tracing::info!(ca = %dir.display(), "signing kubecert.io/node-identity with ML-DSA-65");
+        Ok(Some(Arc::new(ArcSwap::from_pointee(Signer::new(authorities, issuance)))))
+    }
+    #[cfg(not(feature = "ml-dsa"))]
+    {
+        let _ = issuance;
+        anyhow::bail!(
+            "node_identity_ca ({}): this signer was built without the ml-dsa feature \
+             (cargo build --features signer/ml-dsa)",
+            dir.display()
+        )
+    }
 }
 
 /// Reads the CA files and their fingerprint.
@@ -175,5 +210,80 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         shutdown.cancel();
+    }
+
+    fn with_node_identity_ca(dir: &std::path::Path) -> crate::config::SignerConfig {
+        crate::config::SignerConfig { node_identity_ca: Some(dir.to_path_buf()), ..Default::default() }
+    }
+
+    #[cfg(not(feature = "ml-dsa"))]
+    #[test]
+    fn node_identity_ca_without_the_feature_is_an_error_saying_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = node_identity_signer(&with_node_identity_ca(dir.path()), IssuancePolicy::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("built without the ml-dsa feature"), "{err}");
+        assert!(node_identity_signer(&Default::default(), IssuancePolicy::default()).unwrap().is_none());
+    }
+
+    /// Feature `ml-dsa`: the CA is generated (key 0600) and kept, signs ML-DSA-65 node identities
+    /// with an ML-DSA-65 signature, and nothing else; an ECDSA CA in the directory is refused.
+    #[cfg(feature = "ml-dsa")]
+    #[test]
+    fn node_identity_ca_is_generated_once_and_signs_ml_dsa_65_identities_only() {
+        use std::os::unix::fs::PermissionsExt as _;
+
+        use k8s_openapi::api::certificates::v1::{CertificateSigningRequest, CertificateSigningRequestSpec};
+        use kubecert_authority::SignOutcome;
+        use kubecert_csr::{
+            CertificateTemplate, KeyAlgorithm, PrivateKey, PublicKeyAlgorithm,
+            SIGNER_KUBE_APISERVER_CLIENT_KUBELET, SIGNER_KUBECERT_NODE_IDENTITY, build_csr_pem,
+        };
+
+        let dir = tempfile::tempdir().unwrap();
+        let config = with_node_identity_ca(&dir.path().join("identity"));
+        let signer = node_identity_signer(&config, IssuancePolicy::default()).unwrap().unwrap();
+        let key_file = dir.path().join("identity/ca.key");
+        assert_eq!(std::fs::metadata(&key_file).unwrap().permissions().mode() & 0o777, 0o600);
+        let ca = signer.load().authorities().get(SIGNER_KUBECERT_NODE_IDENTITY).unwrap().clone();
+        assert_eq!(ca.key_algorithm(), KeyAlgorithm::MlDsa65);
+        assert_eq!(
+            signer.load().authorities().signer_names().collect::<Vec<_>>(),
+            [SIGNER_KUBECERT_NODE_IDENTITY]
+        );
+        // The second start loads the same CA.
+        let again = node_identity_signer(&config, IssuancePolicy::default()).unwrap().unwrap();
+        let reloaded = again.load().authorities().get(SIGNER_KUBECERT_NODE_IDENTITY).unwrap().clone();
+        assert_eq!(reloaded.certificate_pem(), ca.certificate_pem());
+
+        let node_key = PrivateKey::generate(KeyAlgorithm::MlDsa65).unwrap();
+        let pem = build_csr_pem(&CertificateTemplate::node_client("a"), &node_key).unwrap();
+        let csr = CertificateSigningRequest {
+            spec: CertificateSigningRequestSpec {
+                request: k8s_openapi::ByteString(pem.into_bytes()),
+                signer_name: SIGNER_KUBECERT_NODE_IDENTITY.into(),
+                usages: Some(vec!["digital signature".into(), "client auth".into()]),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let rng = aws_lc_rs::rand::SystemRandom::new();
+        let SignOutcome::Issued(issued) = signer.load().sign(&csr, SystemTime::now(), &rng).unwrap() else {
+            panic!("not issued")
+        };
+        assert_eq!(issued.certificate().public_key.algorithm, PublicKeyAlgorithm::MlDsa { level: 65 });
+        assert_eq!(issued.certificate().issuer_der, ca.certificate().subject.der);
+        let mut kubelet = csr.clone();
+        kubelet.spec.signer_name = SIGNER_KUBE_APISERVER_CLIENT_KUBELET.into();
+        assert!(!signer.load().should_sign(&kubelet), "a kubernetes.io signer name has no CA here");
+
+        let ecdsa = dir.path().join("ecdsa");
+        std::fs::create_dir(&ecdsa).unwrap();
+        write_ca(&CaFiles { cert: ecdsa.join("ca.crt"), key: ecdsa.join("ca.key") }, "ecdsa");
+        let err = node_identity_signer(&with_node_identity_ca(&ecdsa), IssuancePolicy::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("needs an ML-DSA-65 CA"), "{err}");
     }
 }

@@ -18,7 +18,7 @@ use crate::ca::runtime::{CaMetrics, CaRuntime};
 use crate::config::{SignerConfig, duration};
 use crate::pki::{self, DataDir};
 use crate::recovery::Recovery;
-use crate::run::{reloading_signer, run_controllers};
+use crate::run::{node_identity_signer, reloading_signer, run_controllers};
 
 pub async fn serve(
     config: SignerConfig,
@@ -85,9 +85,11 @@ pub async fn serve(
     let tls = tls_config(cert_chain_pem, key_pem, client_ca_pem.into_bytes());
     let (tls_updates, tls) = tokio::sync::watch::channel(tls);
 
+    let node_identity = node_identity_signer(&config, config.issuance()?)?;
     let controllers = tokio::spawn(run_controllers(
         client,
         signer.clone(),
+        node_identity,
         policy,
         metrics.clone(),
         cleaner_interval,

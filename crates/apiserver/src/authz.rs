@@ -121,12 +121,19 @@ const CERTIFICATE_CONTROLLER: &[Rule] = &[
         &[CERTS],
         &["certificatesigningrequests/status", "certificatesigningrequests/approval"],
     ),
-    named(&["approve"], &[CERTS], &["signers"], &["kubernetes.io/kube-apiserver-client-kubelet"]),
+    // kubecert.io/node-identity: kubecert's own ML-DSA-65 identities (signer feature `ml-dsa`).
+    named(
+        &["approve"],
+        &[CERTS],
+        &["signers"],
+        &["kubernetes.io/kube-apiserver-client-kubelet", "kubecert.io/node-identity"],
+    ),
     named(
         &["sign"],
         &[CERTS],
         &["signers"],
         &[
+            "kubecert.io/node-identity",
             "kubernetes.io/legacy-unknown",
             "kubernetes.io/kube-apiserver-client",
             "kubernetes.io/kube-apiserver-client-kubelet",

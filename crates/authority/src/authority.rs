@@ -233,6 +233,11 @@ impl CertificateAuthority {
         &self.certificate_pem
     }
 
+    /// The algorithm of the CA key (what its signatures are).
+    pub fn key_algorithm(&self) -> KeyAlgorithm {
+        self.key.algorithm()
+    }
+
     /// The CA key as PEM, for writing the key file of a generated CA. Never log it.
     pub fn private_key_pem(&self) -> &str {
         self.key.to_pem()
@@ -326,10 +331,25 @@ impl SignerAuthorities {
         Self { by_signer: CA_SIGNERS.iter().map(|s| (s.to_string(), ca.clone())).collect() }
     }
 
-    /// A CA per signer name; names not listed have no signer. Each name must be in [`CA_SIGNERS`].
+    /// A CA per signer name; names not listed have no signer. Each name must be in [`CA_SIGNERS`]
+    /// or, with feature `ml-dsa`, be `kubecert.io/node-identity` with an ML-DSA-65 CA.
     pub fn per_signer(cas: impl IntoIterator<Item = (String, CertificateAuthority)>) -> Result<Self, Error> {
         let mut by_signer = BTreeMap::new();
         for (signer, ca) in cas {
+            #[cfg(feature = "ml-dsa")]
+            if signer == kubecert_csr::SIGNER_KUBECERT_NODE_IDENTITY {
+                if ca.key_algorithm() != KeyAlgorithm::MlDsa65 {
+                    return Err(Error::CaMaterial {
+                        detail: format!(
+                            "an {} CA; this signer name needs an ML-DSA-65 CA",
+                            ca.key_algorithm()
+                        ),
+                        signer: Some(signer),
+                    });
+                }
+                by_signer.insert(signer, Arc::new(ca));
+                continue;
+            }
             if !CA_SIGNERS.contains(&signer.as_str()) {
                 return Err(Error::CaMaterial {
                     detail: format!("no such signer; CA files can be given for {}", CA_SIGNERS.join(", ")),

@@ -7,9 +7,15 @@ use kubecert_csr::{
 };
 use serde::{Deserialize, Deserializer, Serialize};
 
-/// The signer names the policy has rules for.
-pub const POLICY_SIGNERS: [&str; 3] =
-    [SIGNER_KUBE_APISERVER_CLIENT_KUBELET, SIGNER_KUBELET_SERVING, SIGNER_KUBE_APISERVER_CLIENT];
+/// The signer names the policy has rules for (with feature `ml-dsa`, kubecert's own
+/// `kubecert.io/node-identity` too).
+pub const POLICY_SIGNERS: &[&str] = &[
+    SIGNER_KUBE_APISERVER_CLIENT_KUBELET,
+    SIGNER_KUBELET_SERVING,
+    SIGNER_KUBE_APISERVER_CLIENT,
+    #[cfg(feature = "ml-dsa")]
+    kubecert_csr::SIGNER_KUBECERT_NODE_IDENTITY,
+];
 
 /// The approval policy: one [`SignerPolicy`] per signer name.
 ///
@@ -27,7 +33,7 @@ pub const POLICY_SIGNERS: [&str; 3] =
 /// require_node_addresses = true
 /// ```
 ///
-/// Only the three signers in [`POLICY_SIGNERS`] may be listed; [`crate::Policy::new`] rejects
+/// Only the signers in [`POLICY_SIGNERS`] may be listed; [`crate::Policy::new`] rejects
 /// other names and settings given to a signer they do not apply to.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]

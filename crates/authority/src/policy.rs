@@ -42,7 +42,7 @@ use crate::conditions::{
 use crate::config::{KeyType, POLICY_SIGNERS, PolicyConfig, SignerPolicy};
 use crate::recognize::AccessReview;
 use crate::usages::first_duplicate;
-use crate::validation::{FailureKind, ValidatedRequest, validate_for_signer};
+use crate::validation::{FailureKind, ValidatedRequest, ml_dsa_for_kubernetes, validate_for_signer};
 
 /// Machine-readable reason of a `Denied` condition written by this policy.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -403,7 +403,7 @@ fn only_for(signer: &str, owner: &str, setting: &str, is_set: bool) -> Result<()
 
 impl Rules {
     fn compile(name: &str, config: SignerPolicy) -> Result<Self, Error> {
-        let signer = POLICY_SIGNERS.into_iter().find(|s| *s == name).ok_or_else(|| {
+        let signer = POLICY_SIGNERS.iter().copied().find(|s| *s == name).ok_or_else(|| {
             Error::Config(format!(
                 "no policy rules exist for signer {name:?}; known signers: {}",
                 POLICY_SIGNERS.join(", ")
@@ -441,7 +441,9 @@ impl Rules {
                 })
             })
             .collect::<Result<_, _>>()?;
-        let auto_approve = config.auto_approve.unwrap_or(signer == SIGNER_KUBE_APISERVER_CLIENT_KUBELET);
+        let auto_approve = config
+            .auto_approve
+            .unwrap_or(signer == SIGNER_KUBE_APISERVER_CLIENT_KUBELET || is_node_identity(signer));
         Ok(Self { signer, config, auto_approve, dns_suffixes, cidrs })
     }
 
@@ -480,6 +482,7 @@ impl Rules {
         match self.signer {
             SIGNER_KUBE_APISERVER_CLIENT_KUBELET => self.kubelet_client(request, &validated),
             SIGNER_KUBELET_SERVING => self.kubelet_serving(request, &validated),
+            signer if is_node_identity(signer) => node_identity(request.csr, validated.common_name()),
             _ => self.kube_apiserver_client(&validated),
         }
     }
@@ -535,10 +538,12 @@ impl Rules {
             );
         }
         let (key_type, rsa_bits) = match &info.public_key.algorithm {
-            PublicKeyAlgorithm::EcdsaP256 => (KeyType::EcdsaP256, None),
-            PublicKeyAlgorithm::EcdsaP384 => (KeyType::EcdsaP384, None),
-            PublicKeyAlgorithm::Ed25519 => (KeyType::Ed25519, None),
-            PublicKeyAlgorithm::Rsa { bits } => (KeyType::Rsa, Some(*bits)),
+            PublicKeyAlgorithm::EcdsaP256 => (Some(KeyType::EcdsaP256), None),
+            PublicKeyAlgorithm::EcdsaP384 => (Some(KeyType::EcdsaP384), None),
+            PublicKeyAlgorithm::Ed25519 => (Some(KeyType::Ed25519), None),
+            PublicKeyAlgorithm::Rsa { bits } => (Some(KeyType::Rsa), Some(*bits)),
+            // Validation admitted ML-DSA-65 only for kubecert.io/node-identity.
+            PublicKeyAlgorithm::MlDsa { .. } if is_node_identity(self.signer) => (None, None),
             PublicKeyAlgorithm::MlDsa { level } => {
                 return violation(
                     DenyReason::KeyNotAllowed,
@@ -552,7 +557,7 @@ impl Rules {
                 );
             }
         };
-        if !config.allowed_key_types.contains(&key_type) {
+        if let Some(key_type) = key_type.filter(|k| !config.allowed_key_types.contains(k)) {
             let allowed: Vec<&str> = config.allowed_key_types.iter().map(|k| k.as_str()).collect();
             return violation(
                 DenyReason::KeyNotAllowed,
@@ -734,24 +739,50 @@ impl Rules {
     }
 }
 
-/// ML-DSA keys are never certified by the `kubernetes.io/` signers: kube-apiserver, the kubelet
-/// and client-go cannot verify ML-DSA certificates yet, so such a certificate would not
-/// authenticate anyone. kubecert's own signer names may certify them (feature `ml-dsa`).
+/// ML-DSA keys are never certified by the `kubernetes.io/` signers (denied with
+/// [`DenyReason::KeyNotAllowed`]); kubecert's own signer names may certify them (feature `ml-dsa`).
 fn post_quantum_key_for_kubernetes(signer: &str, info: &CsrInfo) -> Result<(), Violation> {
-    match info.public_key.algorithm {
-        PublicKeyAlgorithm::MlDsa { level } if signer.starts_with(KUBERNETES_SIGNER_PREFIX) => violation(
-            DenyReason::KeyNotAllowed,
-            format!(
-                "ML-DSA-{level} keys are not certified by {signer}: the Kubernetes components \
-                 (kube-apiserver, kubelet, client-go) cannot verify ML-DSA yet; request an ECDSA P-256 key"
-            ),
-        ),
-        _ => Ok(()),
+    match ml_dsa_for_kubernetes(signer, info) {
+        Some(message) => violation(DenyReason::KeyNotAllowed, message),
+        None => Ok(()),
     }
 }
 
-/// The signer names Kubernetes reserves.
-const KUBERNETES_SIGNER_PREFIX: &str = "kubernetes.io/";
+/// Whether `signer` is kubecert's own `kubecert.io/node-identity` (always false without the
+/// `ml-dsa` feature, which is the only way it has policy rules).
+fn is_node_identity(signer: &str) -> bool {
+    cfg!(feature = "ml-dsa") && signer == kubecert_csr::SIGNER_KUBECERT_NODE_IDENTITY
+}
+
+/// `kubecert.io/node-identity` (validation already required an ML-DSA-65 key, subject
+/// `CN=system:node:NAME, O=system:nodes` and usages digital signature + client auth): approved
+/// when the requester is that node itself, authenticated as `system:node:NAME` in group
+/// `system:nodes`. A node credential is all it takes (no SubjectAccessReview, unlike the kubelet
+/// client signer): the identity certifies nothing the node's client certificate does not.
+fn node_identity(csr: &CertificateSigningRequest, common_name: &str) -> Result<Evaluation, Violation> {
+    let username = csr.spec.username.as_deref().unwrap_or_default();
+    if !username.starts_with(NODE_USER_PREFIX) {
+        return violation(
+            DenyReason::RequesterNotAllowed,
+            format!("only a node may request its identity; the requester is {username:?}"),
+        );
+    }
+    if !csr.spec.groups.iter().flatten().any(|g| g == NODE_GROUP) {
+        return violation(
+            DenyReason::RequesterNotAllowed,
+            format!("the requester {username:?} is not in group {NODE_GROUP}"),
+        );
+    }
+    if username != common_name {
+        return violation(
+            DenyReason::RequesterNotAllowed,
+            format!("node {username:?} may only request its own identity, not one for {common_name:?}"),
+        );
+    }
+    Ok(Evaluation::Decided(Decision::approve(
+        "Auto approving node identity certificate for the node itself.",
+    )))
+}
 
 /// A configured suffix in canonical form: lower case, no leading or trailing dot; "." (the root)
 /// becomes "" and allows every name. `None` when it is not a domain name.
@@ -780,7 +811,7 @@ fn is_dns_name(name: &str) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
     use k8s_openapi::jiff::Timestamp;
 
@@ -822,7 +853,7 @@ mod tests {
             "#,
         )
         .unwrap();
-        assert_eq!(config.signers.len(), 3);
+        assert_eq!(config.signers.len(), POLICY_SIGNERS.len());
         assert_eq!(config.signers[SIGNER_KUBE_APISERVER_CLIENT_KUBELET], SignerPolicy::default());
         let serving = &config.signers[SIGNER_KUBELET_SERVING];
         assert_eq!(serving.auto_approve, Some(true));
@@ -945,13 +976,116 @@ mod tests {
 
     /// A node client request with an ML-DSA-65 key, as rcgen (aws-lc-rs) signs it.
     fn ml_dsa_request(signer: &str, usages: &[&str]) -> CertificateSigningRequest {
+        object(signer, &ml_dsa_pem("system:nodes", "system:node:a"), usages, "system:node:a", &[])
+    }
+
+    /// A PEM request with an ML-DSA-65 key and subject `CN=common_name, O=organization`.
+    pub(crate) fn ml_dsa_pem(organization: &str, common_name: &str) -> String {
         let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ML_DSA_65).unwrap();
         let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
         params.distinguished_name = rcgen::DistinguishedName::new();
-        params.distinguished_name.push(rcgen::DnType::OrganizationName, "system:nodes");
-        params.distinguished_name.push(rcgen::DnType::CommonName, "system:node:a");
-        let pem = params.serialize_request(&key).unwrap().pem().unwrap();
-        object(signer, &pem, usages, "system:node:a", &[])
+        params.distinguished_name.push(rcgen::DnType::OrganizationName, organization);
+        params.distinguished_name.push(rcgen::DnType::CommonName, common_name);
+        params.serialize_request(&key).unwrap().pem().unwrap()
+    }
+
+    /// The node identity signer's rules, each with its reason (feature `ml-dsa`).
+    #[cfg(feature = "ml-dsa")]
+    #[test]
+    fn node_identity_requests_are_approved_for_the_node_itself_only() {
+        use kubecert_csr::SIGNER_KUBECERT_NODE_IDENTITY as IDENTITY;
+        let policy = Policy::new(PolicyConfig::default()).unwrap();
+        let nodes: &[&str] = &["system:nodes", "system:authenticated"];
+        let own = ml_dsa_pem("system:nodes", "system:node:a");
+        let decide = |pem: &str, usages: &[&str], user: &str, groups: &[&str]| {
+            policy.decide(&ApprovalRequest::new(&object(IDENTITY, pem, usages, user, groups)), |_| {
+                panic!("no SubjectAccessReview is asked")
+            })
+        };
+        assert_eq!(
+            decide(&own, CLIENT, "system:node:a", nodes),
+            Decision::Approve {
+                reason: "AutoApproved".into(),
+                message: "Auto approving node identity certificate for the node itself.".into()
+            }
+        );
+        let ecdsa = node_client("a").pem();
+        let other_org = ml_dsa_pem("system:masters", "system:node:a");
+        let not_a_node = ml_dsa_pem("system:nodes", "alice");
+        /// (request PEM, usages, user, groups, reason, message)
+        type Case<'a> = (&'a str, &'a [&'a str], &'a str, &'a [&'a str], DenyReason, &'a str);
+        let denied: [Case<'_>; 8] = [
+            (
+                &own,
+                CLIENT,
+                "alice",
+                &["system:authenticated"],
+                DenyReason::RequesterNotAllowed,
+                "only a node may request its identity; the requester is \"alice\"",
+            ),
+            (
+                &own,
+                CLIENT,
+                "system:node:a",
+                &["system:authenticated"],
+                DenyReason::RequesterNotAllowed,
+                "the requester \"system:node:a\" is not in group system:nodes",
+            ),
+            (
+                &own,
+                CLIENT,
+                "system:node:b",
+                nodes,
+                DenyReason::RequesterNotAllowed,
+                "node \"system:node:b\" may only request its own identity, not one for \"system:node:a\"",
+            ),
+            (
+                &ecdsa,
+                CLIENT,
+                "system:node:a",
+                nodes,
+                DenyReason::InvalidRequest,
+                "kubecert.io/node-identity certifies ML-DSA-65 keys only",
+            ),
+            (
+                &own,
+                &["digital signature", "key encipherment", "client auth"],
+                "system:node:a",
+                nodes,
+                DenyReason::UsagesNotAllowed,
+                "ML-DSA keys cannot encipher keys: usage key encipherment",
+            ),
+            (
+                &own,
+                SERVING,
+                "system:node:a",
+                nodes,
+                DenyReason::UsagesNotAllowed,
+                "usages did not match [client auth digital signature key encipherment]",
+            ),
+            (
+                &other_org,
+                CLIENT,
+                "system:node:a",
+                nodes,
+                DenyReason::SubjectNotAllowed,
+                "subject organization is not system:nodes",
+            ),
+            (
+                &not_a_node,
+                CLIENT,
+                "system:node:a",
+                nodes,
+                DenyReason::SubjectNotAllowed,
+                "subject common name does not begin with system:node:",
+            ),
+        ];
+        for (pem, usages, user, groups, want_reason, want_message) in denied {
+            let Decision::Deny { reason, message } = decide(pem, usages, user, groups) else {
+                panic!("{want_message}: not denied")
+            };
+            assert_eq!((reason, message.as_str()), (want_reason, want_message));
+        }
     }
 
     #[test]

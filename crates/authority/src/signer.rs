@@ -212,6 +212,26 @@ mod tests {
         assert!(failure.message().starts_with("unable to parse csr: "), "{failure}");
     }
 
+    #[test]
+    fn ml_dsa_keys_are_never_signed_for_kubernetes_signers_even_when_approved_by_hand() {
+        let signer = signer(&[SIGNER_KUBE_APISERVER_CLIENT_KUBELET]);
+        let pem = crate::policy::tests::ml_dsa_pem("system:nodes", "system:node:a");
+        let csr = approved(SIGNER_KUBE_APISERVER_CLIENT_KUBELET, &pem, &["digital signature", "client auth"]);
+        assert!(signer.should_sign(&csr));
+        let outcome = signer.sign(&csr, at(T0), &aws_lc_rs::rand::SystemRandom::new()).unwrap();
+        let condition = outcome.failed_condition(at(T0)).unwrap().unwrap();
+        assert_eq!(condition.type_, "Failed");
+        assert_eq!(condition.reason.as_deref(), Some("SignerValidationFailure"));
+        let message = condition.message.unwrap();
+        assert!(
+            message.starts_with(
+                "ML-DSA-65 keys are not certified by kubernetes.io/kube-apiserver-client-kubelet: \
+                 the Kubernetes components"
+            ),
+            "{message}"
+        );
+    }
+
     #[derive(Default)]
     struct Ledger {
         records: std::sync::Mutex<Vec<SystemTime>>,

@@ -104,14 +104,17 @@ impl ValidatedRequest<'_> {
 /// (upstream fails such requests later, at signing, with the same message). Any other signer
 /// name fails with [`FailureKind::Signer`].
 ///
-/// Upstream's extra usage rule for ML-DSA keys is not implemented: the approver denies ML-DSA
-/// requests to every `kubernetes.io/` signer before they get this far (the Kubernetes components
-/// cannot verify ML-DSA certificates yet).
+/// Upstream's extra usage rule for ML-DSA keys is not implemented: ML-DSA keys fail every
+/// `kubernetes.io/` signer here ([`FailureKind::Request`], see [`ml_dsa_for_kubernetes`]), so
+/// the signer refuses them even when a person approves one by hand.
 pub fn validate_for_signer<'a>(
     signer_name: &str,
     info: &'a CsrInfo,
     usages: &[String],
 ) -> Result<ValidatedRequest<'a>, ValidationFailure> {
+    if let Some(message) = ml_dsa_for_kubernetes(signer_name, info) {
+        return Err(ValidationFailure::new(FailureKind::Request, message));
+    }
     let subject = SubjectName::from_der(&info.subject.der)
         .map_err(|m| ValidationFailure::new(FailureKind::Subject, m))?;
     let request = RequestView { info, subject: &subject, usages };
@@ -145,6 +148,26 @@ pub(crate) fn validate_kubelet_client(info: &CsrInfo, usages: &[String]) -> Resu
     let subject = SubjectName::from_der(&info.subject.der)
         .map_err(|m| ValidationFailure::new(FailureKind::Subject, m))?;
     RequestView { info, subject: &subject, usages }.kubelet_client()
+}
+
+/// The signer names Kubernetes reserves.
+const KUBERNETES_SIGNER_PREFIX: &str = "kubernetes.io/";
+
+/// Why an ML-DSA key is never certified by a `kubernetes.io/` signer, or `None` when `info`'s
+/// key is not ML-DSA or the signer is kubecert's own: kube-apiserver, the kubelet and client-go
+/// cannot verify ML-DSA certificates yet, so such a certificate would authenticate no one.
+pub(crate) fn ml_dsa_for_kubernetes(signer_name: &str, info: &CsrInfo) -> Option<String> {
+    match info.public_key.algorithm {
+        kubecert_csr::PublicKeyAlgorithm::MlDsa { level }
+            if signer_name.starts_with(KUBERNETES_SIGNER_PREFIX) =>
+        {
+            Some(format!(
+                "ML-DSA-{level} keys are not certified by {signer_name}: the Kubernetes components \
+                 (kube-apiserver, kubelet, client-go) cannot verify ML-DSA yet; request an ECDSA P-256 key"
+            ))
+        }
+        _ => None,
+    }
 }
 
 const KUBELET_CLIENT_USAGES: [&str; 3] = ["digital signature", "key encipherment", "client auth"];
