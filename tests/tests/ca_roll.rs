@@ -19,6 +19,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
 
+use kubecert_tests::trust::{assert_bundles_hold, bundles_in_api, pem_blocks};
 use kubecert_tests::{
     SignerServe, TempDir, binary, free_local_addr, http_get, kubectl, run_ok, start_node_agent, wait_for,
 };
@@ -52,16 +53,6 @@ fn ca_refused(data: &Path, bundle: &Path, args: &[&str], reason: &str) {
 
 fn status(data: &Path, bundle: &Path) -> serde_json::Value {
     serde_json::from_str(&ca_ok(data, bundle, &["status", "-o", "json"])).expect("status JSON")
-}
-
-/// The PEM blocks of a file, each with its END line.
-fn pem_blocks(pem: &str, kind: &str) -> Vec<String> {
-    let begin = format!("-----BEGIN {kind}-----");
-    let end = format!("-----END {kind}-----");
-    pem.split(&begin)
-        .skip(1)
-        .map(|rest| format!("{begin}{}{end}\n", rest.split(&end).next().expect("END line")))
-        .collect()
 }
 
 fn openssl_verify(dir: &Path, name: &str, ca_file: &str, untrusted: Option<&str>, leaf: &Path) -> bool {
@@ -281,42 +272,6 @@ fn the_automatic_schedule_rolls_a_rehearsal_ca_by_itself() {
         )),
         "{exposition}"
     );
-}
-
-/// The ClusterTrustBundles `signer serve`'s API holds, as `kubectl get clustertrustbundles -o
-/// json` lists them: name → (spec.signerName, spec.trustBundle).
-fn bundles_in_api(kubectl: &Path, admin: &Path) -> std::collections::BTreeMap<String, (String, String)> {
-    let out = run_ok(kubectl, &["--kubeconfig", s(admin), "get", "clustertrustbundles", "-o", "json"]);
-    let list: serde_json::Value = serde_json::from_str(&out).expect("kubectl JSON");
-    let items = list["items"].as_array().expect("items").iter();
-    items
-        .map(|b| {
-            let spec = &b["spec"];
-            let text = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_owned();
-            (text(&b["metadata"]["name"]), (text(&spec["signerName"]), text(&spec["trustBundle"])))
-        })
-        .collect()
-}
-
-/// The signers the CA signs for, each with a canary and a live bundle.
-const SIGNERS: [&str; 4] = [
-    "kubernetes.io/kubelet-serving",
-    "kubernetes.io/kube-apiserver-client-kubelet",
-    "kubernetes.io/kube-apiserver-client",
-    "kubernetes.io/legacy-unknown",
-];
-
-/// Every signer-linked canary and live bundle holds `pem`, with its signer name.
-fn assert_bundles_hold(bundles: &std::collections::BTreeMap<String, (String, String)>, pem: &str) {
-    for signer in SIGNERS {
-        for stage in ["canary", "live"] {
-            let name = format!("{}:{stage}", signer.replace('/', ":"));
-            let (signer_name, trust_bundle) =
-                bundles.get(&name).unwrap_or_else(|| panic!("no ClusterTrustBundle {name}: {bundles:?}"));
-            assert_eq!(signer_name, signer, "{name}");
-            assert_eq!(trust_bundle, pem, "{name}");
-        }
-    }
 }
 
 #[test]
