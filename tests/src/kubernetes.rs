@@ -167,11 +167,18 @@ pub struct ClusterOptions {
     pub controller_manager: bool,
     /// kube-controller-manager's `--cluster-signing-duration`.
     pub signing_duration: Duration,
+    /// Serve ClusterTrustBundles in `certificates.k8s.io/v1beta1` too (beta, off unless asked
+    /// for); `v1` is served either way.
+    pub beta_trust_bundles: bool,
 }
 
 impl Default for ClusterOptions {
     fn default() -> Self {
-        Self { controller_manager: false, signing_duration: Duration::from_secs(8760 * 3600) }
+        Self {
+            controller_manager: false,
+            signing_duration: Duration::from_secs(8760 * 3600),
+            beta_trust_bundles: true,
+        }
     }
 }
 
@@ -411,7 +418,10 @@ impl Cluster {
                 "--enable-admission-plugins=NodeRestriction",
                 // ClusterTrustBundles are GA (v1, on by default) in 1.37; v1beta1, which
                 // kubecert serves too, is a beta API and off unless asked for.
-                "--runtime-config=certificates.k8s.io/v1beta1/clustertrustbundles=true",
+                &format!(
+                    "--runtime-config=certificates.k8s.io/v1beta1/clustertrustbundles={}",
+                    options.beta_trust_bundles
+                ),
                 "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
                 &format!("--service-account-key-file={}", s(path("sa.pub"))),
                 &format!("--service-account-signing-key-file={}", s(path("sa.key"))),

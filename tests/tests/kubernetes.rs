@@ -203,7 +203,11 @@ fn node_agent_against_kube_apiserver_and_kube_controller_manager() {
     }
     let Some(kubectl) = kubectl() else { return };
     let dir = TempDir::new("k8s-node-agent");
-    let options = ClusterOptions { controller_manager: true, signing_duration: Duration::from_secs(60) };
+    let options = ClusterOptions {
+        controller_manager: true,
+        signing_duration: Duration::from_secs(60),
+        ..ClusterOptions::default()
+    };
     let cluster = Cluster::start(&dir.path().join("cluster"), &options);
     // Issue 15: Go 1.24+ speaks the hybrid post-quantum key exchange with kubecert's client.
     assert_eq!(post_quantum_handshake(&cluster), "X25519MLKEM768");
@@ -466,7 +470,8 @@ fn the_kubelets_certificate_code_against_signer_serve() {
 /// d. A CA roll by hand (`signer ca prepare|publish|activate|retire`) with `signer controller`
 /// (`--ca-state-dir`, generation 1 imported from the cluster CA, 60-second certificates)
 /// against the real kube-apiserver, with a kubecert node agent following the signer-linked
-/// ClusterTrustBundles (`--trust-source bundles --client-ca-file`):
+/// ClusterTrustBundles (`--trust-source bundles --client-ca-file`), with kube-apiserver serving
+/// them in `certificates.k8s.io/v1` only (v1beta1 off), so both use v1:
 ///
 /// - after publish, kubectl lists every signer-linked canary and live bundle with both roots, and
 ///   the node's client CA file holds both;
@@ -490,7 +495,9 @@ fn a_ca_roll_by_signer_controller_against_kube_apiserver() {
     }
     let Some(kubectl) = kubectl() else { return };
     let dir = TempDir::new("k8s-ca-roll");
-    let cluster = Cluster::start(&dir.path().join("cluster"), &ClusterOptions::default());
+    // Only v1 ClusterTrustBundles: the signer and the node agent use the version served.
+    let options = ClusterOptions { beta_trust_bundles: false, ..ClusterOptions::default() };
+    let cluster = Cluster::start(&dir.path().join("cluster"), &options);
     let config = dir.path().join("signer.toml");
     std::fs::write(&config, "ca_reload_interval = \"1s\"\n").expect("write signer.toml");
     let state = dir.path().join("ca-state");
