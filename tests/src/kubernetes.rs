@@ -167,11 +167,18 @@ pub struct ClusterOptions {
     pub controller_manager: bool,
     /// kube-controller-manager's `--cluster-signing-duration`.
     pub signing_duration: Duration,
+    /// Serve ClusterTrustBundles in `certificates.k8s.io/v1beta1` too (beta, off unless asked
+    /// for); `v1` is served either way.
+    pub beta_trust_bundles: bool,
 }
 
 impl Default for ClusterOptions {
     fn default() -> Self {
-        Self { controller_manager: false, signing_duration: Duration::from_secs(8760 * 3600) }
+        Self {
+            controller_manager: false,
+            signing_duration: Duration::from_secs(8760 * 3600),
+            beta_trust_bundles: true,
+        }
     }
 }
 
@@ -231,6 +238,34 @@ fn leaf(
     Pair { cert, key }
 }
 
+/// kube-apiserver's serving certificate (127.0.0.1 and the in-cluster names) signed by `issuer`.
+fn serving_leaf(issuer: &Issuer<'_, KeyPair>) -> Pair {
+    let localhost = |name: &str| SanType::DnsName(name.try_into().expect("a DNS name"));
+    let sans = vec![
+        SanType::IpAddress([127, 0, 0, 1].into()),
+        localhost("localhost"),
+        localhost("kubernetes"),
+        localhost("kubernetes.default.svc"),
+    ];
+    leaf(issuer, "kube-apiserver", &[], sans, ExtendedKeyUsagePurpose::ServerAuth, |_| {})
+}
+
+/// Writes `contents` to `path` through a temporary file and a rename, so that a process
+/// reloading the file (kube-apiserver) never reads half of it.
+fn write_atomic(path: &Path, contents: impl AsRef<[u8]>) {
+    let tmp = path.with_extension("tmp");
+    write(&tmp, contents);
+    fs::rename(&tmp, path).unwrap_or_else(|e| panic!("rename {} to {}: {e}", tmp.display(), path.display()));
+}
+
+/// The CA of `ca_cert` and `ca_key` (PEM files) as an rcgen issuer.
+fn issuer_from_files(ca_cert: &Path, ca_key: &Path) -> Issuer<'static, KeyPair> {
+    let ca_pem = fs::read_to_string(ca_cert).unwrap_or_else(|e| panic!("read {}: {e}", ca_cert.display()));
+    let ca_key_pem = fs::read_to_string(ca_key).unwrap_or_else(|e| panic!("read {}: {e}", ca_key.display()));
+    let key = KeyPair::from_pem(&ca_key_pem).unwrap_or_else(|e| panic!("CA key {}: {e}", ca_key.display()));
+    Issuer::from_ca_cert_pem(&ca_pem, key).unwrap_or_else(|e| panic!("CA {}: {e}", ca_cert.display()))
+}
+
 /// A kubeconfig that refers to the CA, certificate and key by path.
 fn kubeconfig(path: &Path, api: SocketAddr, ca: &Path, user: &str, cert: &Path, key: &Path) {
     let mut text = String::new();
@@ -267,10 +302,7 @@ pub fn write_client_certificate(
             params.not_after = (now - day).into();
         }
     };
-    let ca_pem = fs::read_to_string(ca_cert).unwrap_or_else(|e| panic!("read {}: {e}", ca_cert.display()));
-    let ca_key_pem = fs::read_to_string(ca_key).unwrap_or_else(|e| panic!("read {}: {e}", ca_key.display()));
-    let issuer = Issuer::from_ca_cert_pem(&ca_pem, KeyPair::from_pem(&ca_key_pem).expect("CA key"))
-        .expect("load the CA");
+    let issuer = issuer_from_files(ca_cert, ca_key);
     let pair = leaf(&issuer, cn, orgs, vec![], ExtendedKeyUsagePurpose::ClientAuth, adjust);
     write(crt, &pair.cert);
     write(key, pair.key.serialize_pem());
@@ -326,20 +358,10 @@ impl Cluster {
         let (ca, issuer) = ca();
         write(&path("ca.crt"), &ca.cert);
         write(&path("ca.key"), ca.key.serialize_pem());
-        let localhost = |name: &str| SanType::DnsName(name.try_into().expect("a DNS name"));
-        let serving = leaf(
-            &issuer,
-            "kube-apiserver",
-            &[],
-            vec![
-                SanType::IpAddress([127, 0, 0, 1].into()),
-                localhost("localhost"),
-                localhost("kubernetes"),
-                localhost("kubernetes.default.svc"),
-            ],
-            ExtendedKeyUsagePurpose::ServerAuth,
-            |_| {},
-        );
+        // kube-apiserver verifies client certificates with a file of its own (at first the
+        // cluster CA), so that a CA roll can add a root to it without touching `ca.crt`.
+        write(&path("client-ca.crt"), &ca.cert);
+        let serving = serving_leaf(&issuer);
         let clients = [
             ("admin", "kubernetes-admin", vec!["system:masters"]),
             ("controller-manager", "system:kube-controller-manager", vec![]),
@@ -390,13 +412,16 @@ impl Cluster {
                 &format!("--secure-port={}", api.port()),
                 &format!("--tls-cert-file={}", s(path("apiserver.crt"))),
                 &format!("--tls-private-key-file={}", s(path("apiserver.key"))),
-                &format!("--client-ca-file={}", s(path("ca.crt"))),
+                &format!("--client-ca-file={}", s(path("client-ca.crt"))),
                 "--enable-bootstrap-token-auth=true",
                 "--authorization-mode=Node,RBAC",
                 "--enable-admission-plugins=NodeRestriction",
                 // ClusterTrustBundles are GA (v1, on by default) in 1.37; v1beta1, which
                 // kubecert serves too, is a beta API and off unless asked for.
-                "--runtime-config=certificates.k8s.io/v1beta1/clustertrustbundles=true",
+                &format!(
+                    "--runtime-config=certificates.k8s.io/v1beta1/clustertrustbundles={}",
+                    options.beta_trust_bundles
+                ),
                 "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
                 &format!("--service-account-key-file={}", s(path("sa.pub"))),
                 &format!("--service-account-signing-key-file={}", s(path("sa.key"))),
@@ -478,6 +503,36 @@ impl Cluster {
     /// The cluster CA key (`pki/ca.key`).
     pub fn ca_key(&self) -> PathBuf {
         self.dir.join("pki/ca.key")
+    }
+
+    /// The roots kube-apiserver verifies client certificates with (`--client-ca-file`,
+    /// `pki/client-ca.crt`): at start the cluster CA.
+    pub fn client_ca(&self) -> PathBuf {
+        self.dir.join("pki/client-ca.crt")
+    }
+
+    /// Replaces the roots kube-apiserver verifies client certificates with (PEM); it reloads the
+    /// file without a restart.
+    pub fn set_client_roots(&self, pem: &str) {
+        write_atomic(&self.client_ca(), pem);
+    }
+
+    /// Re-issues kube-apiserver's serving certificate from the CA of `ca_cert` and `ca_key` (PEM
+    /// files), presenting `chain` (PEM certificates, e.g. a cross-certificate to the old root)
+    /// after the leaf; kube-apiserver reloads it without a restart.
+    pub fn reissue_serving_certificate(&self, ca_cert: &Path, ca_key: &Path, chain: &str) {
+        let serving = serving_leaf(&issuer_from_files(ca_cert, ca_key));
+        write_atomic(&self.dir.join("pki/apiserver.key"), serving.key.serialize_pem());
+        write_atomic(&self.dir.join("pki/apiserver.crt"), format!("{}{chain}", serving.cert));
+    }
+
+    /// A copy of `admin.kubeconfig` at `dir/NAME.kubeconfig` that verifies kube-apiserver with
+    /// the roots of `ca` (a PEM file) instead of the cluster CA.
+    pub fn admin_kubeconfig_trusting(&self, name: &str, ca: &Path) -> PathBuf {
+        let path = self.dir.join(format!("{name}.kubeconfig"));
+        let (crt, key) = (self.dir.join("pki/admin.crt"), self.dir.join("pki/admin.key"));
+        kubeconfig(&path, self.api, ca, "kubernetes-admin", &crt, &key);
+        path
     }
 
     /// Runs `kubectl --kubeconfig admin.kubeconfig ARGS`, failing the test when it fails.

@@ -6,11 +6,13 @@
 //! directory, and finding the real `kubectl` (mandatory when `KUBECERT_REQUIRE_KUBECTL=1`).
 //! The system benchmarks in `benches/` (the bootstrap storm and the agent's idle footprint, run
 //! by `cargo xtask bench`) use the same helpers plus [`bench`]; [`probe`] is the `/healthz`
-//! probe of a node agent that the restart benchmark and `cargo xtask e2e` share.
+//! probe of a node agent that the restart benchmark and `cargo xtask e2e` share; [`trust`] holds
+//! the checks of the CA-roll tests.
 
 pub mod bench;
 pub mod kubernetes;
 pub mod probe;
+pub mod trust;
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};

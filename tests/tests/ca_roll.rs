@@ -10,15 +10,18 @@
 //! `--ca-auto-roll` roll a one-minute CA by itself. A fourth SIGKILLs `signer ca` steps at random
 //! moments (`KUBECERT_CA_KILLS`, default 20) and checks that each re-run resumes to a consistent
 //! journal whose signing root the trust bundle holds. A fifth runs `cargo xtask e2e --ca-roll
-//! --nodes 2` (the xtask binary): a probed two-node fleet through a whole roll.
+//! --nodes 2` (the xtask binary): a probed two-node fleet through a whole roll. A sixth SIGKILLs
+//! the running `signer serve --ca-auto-roll` at random moments (`KUBECERT_CA_SERVE_KILLS`,
+//! default 20) and checks that no certificate is ever issued that the node's trust cannot verify.
 //!
 //! 127.0.0.1 only; bounded by the agent's first rotation (60-second certificates) plus the
 //! expiry of the last generation-1 leaf (about 70 seconds), and by the one-minute CA's schedule.
 
 use std::path::Path;
 use std::process::{Command, Output};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
+use kubecert_tests::trust::{assert_bundles_hold, bundles_in_api, pem_blocks};
 use kubecert_tests::{
     SignerServe, TempDir, binary, free_local_addr, http_get, kubectl, run_ok, start_node_agent, wait_for,
 };
@@ -54,16 +57,6 @@ fn status(data: &Path, bundle: &Path) -> serde_json::Value {
     serde_json::from_str(&ca_ok(data, bundle, &["status", "-o", "json"])).expect("status JSON")
 }
 
-/// The PEM blocks of a file, each with its END line.
-fn pem_blocks(pem: &str, kind: &str) -> Vec<String> {
-    let begin = format!("-----BEGIN {kind}-----");
-    let end = format!("-----END {kind}-----");
-    pem.split(&begin)
-        .skip(1)
-        .map(|rest| format!("{begin}{}{end}\n", rest.split(&end).next().expect("END line")))
-        .collect()
-}
-
 fn openssl_verify(dir: &Path, name: &str, ca_file: &str, untrusted: Option<&str>, leaf: &Path) -> bool {
     let root = dir.join(format!("{name}.pem"));
     std::fs::write(&root, ca_file).expect("write root");
@@ -78,13 +71,23 @@ fn openssl_verify(dir: &Path, name: &str, ca_file: &str, untrusted: Option<&str>
     out.status.success()
 }
 
-/// A test's files and `signer serve`: DATA_DIR, the trust bundle file, the metrics address.
+/// A test's files and `signer serve`: DATA_DIR, the trust bundle file, the metrics address,
+/// and the flags it was started with (to restart it).
 struct Roll {
     dir: TempDir,
     data: std::path::PathBuf,
     bundle: std::path::PathBuf,
     metrics: std::net::SocketAddr,
     signer: SignerServe,
+    args: Vec<String>,
+}
+
+impl Roll {
+    /// Starts `signer serve` again (after a kill) with the same flags, data directory and address.
+    fn restart(&mut self) {
+        let args: Vec<&str> = self.args.iter().map(String::as_str).collect();
+        self.signer = SignerServe::start_at(&self.data, self.signer.addr, &args);
+    }
 }
 
 /// Starts `signer serve` re-reading the CA journal every second, writing the trust bundle file,
@@ -100,13 +103,14 @@ fn start_roll(tag: &str, extra: &[&str]) -> Roll {
         vec!["--metrics-addr", &metrics_flag, "--config", s(&config), "--trust-bundle-out", s(&bundle)];
     args.extend_from_slice(extra);
     let signer = SignerServe::start(&data, &args);
-    Roll { dir, data, bundle, metrics, signer }
+    let args = args.into_iter().map(str::to_owned).collect();
+    Roll { dir, data, bundle, metrics, signer, args }
 }
 
 #[test]
 fn a_manual_roll_chains_new_leaves_to_both_roots_and_retires_the_old_one_after_its_leaves() {
     let roll = start_roll("ca-roll", &["--cluster-signing-duration", "60s", "--backdate", "0s"]);
-    let Roll { dir, data, bundle, metrics, signer } = &roll;
+    let Roll { dir, data, bundle, metrics, signer, .. } = &roll;
     let (data, bundle, metrics) = (data.clone(), bundle.clone(), *metrics);
     let node = dir.path().join("node");
     std::fs::create_dir_all(&node).expect("node dir");
@@ -281,42 +285,6 @@ fn the_automatic_schedule_rolls_a_rehearsal_ca_by_itself() {
         )),
         "{exposition}"
     );
-}
-
-/// The ClusterTrustBundles `signer serve`'s API holds, as `kubectl get clustertrustbundles -o
-/// json` lists them: name → (spec.signerName, spec.trustBundle).
-fn bundles_in_api(kubectl: &Path, admin: &Path) -> std::collections::BTreeMap<String, (String, String)> {
-    let out = run_ok(kubectl, &["--kubeconfig", s(admin), "get", "clustertrustbundles", "-o", "json"]);
-    let list: serde_json::Value = serde_json::from_str(&out).expect("kubectl JSON");
-    let items = list["items"].as_array().expect("items").iter();
-    items
-        .map(|b| {
-            let spec = &b["spec"];
-            let text = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_owned();
-            (text(&b["metadata"]["name"]), (text(&spec["signerName"]), text(&spec["trustBundle"])))
-        })
-        .collect()
-}
-
-/// The signers the CA signs for, each with a canary and a live bundle.
-const SIGNERS: [&str; 4] = [
-    "kubernetes.io/kubelet-serving",
-    "kubernetes.io/kube-apiserver-client-kubelet",
-    "kubernetes.io/kube-apiserver-client",
-    "kubernetes.io/legacy-unknown",
-];
-
-/// Every signer-linked canary and live bundle holds `pem`, with its signer name.
-fn assert_bundles_hold(bundles: &std::collections::BTreeMap<String, (String, String)>, pem: &str) {
-    for signer in SIGNERS {
-        for stage in ["canary", "live"] {
-            let name = format!("{}:{stage}", signer.replace('/', ":"));
-            let (signer_name, trust_bundle) =
-                bundles.get(&name).unwrap_or_else(|| panic!("no ClusterTrustBundle {name}: {bundles:?}"));
-            assert_eq!(signer_name, signer, "{name}");
-            assert_eq!(trust_bundle, pem, "{name}");
-        }
-    }
 }
 
 #[test]
@@ -571,4 +539,200 @@ fn xtask_e2e_ca_roll_rolls_a_probed_fleet_without_a_failed_request() {
         assert!(row.contains("retire + "), "{node}: the old-root-only client must stop after retire: {row}");
     }
     assert!(output.contains("e2e --ca-roll passed"), "{output}");
+}
+
+/// The trust a node held over time: its client CA file (PEM) from the moment it was seen.
+struct TrustHistory(Vec<(SystemTime, String)>);
+
+impl TrustHistory {
+    /// Records `pem` when it differs from the last trust seen.
+    fn observe(&mut self, pem: String) {
+        if !pem.is_empty() && self.0.last().is_none_or(|(_, last)| *last != pem) {
+            self.0.push((SystemTime::now(), pem));
+        }
+    }
+
+    /// The trust held at `at`: the last seen at or before it (the node may have taken up a change
+    /// earlier than it was seen, so this is the older trust, the stricter check).
+    fn at(&self, at: SystemTime) -> &str {
+        let held = self.0.iter().take_while(|(seen, _)| *seen <= at).last().or(self.0.first());
+        held.map_or("", |(_, pem)| pem.as_str())
+    }
+}
+
+/// Whether the chain `pem` (leaf first, then what the signer sent with it) verifies with
+/// openssl against the roots `trust`, at `at` (Unix seconds) when given.
+fn chain_verifies(dir: &Path, trust: &str, pem: &str, at: Option<u64>) -> Result<(), String> {
+    let blocks = pem_blocks(pem, "CERTIFICATE");
+    let (roots, leaf, chain) = (dir.join("trust.pem"), dir.join("leaf.pem"), dir.join("chain.pem"));
+    std::fs::write(&roots, trust).expect("write roots");
+    std::fs::write(&leaf, blocks.first().ok_or("no certificate")?).expect("write leaf");
+    std::fs::write(&chain, blocks[1..].concat()).expect("write chain");
+    let mut command = Command::new("openssl");
+    command.args(["verify", "-CAfile", s(&roots)]);
+    if blocks.len() > 1 {
+        command.args(["-untrusted", s(&chain)]);
+    }
+    if let Some(at) = at {
+        command.args(["-attime", &at.to_string()]);
+    }
+    let out = command.arg(&leaf).output().expect("run openssl");
+    if out.status.success() {
+        return Ok(());
+    }
+    Err(format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+}
+
+fn unix(time: SystemTime) -> u64 {
+    time.duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs()
+}
+
+#[test]
+fn killing_the_running_signer_at_random_moments_never_issues_what_the_node_cannot_verify() {
+    // `signer serve --ca-auto-roll` with a one-minute CA (prepare and publish at 30 s, activate
+    // at 50 s, retire once the old key's 30-second leaves have expired, then the next roll) and
+    // a node agent following the ClusterTrustBundles. KUBECERT_CA_SERVE_KILLS times (default
+    // 20), and until generation 1 has retired, the serve process is SIGKILLed after a random
+    // uptime (seeded from the clock, printed) below 3 s and started again on the same data
+    // directory and address. After each kill the journal resumes: status parses, one generation
+    // is active and the trust bundle file holds its root. Every certificate the node held (its
+    // pair file, read as the run goes) verifies against the node's client CA file at that
+    // moment, and every certificate issued (every CSR's status.certificate, with kubectl at the
+    // end) against the client CA file the node held when it was issued: no leaf ever comes from
+    // a generation the node did not trust yet.
+    let Some(kubectl) = kubectl() else { return };
+    let kills: usize =
+        std::env::var("KUBECERT_CA_SERVE_KILLS").ok().and_then(|v| v.parse().ok()).unwrap_or(20);
+    let limit = Duration::from_secs(150).max(Duration::from_secs(3) * kills as u32);
+    let mut roll = start_roll(
+        "ca-serve-kill",
+        &["--ca-lifetime", "60s", "--ca-auto-roll", "--cluster-signing-duration", "30s", "--backdate", "0s"],
+    );
+    let (data, bundle) = (roll.data.clone(), roll.bundle.clone());
+    let state_dir = data.join("pki/generations");
+    let node = roll.dir.path().join("node");
+    std::fs::create_dir_all(&node).expect("node dir");
+    roll.signer.create_token(&node.join("bootstrap.kubeconfig"));
+    let client_ca = node.join("client-ca.crt");
+    let trust_flags = ["--trust-source", "bundles", "--client-ca-file", s(&client_ca)];
+    let agent = start_node_agent(
+        &node,
+        "node-1",
+        free_local_addr(),
+        &trust_flags,
+        &roll.dir.path().join("agent.log"),
+    );
+    // The node starts from its bootstrap kubeconfig's CA, the signer's.
+    let mut trust = TrustHistory(vec![]);
+    trust.observe(std::fs::read_to_string(roll.signer.ca_cert()).expect("the CA"));
+    let current = node.join("pki/kubelet-client-current.pem");
+    let mut held: Vec<String> = vec![];
+    let work = roll.dir.path().join("verify");
+    std::fs::create_dir_all(&work).expect("verify dir");
+    let mut observe_node = |trust: &mut TrustHistory| {
+        trust.observe(std::fs::read_to_string(&client_ca).unwrap_or_default());
+        let pair = std::fs::read_to_string(&current).unwrap_or_default();
+        let chain = pem_blocks(&pair, "CERTIFICATE").concat();
+        if !chain.is_empty() && held.last() != Some(&chain) {
+            let now = trust.at(SystemTime::now()).to_owned();
+            if let Err(e) = chain_verifies(&work, &now, &chain, None) {
+                panic!("the node holds a certificate its trust does not verify: {e}\n{chain}\ntrust:\n{now}");
+            }
+            held.push(chain);
+        }
+    };
+
+    // Every CSR's certificate, read with kubectl before each kill and at the end.
+    let mut csrs = std::collections::BTreeMap::new();
+    let admin = data.join("admin.kubeconfig");
+    // admin.kubeconfig's certificate ends with its root: between a one-minute root's expiry and
+    // the retire that re-issues it, the signer refuses it, so a refused read is retried.
+    let read_csrs = |csrs: &mut std::collections::BTreeMap<String, String>| {
+        let mut out = None;
+        wait_for("admin.kubeconfig to list the CSRs", Duration::from_secs(30), || {
+            let run = Command::new(&kubectl)
+                .args(["--kubeconfig", s(&admin), "get", "csr", "-o", "json"])
+                .output()
+                .expect("run kubectl");
+            out = run.status.success().then(|| String::from_utf8_lossy(&run.stdout).into_owned());
+            if out.is_none() {
+                std::thread::sleep(Duration::from_millis(250));
+            }
+            out.is_some()
+        });
+        let list: serde_json::Value = serde_json::from_str(&out.unwrap_or_default()).expect("kubectl JSON");
+        for csr in list["items"].as_array().expect("items") {
+            let Some(encoded) = csr["status"]["certificate"].as_str() else { continue };
+            let pem =
+                base64::Engine::decode(&base64::engine::general_purpose::STANDARD, encoded).expect("base64");
+            let name = csr["metadata"]["name"].as_str().unwrap_or_default().to_owned();
+            csrs.insert(name, String::from_utf8(pem).expect("PEM"));
+        }
+    };
+    let seed = unix(SystemTime::now()) ^ u64::from(std::process::id()) << 32;
+    eprintln!("kill moments seeded with {seed}");
+    let mut delays = Delays(seed | 1);
+    let started = std::time::Instant::now();
+    let (mut done, mut retired, mut most_active) = (0, false, 1);
+    let mut phases_seen = std::collections::BTreeSet::new();
+    while done < kills || !retired {
+        assert!(
+            started.elapsed() < limit,
+            "{done} kills in {limit:?}, generation 1 retired: {retired}, phases seen: {phases_seen:?}\n{}",
+            agent.log()
+        );
+        let up = delays.below(3_000_000);
+        let until = std::time::Instant::now() + up;
+        while std::time::Instant::now() < until {
+            observe_node(&mut trust);
+            std::thread::sleep(Duration::from_millis(100).min(until - std::time::Instant::now()));
+        }
+        read_csrs(&mut csrs);
+        roll.signer.process.kill();
+        done += 1;
+        let state = status(&data, &bundle);
+        check_consistent(&state_dir, &state, &bundle);
+        for g in state["generations"].as_array().expect("generations") {
+            phases_seen
+                .insert((g["id"].as_u64().expect("id"), g["phase"].as_str().expect("phase").to_owned()));
+        }
+        retired |= state["generations"][0]["phase"] == "retired";
+        most_active = most_active.max(state["signing"]["generation"].as_u64().expect("signing"));
+        roll.restart();
+    }
+    // Once more without kills, long enough for the node's trust sync to see the last change.
+    let calm = std::time::Instant::now();
+    while calm.elapsed() < Duration::from_secs(12) {
+        observe_node(&mut trust);
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    assert!(most_active >= 2, "a new generation signed during the run: {phases_seen:?}");
+    read_csrs(&mut csrs);
+
+    let mut issued = 0;
+    let mut by_new_generations = 0;
+    for (name, pem) in &csrs {
+        let leaf = kubecert_csr::parse_certificates_pem(pem.as_bytes()).expect("certificate")[0].clone();
+        let at = leaf.not_before;
+        if let Err(e) = chain_verifies(&work, trust.at(at), pem, Some(unix(at) + 1)) {
+            panic!(
+                "CSR {name} was issued a certificate the node's trust did not verify: {e}\n{pem}\ntrust:\n{}",
+                trust.at(at)
+            );
+        }
+        issued += 1;
+        by_new_generations += usize::from(leaf.issuer.contains("generation"));
+    }
+    assert!(
+        issued >= held.len() && held.len() >= 2,
+        "CSRs issued: {issued}, certificates the node held: {}",
+        held.len()
+    );
+    assert!(by_new_generations >= 1, "a certificate from a new generation was issued");
+    eprintln!(
+        "{done} kills of signer serve in {:.1?}; {issued} certificates issued ({by_new_generations} by a new generation), {} held by the node, {} trust changes; phases seen: {phases_seen:?}",
+        started.elapsed(),
+        held.len(),
+        trust.0.len() - 1
+    );
 }

@@ -4,7 +4,9 @@
 //! - a. kubecert's `node-agent` against the real kube-apiserver and kube-controller-manager;
 //! - b. kubecert's `signer controller` (two leader-elected replicas) against the real
 //!   kube-apiserver, serving the kubelet's own certificate code and kubecert node agents;
-//! - c. the kubelet's own certificate code against `signer serve`.
+//! - c. the kubelet's own certificate code against `signer serve`;
+//! - d. a CA roll by `signer controller` and `signer ca` against the real kube-apiserver, with a
+//!   kubecert node agent following the ClusterTrustBundles.
 //!
 //! Everything listens on 127.0.0.1. Without Go these tests print a notice and check nothing,
 //! unless `KUBECERT_REQUIRE_KUBERNETES=1` (CI) makes that a failure.
@@ -19,8 +21,10 @@ use std::time::{Duration, Instant};
 use kubecert_csr::parse_certificates_pem;
 use kubecert_reload::{KeyExchange, LiveIdentity, negotiated_group};
 use kubecert_tests::kubernetes::{BOOTSTRAP_GROUP, Cluster, ClusterOptions, go_or_skip, program};
+use kubecert_tests::trust::{assert_bundles_hold, bundles_in_api, pem_blocks};
 use kubecert_tests::{
-    Process, SignerServe, TempDir, create_bootstrap_token, free_local_addr, kubectl, run_ok, start_node_agent,
+    Process, SignerServe, TempDir, binary, create_bootstrap_token, free_local_addr, kubectl, run_ok,
+    start_node_agent,
 };
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject as _;
@@ -199,7 +203,11 @@ fn node_agent_against_kube_apiserver_and_kube_controller_manager() {
     }
     let Some(kubectl) = kubectl() else { return };
     let dir = TempDir::new("k8s-node-agent");
-    let options = ClusterOptions { controller_manager: true, signing_duration: Duration::from_secs(60) };
+    let options = ClusterOptions {
+        controller_manager: true,
+        signing_duration: Duration::from_secs(60),
+        ..ClusterOptions::default()
+    };
     let cluster = Cluster::start(&dir.path().join("cluster"), &options);
     // Issue 15: Go 1.24+ speaks the hybrid post-quantum key exchange with kubecert's client.
     assert_eq!(post_quantum_handshake(&cluster), "X25519MLKEM768");
@@ -457,4 +465,186 @@ fn the_kubelets_certificate_code_against_signer_serve() {
     );
     let verified = openssl_verify_all(&signer.ca_cert(), dir.path());
     assert!(verified >= KUBELETS * 3, "certificates verified with openssl: {verified}");
+}
+
+/// d. A CA roll by hand (`signer ca prepare|publish|activate|retire`) with `signer controller`
+/// (`--ca-state-dir`, generation 1 imported from the cluster CA, 60-second certificates)
+/// against the real kube-apiserver, with a kubecert node agent following the signer-linked
+/// ClusterTrustBundles (`--trust-source bundles --client-ca-file`), with kube-apiserver serving
+/// them in `certificates.k8s.io/v1` only (v1beta1 off), so both use v1:
+///
+/// - after publish, kubectl lists every signer-linked canary and live bundle with both roots, and
+///   the node's client CA file holds both;
+/// - after activate, the node's next client certificate is leaf + cross-certificate, and
+///   kube-apiserver, whose `--client-ca-file` still holds only the old root, accepts it (the
+///   chain the client presents gets it to the old root): `kubectl auth whoami` with the node's
+///   kubeconfig says `system:node:NAME`;
+/// - after retire, the bundles and the node's client CA file hold only the new root.
+///
+/// What kube-apiserver needs from whoever runs it, as a kubeadm cluster rolling its CA would do:
+/// its serving certificate re-issued by the new generation before retire (presented with the
+/// cross-certificate, so clients that trust only the old root still verify it; the node trusts
+/// only the new root after retire), and, for certificates issued after retire (leaf only, no
+/// cross-certificate), the new root in its `--client-ca-file`. The harness writes both files,
+/// which kube-apiserver reloads without a restart, and a node request with a certificate issued
+/// after retire succeeds.
+#[test]
+fn a_ca_roll_by_signer_controller_against_kube_apiserver() {
+    if !go_or_skip() {
+        return;
+    }
+    let Some(kubectl) = kubectl() else { return };
+    let dir = TempDir::new("k8s-ca-roll");
+    // Only v1 ClusterTrustBundles: the signer and the node agent use the version served.
+    let options = ClusterOptions { beta_trust_bundles: false, ..ClusterOptions::default() };
+    let cluster = Cluster::start(&dir.path().join("cluster"), &options);
+    let config = dir.path().join("signer.toml");
+    std::fs::write(&config, "ca_reload_interval = \"1s\"\n").expect("write signer.toml");
+    let state = dir.path().join("ca-state");
+    let signer = cluster.signer_controller(
+        &[
+            "--config",
+            s(&config),
+            "--ca-state-dir",
+            s(&state),
+            "--cluster-signing-duration",
+            "60s",
+            "--backdate",
+            "0s",
+        ],
+        &dir.path().join("signer.log"),
+    );
+    // `signer ca` writes the bundles as the controller's service account (verb attest).
+    let (ca_cert, ca_key) = (cluster.ca_cert(), cluster.ca_key());
+    let identity = cluster.dir.join("kubecert-signer.kubeconfig");
+    let ca_flags = [
+        "--ca-state-dir",
+        s(&state),
+        "--ca-cert",
+        s(&ca_cert),
+        "--ca-key",
+        s(&ca_key),
+        "--kubeconfig",
+        s(&identity),
+    ];
+    let signer_ca = |args: &[&str]| {
+        Command::new(binary("signer")).arg("ca").args(args).args(ca_flags).output().expect("run signer ca")
+    };
+    let ca_ok = |args: &[&str]| {
+        let out = signer_ca(args);
+        assert!(out.status.success(), "signer ca {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+
+    let node = dir.path().join("node");
+    std::fs::create_dir_all(&node).expect("node dir");
+    cluster.create_token(&node.join("bootstrap.kubeconfig"));
+    let client_ca = node.join("client-ca.crt");
+    let name = "kc-roll-node";
+    let agent = start_node_agent(
+        &node,
+        name,
+        free_local_addr(),
+        &["--trust-source", "bundles", "--client-ca-file", s(&client_ca)],
+        &dir.path().join("agent.log"),
+    );
+    let context = || format!("{}\n{}", agent.log(), signer.log());
+    let read = |path: &Path| std::fs::read_to_string(path).unwrap_or_default();
+    let current = node.join("pki/kubelet-client-current.pem");
+    let whoami = || {
+        Command::new(&kubectl)
+            .args(["--kubeconfig", s(&node.join("kubelet.conf")), "auth", "whoami"])
+            .args(["-o", "jsonpath={.status.userInfo.username}"])
+            .output()
+            .expect("run kubectl")
+    };
+    let node_user = format!("system:node:{name}");
+    let node_works = || {
+        let out = whoami();
+        out.status.success() && String::from_utf8_lossy(&out.stdout) == node_user
+    };
+    poll("the node's first certificate", Duration::from_secs(60), || current.exists(), context);
+    let old_root = read(&state.join("1/ca.crt"));
+    poll("the node's kubeconfig to work", Duration::from_secs(30), node_works, context);
+
+    ca_ok(&["prepare", "--ca-lifetime", "3600s"]);
+    ca_ok(&["publish"]);
+    let (new_root, cross) = (read(&state.join("2/ca.crt")), read(&state.join("2/cross.crt")));
+    let both = format!("{old_root}{new_root}");
+    assert_bundles_hold(&bundles_in_api(&kubectl, &cluster.admin_kubeconfig()), &both);
+    poll("the node to trust both roots", Duration::from_secs(30), || read(&client_ca) == both, context);
+
+    ca_ok(&["activate", "--ca-min-publish-age", "0s"]);
+    // kube-apiserver serves with a certificate of generation 2 + cross-certificate: clients of
+    // either root verify it.
+    cluster.reissue_serving_certificate(&state.join("2/ca.crt"), &state.join("2/ca.key"), &cross);
+    let new_root_only = cluster.admin_kubeconfig_trusting("admin-new-root", &state.join("2/ca.crt"));
+    let kubectl_works = |kubeconfig: &Path| {
+        Command::new(&kubectl)
+            .args(["--kubeconfig", s(kubeconfig), "get", "--raw", "/readyz"])
+            .output()
+            .is_ok_and(|out| out.status.success())
+    };
+    poll(
+        "kube-apiserver to serve a certificate of generation 2",
+        Duration::from_secs(90),
+        || kubectl_works(&new_root_only),
+        || cluster.processes[1].log(),
+    );
+    assert!(kubectl_works(&cluster.admin_kubeconfig()), "a client of the old root verifies it too");
+
+    let blocks = || pem_blocks(&read(&current), "CERTIFICATE");
+    poll(
+        "a client certificate from generation 2, with the cross-certificate",
+        Duration::from_secs(90),
+        || blocks().get(1) == Some(&cross),
+        context,
+    );
+    assert_eq!(
+        read(&cluster.client_ca()),
+        read(&cluster.ca_cert()),
+        "kube-apiserver trusts the old root only"
+    );
+    let out = whoami();
+    assert!(
+        out.status.success(),
+        "leaf + cross-certificate accepted: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), node_user);
+    let crossed_leaf = blocks()[0].clone();
+
+    // Retire is refused until generation 1's last leaf (60 seconds) has expired.
+    poll(
+        "generation 1 to retire",
+        Duration::from_secs(90),
+        || {
+            let out = signer_ca(&["retire"]);
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(out.status.success() || stderr.contains("retire refused"), "retire: {stderr}");
+            out.status.success()
+        },
+        context,
+    );
+    assert_bundles_hold(&bundles_in_api(&kubectl, &cluster.admin_kubeconfig()), &new_root);
+    poll(
+        "the node to trust only the new root",
+        Duration::from_secs(30),
+        || read(&client_ca) == new_root,
+        context,
+    );
+    // Leaves from now on come without the cross-certificate: kube-apiserver gets the new root.
+    cluster.set_client_roots(&format!("{}{new_root}", read(&cluster.ca_cert())));
+    poll(
+        "a client certificate issued after retire (leaf only)",
+        Duration::from_secs(90),
+        || {
+            let now = blocks();
+            now.len() == 1 && now[0] != crossed_leaf
+        },
+        context,
+    );
+    poll("a node request with it to succeed", Duration::from_secs(90), node_works, || {
+        format!("{}\n{}", String::from_utf8_lossy(&whoami().stderr), cluster.processes[1].log())
+    });
+    drop(agent);
 }

@@ -154,6 +154,7 @@ pub async fn run(config: AgentConfig, cancel: CancellationToken) -> Result<()> {
             roots,
             metrics: metrics.trust.clone().unwrap_or_default(),
             current: Some(initial),
+            bundles: None,
         };
         let (user, stop) = (loops.user.clone(), cancel.clone());
         loops.tasks.spawn(async move {

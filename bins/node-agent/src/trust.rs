@@ -10,8 +10,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
-use k8s_openapi::api::certificates::v1beta1::ClusterTrustBundle;
-use kube::api::Api;
+use kubecert_k8s::trust_bundle::TrustBundles;
 use kubecert_reload::LiveRoots;
 use kubecert_store::kubeconfig::{
     BootstrapKubeconfig, ClusterEndpoint, Credentials, PemSource, write_kubeconfig,
@@ -32,7 +31,8 @@ pub const DEFAULT_TRUST_BUNDLE: &str = "kubernetes.io:kube-apiserver-client:live
 /// Where the roots come from.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum TrustSource {
-    /// The ClusterTrustBundle with this name (`certificates.k8s.io/v1beta1`).
+    /// The ClusterTrustBundle with this name (`certificates.k8s.io/v1` when served, else
+    /// `v1beta1`).
     Bundle(String),
     /// A PEM file (e.g. the signer's `--trust-bundle-out`).
     File(PathBuf),
@@ -118,11 +118,13 @@ pub struct TrustKeeper {
     pub metrics: TrustMetrics,
     /// The bundle taken up last.
     pub current: Option<String>,
+    /// The ClusterTrustBundles of the API in the version it serves, once discovered.
+    pub bundles: Option<TrustBundles>,
 }
 
 impl TrustKeeper {
     /// Reads the source.
-    pub async fn read(&self, client: Option<&kube::Client>) -> Result<(String, Vec<String>)> {
+    pub async fn read(&mut self, client: Option<&kube::Client>) -> Result<(String, Vec<String>)> {
         match &self.source {
             TrustSource::File(path) => {
                 let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
@@ -130,11 +132,18 @@ impl TrustKeeper {
             }
             TrustSource::Bundle(name) => {
                 let client = client.context("no API client yet")?;
-                let bundle = Api::<ClusterTrustBundle>::all(client.clone())
-                    .get(name)
-                    .await
-                    .with_context(|| format!("reading ClusterTrustBundle {name}"))?;
-                normalize(bundle.spec.trust_bundle.as_bytes(), &format!("ClusterTrustBundle {name}"))
+                // Discovered at the first read and again after a failed one, so that a node
+                // follows an API that starts serving v1 without a restart.
+                let bundles = match self.bundles.clone() {
+                    Some(bundles) => bundles,
+                    None => TrustBundles::discover(client).await?.context(
+                        "the API serves no ClusterTrustBundles (certificates.k8s.io v1 or v1beta1)",
+                    )?,
+                };
+                let read = bundles.get(name).await;
+                self.bundles = read.is_ok().then_some(bundles);
+                let bundle = read?;
+                normalize(bundle.trust_bundle.as_bytes(), &format!("ClusterTrustBundle {name}"))
             }
         }
     }
@@ -264,6 +273,7 @@ mod tests {
             roots: roots.clone(),
             metrics: TrustMetrics::default(),
             current: Some(initial),
+            bundles: None,
         };
         let (bundle, subjects) = keeper.read(None).await.unwrap();
         assert_eq!(bundle, format!("{old}{new}"), "deduplicated");

@@ -9,6 +9,8 @@
 //!   `kubecert-authority`'s decisions, with metrics and Lease-based leader election.
 //! - [`fleet`]: the status a node agent publishes on its own Lease (certificate expiry, issuing
 //!   and trusted CA key ids, overdue) and reading all of them back for `signer fleet`.
+//! - [`trust_bundle`]: ClusterTrustBundles in the version the API serves (`v1`, else `v1beta1`),
+//!   written by the signer during a CA roll and read by node agents.
 //!
 //! The decisions (is an existing CSR ours? what does this CSR's state mean for the waiter?) are
 //! pure functions over the API objects, tested without a server; the async functions around
@@ -22,5 +24,6 @@ pub mod controllers;
 pub mod fleet;
 pub mod request;
 pub mod source;
+pub mod trust_bundle;
 
 pub use source::CsrSource;

@@ -1,4 +1,5 @@
-//! Where trust bundles go: signer-linked ClusterTrustBundles (`certificates.k8s.io/v1beta1`)
+//! Where trust bundles go: signer-linked ClusterTrustBundles (`certificates.k8s.io/v1` when the
+//! API serves it, else `v1beta1`; see `kubecert_k8s::trust_bundle`)
 //! and, for consumers outside the API, a PEM file.
 //!
 //! Canary, then live: for every signer name the CA signs for, two bundles,
@@ -12,9 +13,8 @@ use std::future::Future;
 use std::path::PathBuf;
 
 use anyhow::{Context as _, Result};
-use k8s_openapi::api::certificates::v1beta1::{ClusterTrustBundle, ClusterTrustBundleSpec};
-use kube::api::{Api, ObjectMeta, PostParams};
 use kubecert_authority::CA_SIGNERS;
+use kubecert_k8s::trust_bundle::TrustBundles;
 
 /// Which bundles a write goes to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -48,23 +48,33 @@ pub trait TrustPublisher: Sync {
 
 /// The bundles in the API (when a client is given) and the file (when a path is given).
 pub struct Publication {
-    /// The API to write ClusterTrustBundles to.
-    pub api: Option<kube::Client>,
+    /// The API's ClusterTrustBundles to write.
+    pub api: Option<TrustBundles>,
     /// `--trust-bundle-out`.
     pub file: Option<PathBuf>,
 }
 
 impl Publication {
-    /// Bundles to `api` if it serves ClusterTrustBundle (`certificates.k8s.io/v1beta1`; an API
-    /// without it gets none, with a warning), and to `file`.
+    /// Bundles to `api` in the version of ClusterTrustBundle it serves (`v1`, else `v1beta1`; an
+    /// API with neither gets none, with a warning), and to `file`.
     pub async fn connect(api: Option<kube::Client>, file: Option<PathBuf>) -> Self {
         let api = match api {
-            Some(client) => match client.list_api_group_resources("certificates.k8s.io/v1beta1").await {
-                Ok(list) if list.resources.iter().any(|r| r.name == "clustertrustbundles") => Some(client),
-                Ok(_) | Err(_) => {
-                    tracing::warn!(
-                        "the API does not serve certificates.k8s.io/v1beta1 ClusterTrustBundles: trust bundles go to --trust-bundle-out only"
+            Some(client) => match TrustBundles::discover(&client).await {
+                Ok(Some(bundles)) => {
+                    tracing::info!(
+                        version = bundles.version(),
+                        "writing ClusterTrustBundles of certificates.k8s.io"
                     );
+                    Some(bundles)
+                }
+                Ok(None) => {
+                    tracing::warn!(
+                        "the API serves no ClusterTrustBundles (certificates.k8s.io v1 or v1beta1): trust bundles go to --trust-bundle-out only"
+                    );
+                    None
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "trust bundles go to --trust-bundle-out only");
                     None
                 }
             },
@@ -76,9 +86,9 @@ impl Publication {
 
 impl TrustPublisher for Publication {
     async fn write(&self, stage: Stage, pem: &str) -> Result<()> {
-        if let Some(client) = &self.api {
+        if let Some(bundles) = &self.api {
             for signer in CA_SIGNERS {
-                apply_bundle(client, &bundle_name(signer, stage), signer, pem).await?;
+                bundles.apply(&bundle_name(signer, stage), signer, pem).await?;
             }
         }
         if let (Stage::Live, Some(path)) = (stage, &self.file) {
@@ -87,29 +97,6 @@ impl TrustPublisher for Publication {
         }
         Ok(())
     }
-}
-
-/// Creates the bundle, or replaces its content when it differs (the update carries the
-/// resourceVersion read, so a concurrent writer makes it fail rather than be overwritten).
-async fn apply_bundle(client: &kube::Client, name: &str, signer: &str, pem: &str) -> Result<()> {
-    let api = Api::<ClusterTrustBundle>::all(client.clone());
-    let context = || format!("writing ClusterTrustBundle {name}");
-    let mut bundle = ClusterTrustBundle {
-        metadata: ObjectMeta { name: Some(name.to_owned()), ..ObjectMeta::default() },
-        spec: ClusterTrustBundleSpec { signer_name: Some(signer.to_owned()), trust_bundle: pem.to_owned() },
-    };
-    match api.create(&PostParams::default(), &bundle).await {
-        Ok(_) => return Ok(()),
-        Err(kube::Error::Api(status)) if status.code == 409 => {}
-        Err(e) => return Err(e).with_context(context),
-    }
-    let current = api.get(name).await.with_context(context)?;
-    if current.spec.trust_bundle == pem && current.spec.signer_name.as_deref() == Some(signer) {
-        return Ok(());
-    }
-    bundle.metadata.resource_version = current.metadata.resource_version;
-    api.replace(name, &PostParams::default(), &bundle).await.with_context(context)?;
-    Ok(())
 }
 
 #[cfg(test)]
