@@ -150,14 +150,18 @@ impl TrustKeeper {
 
     /// Takes `bundle` up when it differs from the current one: client CA file, kubeconfig, live
     /// roots, in that order (each write atomic; a failure is retried at the next sync). Returns
-    /// whether it changed anything.
+    /// whether the roots changed. The client CA file is written whenever it does not hold the
+    /// bundle, even when the roots stay: a kubelet pointed at it finds it from the first sync
+    /// (the source may equal the roots the agent started with), and a deleted file comes back.
     pub fn apply(&mut self, bundle: &str, subjects: &[String]) -> Result<bool> {
-        if self.current.as_deref() == Some(bundle) {
-            return Ok(false);
-        }
-        if let Some(path) = &self.client_ca_file {
+        if let Some(path) = &self.client_ca_file
+            && std::fs::read(path).ok().as_deref() != Some(bundle.as_bytes())
+        {
             kubecert_store::write_private_file(path, bundle.as_bytes())
                 .with_context(|| format!("writing the client CA file {}", path.display()))?;
+        }
+        if self.current.as_deref() == Some(bundle) {
+            return Ok(false);
         }
         if self.kubeconfig.exists() {
             update_kubeconfig_ca(&self.kubeconfig, bundle)?;
@@ -281,6 +285,9 @@ mod tests {
         assert!(keeper.apply(&bundle, &subjects).unwrap());
         assert!(!keeper.apply(&bundle, &subjects).unwrap(), "same bundle: nothing to do");
         assert_eq!(std::fs::read_to_string(&client_ca).unwrap(), bundle);
+        std::fs::remove_file(&client_ca).unwrap();
+        assert!(!keeper.apply(&bundle, &subjects).unwrap(), "the roots stay");
+        assert_eq!(std::fs::read_to_string(&client_ca).unwrap(), bundle, "a deleted file comes back");
         let written = BootstrapKubeconfig::load(&kubeconfig).unwrap();
         assert_eq!(written.cluster.certificate_authority.unwrap().read().unwrap(), bundle.as_bytes());
         assert_eq!(written.client_certificate, Some(PemSource::File(pair)), "credentials kept");
@@ -289,6 +296,28 @@ mod tests {
         assert_eq!(keeper.metrics.updates.get(), 1);
         let label = RootLabel { subject: "kubecert-ca generation 2".into() };
         assert_eq!(keeper.metrics.roots.get_or_create(&label).get(), 1);
+    }
+
+    #[tokio::test]
+    async fn the_client_ca_file_is_written_when_the_source_equals_the_starting_roots() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = root("kubecert-ca");
+        let source = dir.path().join("bundle.pem");
+        std::fs::write(&source, &ca).unwrap();
+        let client_ca = dir.path().join("client-ca.crt");
+        let mut keeper = TrustKeeper {
+            source: TrustSource::parse(source.to_str().unwrap(), DEFAULT_TRUST_BUNDLE),
+            client_ca_file: Some(client_ca.clone()),
+            kubeconfig: dir.path().join("kubelet.conf"),
+            roots: LiveRoots::from_pem(ca.as_bytes()).unwrap(),
+            metrics: TrustMetrics::default(),
+            current: Some(ca.clone()),
+            bundles: None,
+        };
+        let (bundle, subjects) = keeper.read(None).await.unwrap();
+        assert!(!keeper.apply(&bundle, &subjects).unwrap(), "the roots are the starting ones");
+        assert_eq!(std::fs::read_to_string(&client_ca).unwrap(), ca);
+        assert_eq!(keeper.metrics.updates.get(), 0);
     }
 
     #[test]
