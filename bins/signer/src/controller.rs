@@ -47,7 +47,7 @@ pub async fn controller(
     let node_identity = node_identity_signer(&config, config.issuance()?)?;
     let signer = match ca_settings {
         Some(settings) => {
-            let runtime = CaRuntime::connect(settings, &config, client.clone(), ca_metrics).await?;
+            let runtime = CaRuntime::connect(settings, &config, client.clone(), ca_metrics)?;
             let (state, signer) = runtime.start()?;
             tokio::spawn(runtime.run(state, signer.clone(), shutdown.clone()));
             signer

@@ -49,7 +49,7 @@ pub async fn serve(
             if config.ca_files()?.is_none() {
                 pki::load_or_create_ca(&dir, duration("ca_lifetime", &config.ca_lifetime)?)?;
             }
-            let runtime = CaRuntime::connect(settings, &config, client.clone(), ca_metrics).await?;
+            let runtime = CaRuntime::connect(settings, &config, client.clone(), ca_metrics)?;
             let (state, signer) = runtime.start()?;
             let active = signer.load().authorities().get(SIGNER_KUBE_APISERVER_CLIENT_KUBELET).cloned();
             let trusted = runtime.trusted_roots(&state)?;

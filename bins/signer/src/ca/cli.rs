@@ -34,7 +34,7 @@ pub async fn run(args: CaArgs) -> Result<()> {
         }
         (_, false) => None,
     };
-    let publication = Publication::connect(api, config.trust_bundle_out.clone()).await;
+    let publication = Publication::new(api, config.trust_bundle_out.clone());
     let steps = Steps { settings: &settings, disk: &Durable, publisher: &publication, share: &NoFleetStatus };
     let _lock = settings.dir.lock()?;
     let now = SystemTime::now();

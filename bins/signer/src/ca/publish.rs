@@ -48,45 +48,51 @@ pub trait TrustPublisher: Sync {
 
 /// The bundles in the API (when a client is given) and the file (when a path is given).
 pub struct Publication {
-    /// The API's ClusterTrustBundles to write.
-    pub api: Option<TrustBundles>,
+    /// The API to write ClusterTrustBundles to.
+    api: Option<kube::Client>,
+    /// The API's ClusterTrustBundles in the version it serves (`None`: it serves none),
+    /// discovered at the first write.
+    bundles: tokio::sync::OnceCell<Option<TrustBundles>>,
     /// `--trust-bundle-out`.
-    pub file: Option<PathBuf>,
+    file: Option<PathBuf>,
 }
 
 impl Publication {
-    /// Bundles to `api` in the version of ClusterTrustBundle it serves (`v1`, else `v1beta1`; an
-    /// API with neither gets none, with a warning), and to `file`.
-    pub async fn connect(api: Option<kube::Client>, file: Option<PathBuf>) -> Self {
-        let api = match api {
-            Some(client) => match TrustBundles::discover(&client).await {
-                Ok(Some(bundles)) => {
-                    tracing::info!(
+    /// Bundles to `api` in the version of ClusterTrustBundle it serves (`v1`, else `v1beta1`),
+    /// and to `file`. The version is discovered at the first write: a failed discovery (the
+    /// API down, refused credentials) fails that write, to be retried, rather than dropping the
+    /// API's bundles; an API that serves neither version gets none, with a warning.
+    pub fn new(api: Option<kube::Client>, file: Option<PathBuf>) -> Self {
+        Self { api, bundles: tokio::sync::OnceCell::new(), file }
+    }
+
+    async fn bundles(&self) -> Result<Option<&TrustBundles>> {
+        let Some(client) = &self.api else { return Ok(None) };
+        let bundles = self
+            .bundles
+            .get_or_try_init(|| async {
+                let found = TrustBundles::discover(client)
+                    .await
+                    .context("finding which ClusterTrustBundle version the API serves")?;
+                match &found {
+                    Some(bundles) => tracing::info!(
                         version = bundles.version(),
                         "writing ClusterTrustBundles of certificates.k8s.io"
-                    );
-                    Some(bundles)
-                }
-                Ok(None) => {
-                    tracing::warn!(
+                    ),
+                    None => tracing::warn!(
                         "the API serves no ClusterTrustBundles (certificates.k8s.io v1 or v1beta1): trust bundles go to --trust-bundle-out only"
-                    );
-                    None
+                    ),
                 }
-                Err(e) => {
-                    tracing::warn!(error = %e, "trust bundles go to --trust-bundle-out only");
-                    None
-                }
-            },
-            None => None,
-        };
-        Self { api, file }
+                anyhow::Ok(found)
+            })
+            .await?;
+        Ok(bundles.as_ref())
     }
 }
 
 impl TrustPublisher for Publication {
     async fn write(&self, stage: Stage, pem: &str) -> Result<()> {
-        if let Some(bundles) = &self.api {
+        if let Some(bundles) = self.bundles().await? {
             for signer in CA_SIGNERS {
                 bundles.apply(&bundle_name(signer, stage), signer, pem).await?;
             }
@@ -119,10 +125,24 @@ mod tests {
     async fn the_file_follows_the_live_stage_only() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("trust/bundle.pem");
-        let publication = Publication { api: None, file: Some(path.clone()) };
+        let publication = Publication::new(None, Some(path.clone()));
         publication.write(Stage::Canary, "canary").await.unwrap();
         assert!(!path.exists());
         publication.write(Stage::Live, "live").await.unwrap();
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "live");
+    }
+
+    #[tokio::test]
+    async fn an_api_that_cannot_be_reached_fails_the_write_rather_than_losing_its_bundles() {
+        kubecert_reload::KeyExchange::default().install().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bundle.pem");
+        // Nothing listens on port 1: discovery fails.
+        let client =
+            kube::Client::try_from(kube::Config::new("http://127.0.0.1:1".parse().unwrap())).unwrap();
+        let publication = Publication::new(Some(client), Some(path.clone()));
+        let err = format!("{:#}", publication.write(Stage::Live, "live").await.unwrap_err());
+        assert!(err.contains("finding which ClusterTrustBundle version the API serves"), "{err}");
+        assert!(!path.exists(), "the file waits for the API's bundles");
     }
 }

@@ -124,7 +124,7 @@ pub struct CaRuntime {
 impl CaRuntime {
     /// The runtime for `settings` as `config` asks (auto roll, bundle file), writing bundles
     /// through `client`.
-    pub async fn connect(
+    pub fn connect(
         settings: CaSettings,
         config: &crate::config::SignerConfig,
         client: kube::Client,
@@ -135,7 +135,7 @@ impl CaRuntime {
             issuance: config.issuance()?,
             metrics,
             auto_roll: config.ca_auto_roll,
-            publication: Publication::connect(Some(client), config.trust_bundle_out.clone()).await,
+            publication: Publication::new(Some(client), config.trust_bundle_out.clone()),
             follower: None,
         })
     }

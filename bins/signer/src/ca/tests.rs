@@ -256,7 +256,7 @@ async fn the_automatic_schedule_rolls_and_the_signer_follows_the_active_generati
         issuance: kubecert_authority::IssuancePolicy::default(),
         metrics: CaMetrics::default(),
         auto_roll: true,
-        publication: Publication { api: None, file: Some(fixture.bundle_file.clone()) },
+        publication: Publication::new(None, Some(fixture.bundle_file.clone())),
         follower: None,
     };
     let (_, signer) = runtime.start().unwrap();
