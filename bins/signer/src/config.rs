@@ -9,7 +9,8 @@ use std::time::Duration;
 use anyhow::{Context as _, Result, bail};
 use figment::Figment;
 use figment::providers::{Env, Format as _, Serialized, Toml};
-use kubecert_authority::{ActivationRules, IssuancePolicy, PolicyConfig, Schedule};
+use kubecert_authority::{ActivationRules, IssuancePolicy, Policy, PolicyConfig, Schedule};
+use kubecert_csr::SIGNER_KUBECERT_NODE_IDENTITY as NODE_IDENTITY;
 use serde::{Deserialize, Serialize};
 
 use kubecert_cli::LogFormat;
@@ -197,14 +198,44 @@ impl SignerConfig {
             (Some(cert), Some(key), true) => {
                 Ok(Some(CaSelection::Shared(CaFiles { cert: cert.clone(), key: key.clone() })))
             }
-            (None, None, false) => Ok(Some(CaSelection::PerSigner(self.signer_cas.clone()))),
             (Some(_), None, _) | (None, Some(_), _) => bail!("ca_cert and ca_key must be given together"),
             (Some(_), Some(_), false) => {
                 bail!(
                     "ca_cert/ca_key (one CA for every signer) and signer_cas (one per signer) cannot be mixed"
                 )
             }
+            (None, None, false)
+                if self.node_identity_ca.is_some() && self.signs_node_identity_by_signer_cas() =>
+            {
+                bail!(
+                    "{NODE_IDENTITY}: give its CA once, as node_identity_ca or in signer_cas, not both (two signers would race for its requests)"
+                )
+            }
+            (None, None, false) => Ok(Some(CaSelection::PerSigner(self.signer_cas.clone()))),
         }
+    }
+
+    fn signs_node_identity_by_signer_cas(&self) -> bool {
+        self.signer_cas.contains_key(NODE_IDENTITY)
+    }
+
+    /// The approval policy. The approver acts on `kubecert.io/node-identity` only when this
+    /// signer signs it (`node_identity_ca`, or that name in `signer_cas`): otherwise it leaves
+    /// those requests alone, as kube-controller-manager does for signer names it does not
+    /// serve, rather than approving what nothing here would sign.
+    pub fn approval_policy(&self) -> Result<Policy> {
+        Ok(Policy::new(self.approval_config())?)
+    }
+
+    fn approval_config(&self) -> PolicyConfig {
+        let mut policy = self.policy.clone();
+        if self.node_identity_ca.is_none()
+            && !self.signs_node_identity_by_signer_cas()
+            && let Some(rules) = policy.signers.get_mut(NODE_IDENTITY)
+        {
+            rules.enabled = false;
+        }
+        policy
     }
 }
 
@@ -360,6 +391,25 @@ mod tests {
             nested: &nested,
         };
         docgen::check_configuration("signer", Cli::command(), &layering);
+    }
+
+    /// The approver acts on kubecert.io/node-identity only where this signer signs it, and its
+    /// CA is given once.
+    #[cfg(feature = "ml-dsa")]
+    #[test]
+    fn node_identity_is_approved_only_where_it_is_signed() {
+        let enabled = |config: &SignerConfig| config.approval_config().signers[NODE_IDENTITY].enabled;
+        let files = CaFiles { cert: "id.crt".into(), key: "id.key".into() };
+        let mut config = SignerConfig::default();
+        assert!(!enabled(&config), "nothing signs it: left alone");
+        config.node_identity_ca = Some("identity".into());
+        assert!(enabled(&config));
+        config.node_identity_ca = None;
+        config.signer_cas.insert(NODE_IDENTITY.into(), files);
+        assert!(enabled(&config));
+        config.node_identity_ca = Some("identity".into());
+        let err = config.ca_files().unwrap_err().to_string();
+        assert!(err.contains("give its CA once, as node_identity_ca or in signer_cas"), "{err}");
     }
 
     #[test]

@@ -3,7 +3,6 @@
 
 use anyhow::{Context as _, Result};
 use kube::config::{KubeConfigOptions, Kubeconfig};
-use kubecert_authority::Policy;
 use kubecert_k8s::controllers::{LeaderElection, SignerMetrics, run_when_leader};
 use tokio_util::sync::CancellationToken;
 
@@ -33,7 +32,7 @@ pub async fn controller(
         .context("controller needs --ca-cert and --ca-key (or signer_cas in the config)")?;
     let ca_settings = config.ca_settings()?;
     let issuance = config.issuance()?;
-    let policy = Policy::new(config.policy.clone())?;
+    let policy = config.approval_policy()?;
     let cleaner_interval = duration("cleaner_interval", &config.cleaner_interval)?;
     let reload = duration("ca_reload_interval", &config.ca_reload_interval)?;
     let client = match &config.kubeconfig {

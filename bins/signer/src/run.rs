@@ -77,7 +77,7 @@ fn read_authorities(selection: &CaSelection) -> Result<(SignerAuthorities, Vec<M
     match selection {
         CaSelection::Shared(files) => {
             let (fingerprint, ca) = load(files)?;
-            Ok((SignerAuthorities::shared(ca), vec![fingerprint]))
+            Ok((SignerAuthorities::shared(ca)?, vec![fingerprint]))
         }
         CaSelection::PerSigner(map) => {
             let mut cas = Vec::new();

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use anyhow::{Context as _, Result};
 use kubecert_apiserver::{SIGNER_USER, TlsConfig, UserInfo};
-use kubecert_authority::{CertificateAuthority, Policy};
+use kubecert_authority::CertificateAuthority;
 use kubecert_cli::TlsHandshakes;
 use kubecert_csr::SIGNER_KUBE_APISERVER_CLIENT_KUBELET;
 use kubecert_k8s::controllers::SignerMetrics;
@@ -31,7 +31,7 @@ pub async fn serve(
     std::fs::create_dir_all(&root).with_context(|| format!("creating data dir {}", root.display()))?;
     let dir = DataDir::new(&root);
     let issuance = config.issuance()?;
-    let policy = Policy::new(config.policy.clone())?;
+    let policy = config.approval_policy()?;
     let cleaner_interval = duration("cleaner_interval", &config.cleaner_interval)?;
     let mut api = kubecert_apiserver::Api::open(&kubecert_apiserver::Config::new(dir.api_state()))
         .context("opening the API state")?;

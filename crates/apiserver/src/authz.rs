@@ -121,19 +121,12 @@ const CERTIFICATE_CONTROLLER: &[Rule] = &[
         &[CERTS],
         &["certificatesigningrequests/status", "certificatesigningrequests/approval"],
     ),
-    // kubecert.io/node-identity: kubecert's own ML-DSA-65 identities (signer feature `ml-dsa`).
-    named(
-        &["approve"],
-        &[CERTS],
-        &["signers"],
-        &["kubernetes.io/kube-apiserver-client-kubelet", "kubecert.io/node-identity"],
-    ),
+    named(&["approve"], &[CERTS], &["signers"], &["kubernetes.io/kube-apiserver-client-kubelet"]),
     named(
         &["sign"],
         &[CERTS],
         &["signers"],
         &[
-            "kubecert.io/node-identity",
             "kubernetes.io/legacy-unknown",
             "kubernetes.io/kube-apiserver-client",
             "kubernetes.io/kube-apiserver-client-kubelet",
@@ -257,6 +250,9 @@ const BINDINGS: &[Binding] = &[
         subjects: &[Subject::User(SIGNER_USER)],
         rules: &[
             named(&["approve"], &[CERTS], &["signers"], &["kubernetes.io/kubelet-serving"]),
+            // kubecert.io/node-identity: kubecert's own ML-DSA-65 identities (signer feature
+            // `ml-dsa`), for kubecert's signer only, not upstream's certificate controller.
+            named(&["approve", "sign"], &[CERTS], &["signers"], &["kubecert.io/node-identity"]),
             rule(ALL_VERBS, &["coordination.k8s.io"], &["leases"]),
             rule(READ, &[CERTS], &[CSRS]),
             // Publishing the CAs of the signers it issues for, as kube-controller-manager's
@@ -427,6 +423,19 @@ mod tests {
                 .allowed()
         );
         assert!(!authorize(&node, &signer_attributes("approve", "kubernetes.io/kubelet-serving")).allowed());
+        // kubecert's own signer name: kubecert's signer only, not upstream's certificate controller.
+        let controller = user(
+            "system:serviceaccount:kube-system:certificate-controller",
+            &["system:serviceaccounts", "system:serviceaccounts:kube-system"],
+        );
+        for verb in ["approve", "sign"] {
+            let attrs = signer_attributes(verb, "kubecert.io/node-identity");
+            assert!(authorize(&signer, &attrs).allowed(), "{verb}");
+            assert!(!authorize(&controller, &attrs).allowed(), "{verb}");
+        }
+        assert!(
+            authorize(&controller, &signer_attributes("sign", "kubernetes.io/kubelet-serving")).allowed()
+        );
     }
 
     #[test]

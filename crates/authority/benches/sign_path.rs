@@ -45,7 +45,7 @@ fn sign_path(c: &mut Criterion) {
     let now = SystemTime::now();
     let policy = Policy::new(PolicyConfig::default()).expect("policy");
     let ca = CertificateAuthority::generate("bench CA", now, &rng).expect("CA");
-    let signer = Signer::new(SignerAuthorities::shared(ca), IssuancePolicy::default());
+    let signer = Signer::new(SignerAuthorities::shared(ca).unwrap(), IssuancePolicy::default());
 
     let mut group = c.benchmark_group("sign_path");
     group.bench_function("approve_and_issue", |b| {

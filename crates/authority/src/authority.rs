@@ -317,6 +317,23 @@ fn root_params(
     Ok(params)
 }
 
+/// Refuses an ML-DSA CA for a `kubernetes.io/*` signer name: the Kubernetes components could
+/// not verify what it signs (the signer refuses ML-DSA leaves for those names too).
+fn for_kubernetes(signer: &str, ca: &CertificateAuthority) -> Result<(), Error> {
+    #[cfg(feature = "ml-dsa")]
+    if ca.key_algorithm() == KeyAlgorithm::MlDsa65 {
+        return Err(Error::CaMaterial {
+            detail: "an ML-DSA-65 CA; Kubernetes components cannot verify ML-DSA signatures yet, so \
+                     kubernetes.io signer names need an ECDSA, Ed25519 or RSA CA"
+                .into(),
+            signer: Some(signer.to_owned()),
+        });
+    }
+    #[cfg(not(feature = "ml-dsa"))]
+    let _ = (signer, ca);
+    Ok(())
+}
+
 /// Which CA signs for which signer name (SPEC SG-1): one CA for every name in [`CA_SIGNERS`], or
 /// one per signer name for those that have one.
 #[derive(Clone, Debug, Default)]
@@ -325,10 +342,11 @@ pub struct SignerAuthorities {
 }
 
 impl SignerAuthorities {
-    /// One CA for all four signer names.
-    pub fn shared(ca: CertificateAuthority) -> Self {
+    /// One CA for all four signer names (not an ML-DSA one: see [`for_kubernetes`]).
+    pub fn shared(ca: CertificateAuthority) -> Result<Self, Error> {
+        for_kubernetes(CA_SIGNERS[0], &ca)?;
         let ca = Arc::new(ca);
-        Self { by_signer: CA_SIGNERS.iter().map(|s| (s.to_string(), ca.clone())).collect() }
+        Ok(Self { by_signer: CA_SIGNERS.iter().map(|s| (s.to_string(), ca.clone())).collect() })
     }
 
     /// A CA per signer name; names not listed have no signer. Each name must be in [`CA_SIGNERS`]
@@ -356,6 +374,7 @@ impl SignerAuthorities {
                     signer: Some(signer),
                 });
             }
+            for_kubernetes(&signer, &ca)?;
             by_signer.insert(signer, Arc::new(ca));
         }
         Ok(Self { by_signer })
@@ -373,7 +392,7 @@ impl SignerAuthorities {
             Some(_) if !per_signer.is_empty() => {
                 Err(Error::MixedCaConfiguration(per_signer.signer_names().collect::<Vec<_>>().join(", ")))
             }
-            Some(ca) => Ok(Self::shared(ca)),
+            Some(ca) => Self::shared(ca),
         }
     }
 
@@ -518,7 +537,7 @@ mod tests {
 
     #[test]
     fn signer_authorities_follow_sg1() {
-        let shared = SignerAuthorities::shared(ca());
+        let shared = SignerAuthorities::shared(ca()).unwrap();
         assert_eq!(shared.signer_names().count(), 4);
         assert!(Arc::ptr_eq(
             shared.get(SIGNER_KUBELET_SERVING).unwrap(),

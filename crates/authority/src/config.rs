@@ -106,7 +106,8 @@ pub struct SignerPolicy {
     pub enabled: bool,
     /// Approve requests that pass every rule. Unset means the signer's built-in default: on for
     /// `kubernetes.io/kube-apiserver-client-kubelet` (upstream auto-approves node client
-    /// certificates after a SubjectAccessReview), off for the others (upstream never
+    /// certificates after a SubjectAccessReview) and, with feature `ml-dsa`, for kubecert's own
+    /// `kubecert.io/node-identity` when this signer signs it; off for the others (upstream never
     /// auto-approves them).
     pub auto_approve: Option<bool>,
     /// Deny policy violations with a `Denied` condition and a machine-readable reason. When

@@ -150,7 +150,7 @@ impl World {
         let shared =
             CertificateAuthority::from_pem(ca.certificate_pem().as_bytes(), ca.private_key_pem().as_bytes())
                 .unwrap();
-        let signer = Signer::new(SignerAuthorities::shared(shared), IssuancePolicy::default());
+        let signer = Signer::new(SignerAuthorities::shared(shared).unwrap(), IssuancePolicy::default());
         let policies = policies
             .into_iter()
             .map(|(name, config)| {

@@ -6,10 +6,10 @@
 
 use std::time::{Duration, SystemTime};
 
-use kubecert_authority::{CertificateAuthority, IssuancePolicy, validate_for_signer};
+use kubecert_authority::{CertificateAuthority, IssuancePolicy, SignerAuthorities, validate_for_signer};
 use kubecert_csr::{
     CertificatePurpose, CertificateTemplate, KeyAlgorithm, PrivateKey, PublicKeyAlgorithm,
-    SIGNER_KUBECERT_NODE_IDENTITY, build_csr_pem, parse_csr_pem, usages_for,
+    SIGNER_KUBECERT_NODE_IDENTITY, SIGNER_KUBELET_SERVING, build_csr_pem, parse_csr_pem, usages_for,
 };
 use rustls_pki_types::{CertificateDer, UnixTime};
 use webpki::{EndEntityCert, KeyUsage, anchor_from_trusted_cert};
@@ -68,4 +68,23 @@ fn the_node_identity_signer_takes_ml_dsa_65_keys_only() {
     let info = parse_csr_pem(&pem).unwrap();
     let failure = validate_for_signer(SIGNER_KUBECERT_NODE_IDENTITY, &info, &usages).unwrap_err();
     assert!(failure.message().contains("ML-DSA-65 keys only"), "{}", failure.message());
+}
+
+#[test]
+fn an_ml_dsa_ca_is_refused_for_kubernetes_signer_names() {
+    let rng = aws_lc_rs::rand::SystemRandom::new();
+    let ca = || {
+        CertificateAuthority::generate_with(
+            KeyAlgorithm::MlDsa65,
+            "not for kubelets",
+            SystemTime::now(),
+            &rng,
+        )
+        .unwrap()
+    };
+    let shared = SignerAuthorities::shared(ca()).unwrap_err().to_string();
+    assert!(shared.contains("Kubernetes components cannot verify ML-DSA signatures yet"), "{shared}");
+    let per_signer = SignerAuthorities::per_signer([(SIGNER_KUBELET_SERVING.to_owned(), ca())]).unwrap_err();
+    assert!(per_signer.to_string().contains(SIGNER_KUBELET_SERVING), "{per_signer}");
+    assert!(SignerAuthorities::per_signer([(SIGNER_KUBECERT_NODE_IDENTITY.to_owned(), ca())]).is_ok());
 }

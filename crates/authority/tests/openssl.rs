@@ -138,7 +138,8 @@ fn issued_certificates_pass_openssl_verify_and_show_what_was_asked() {
         SignerAuthorities::shared(
             CertificateAuthority::from_pem(ca.certificate_pem().as_bytes(), ca.private_key_pem().as_bytes())
                 .unwrap(),
-        ),
+        )
+        .unwrap(),
         IssuancePolicy::default(),
     );
     let config: PolicyConfig = toml::from_str(
@@ -293,7 +294,7 @@ fn every_ca_key_type_signs_certificates_openssl_accepts() {
     for (name, key, algorithm) in cas {
         let ca = ca_with_key(key);
         let ca_file = write(dir.path(), &format!("{name}-ca.pem"), ca.certificate_pem());
-        let signer = Signer::new(SignerAuthorities::shared(ca), IssuancePolicy::default());
+        let signer = Signer::new(SignerAuthorities::shared(ca).unwrap(), IssuancePolicy::default());
         let mut request = csr(
             "kubernetes.io/kube-apiserver-client-kubelet",
             &p256("system:node:worker-1", &["system:nodes"]),

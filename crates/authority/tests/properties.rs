@@ -59,7 +59,7 @@ fn signer() -> Signer {
         &aws_lc_rs::rand::SystemRandom::new(),
     )
     .unwrap();
-    Signer::new(SignerAuthorities::shared(ca), IssuancePolicy::default())
+    Signer::new(SignerAuthorities::shared(ca).unwrap(), IssuancePolicy::default())
 }
 
 proptest! {

@@ -60,7 +60,10 @@ impl Cluster {
             self.ca.private_key_pem().as_bytes(),
         )
         .unwrap();
-        Arc::new(ArcSwap::from_pointee(Signer::new(SignerAuthorities::shared(ca), IssuancePolicy::default())))
+        Arc::new(ArcSwap::from_pointee(Signer::new(
+            SignerAuthorities::shared(ca).unwrap(),
+            IssuancePolicy::default(),
+        )))
     }
 
     /// Starts an approver and one signer; returns the signer's metrics.

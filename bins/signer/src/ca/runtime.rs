@@ -98,7 +98,7 @@ impl CaMetrics {
 fn build_signer(dir: &CaDir, chain: SigningChain, issuance: IssuancePolicy) -> Result<Signer> {
     let ca = dir.authority(chain.generation, chain.with_cross_certificate)?;
     let ledger = GenerationLedger::new(dir.clone(), chain.generation, issuance.ttl, Box::new(Durable))?;
-    Ok(Signer::new(SignerAuthorities::shared(ca), issuance).with_ledger(Arc::new(ledger)))
+    Ok(Signer::new(SignerAuthorities::shared(ca)?, issuance).with_ledger(Arc::new(ledger)))
 }
 
 /// Told the trusted roots (PEM) and the signing CA at start and whenever either changes (e.g. the
