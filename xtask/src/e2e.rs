@@ -32,7 +32,7 @@ use kubecert_tests::bench::{millis, percentile};
 use kubecert_tests::probe::{Outcome, Prober};
 
 use self::ledger::Ledger;
-use crate::{cargo, workspace_root};
+use crate::cargo;
 
 /// Lifetime of issued certificates in the rehearsal.
 const LIFETIME: Duration = Duration::from_secs(60);
@@ -375,16 +375,14 @@ pub fn run(options: &Options) -> Result<()> {
                 bail!("cargo build --workspace --bins failed");
             }
             println!("built in {}", secs(build.elapsed()));
-            workspace_root().join("target/debug")
+            kubecert_tests::kubernetes::target_dir().join("debug")
         }
     };
     let bins = Binaries { signer: bin.join("signer"), agent: bin.join("node-agent") };
+    let given = if options.bin_dir.is_some() { "--bin-dir: " } else { "" };
     for binary in [&bins.signer, &bins.agent] {
         if !binary.is_file() {
-            bail!(
-                "--bin-dir: {} is not a file (build with `cargo build --workspace --bins`)",
-                binary.display()
-            );
+            bail!("{given}{} is not a file (build with `cargo build --workspace --bins`)", binary.display());
         }
     }
     let started = Instant::now();

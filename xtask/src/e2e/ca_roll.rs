@@ -374,10 +374,13 @@ pub(super) fn run_in(nodes: usize, root: &Path, bins: &Binaries, started: Instan
 
     let retire_reason = "retire refused: generation 1 may have signed certificates valid until";
     fleet.wait("retire allowed", |_| {
+        // The attempt's start: the journal (which the running signer follows) changes before
+        // the command exits, so the old root may stop working before then.
+        let attempt = Instant::now();
         let out = signer_ca(signer_bin, &data, &bundle, &["retire"])?;
         let stderr = String::from_utf8_lossy(&out.stderr);
         if out.status.success() {
-            *retired_at.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+            *retired_at.lock().unwrap_or_else(|p| p.into_inner()) = Some(attempt);
             println!("signer ca retire: {}", String::from_utf8_lossy(&out.stdout).trim());
             Ok(true)
         } else if stderr.contains(retire_reason) {

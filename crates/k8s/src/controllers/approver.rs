@@ -39,7 +39,7 @@ pub async fn run_approver(
     metrics: SignerMetrics,
     shutdown: CancellationToken,
 ) {
-    let controller = csr_controller(&client, &shutdown);
+    let controller = csr_controller(&client, None, &shutdown);
     let cache = controller.store();
     let depth = track_queue_depth(cache.clone(), metrics.clone());
     let context =

@@ -33,12 +33,18 @@ use tokio_util::sync::CancellationToken;
 /// Workers per controller, as kube-controller-manager runs the CSR controllers.
 const WORKERS: u16 = 5;
 
-/// A controller over every CSR with [`WORKERS`] workers that stops gracefully on `shutdown`.
+/// A controller over every CSR (or, given `signer_name`, that signer's only: a field selector,
+/// so the API filters) with [`WORKERS`] workers that stops gracefully on `shutdown`.
 fn csr_controller(
     client: &kube::Client,
+    signer_name: Option<&str>,
     shutdown: &CancellationToken,
 ) -> Controller<CertificateSigningRequest> {
-    Controller::new(Api::all(client.clone()), watcher::Config::default())
+    let watch = match signer_name {
+        Some(name) => watcher::Config::default().fields(&format!("spec.signerName={name}")),
+        None => watcher::Config::default(),
+    };
+    Controller::new(Api::all(client.clone()), watch)
         .with_config(Config::default().concurrency(WORKERS))
         .graceful_shutdown_on(shutdown.clone().cancelled_owned())
 }

@@ -25,14 +25,21 @@ struct SignerContext {
 }
 
 /// Runs the signer with 5 workers until `shutdown` is cancelled. `signer` may be swapped at
-/// any time (new CA files); each request uses the one current when it is signed.
+/// any time (new CA files, for the same signer names); each request uses the one current when
+/// it is signed. A signer for a single name watches only that name's requests.
 pub async fn run_signer(
     client: kube::Client,
     signer: Arc<ArcSwap<Signer>>,
     metrics: SignerMetrics,
     shutdown: CancellationToken,
 ) {
-    let controller = csr_controller(&client, &shutdown);
+    // A signer for one name (kubecert.io/node-identity's) watches that name's requests only.
+    let names: Vec<String> = signer.load().authorities().signer_names().map(str::to_owned).collect();
+    let only = match names.as_slice() {
+        [name] => Some(name.as_str()),
+        _ => None,
+    };
+    let controller = csr_controller(&client, only, &shutdown);
     let context = Arc::new(SignerContext {
         client,
         signer,
