@@ -13,13 +13,16 @@
 mod support;
 
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client};
 use kubecert_csr::parse_certificates_pem;
-use kubecert_k8s::request::{request_certificate, wait_for_certificate};
+use kubecert_k8s::request::{Error as RequestError, request_certificate, wait_for_certificate};
+use kubecert_rotation::retry_delay;
 use kubecert_tests::bench::{BenchArgs, cpu_time, millis, own_cpu_time, percentile, proc_status};
 use kubecert_tests::kubernetes::{Cluster, ClusterOptions};
 use kubecert_tests::{Process, SignerServe};
@@ -28,6 +31,10 @@ use tokio::task::JoinSet;
 
 /// How long one agent waits for its certificate before it counts as failed.
 const AGENT_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// How many unanswered creates one agent retries before it counts as failed (with the agent's
+/// backoff, about five minutes).
+const MAX_CREATE_RETRIES: u32 = 12;
 
 fn main() -> Result<(), String> {
     let args = BenchArgs::from_env();
@@ -55,13 +62,13 @@ fn main() -> Result<(), String> {
         })
         .sum::<Result<u64, String>>()?;
 
-    let Storm { mut latencies, total, failures } = storm;
+    let Storm { mut latencies, total, failures, retries } = storm;
     let issued = latencies.len();
     let (p50, p99) = (percentile(&mut latencies, 0.5), percentile(&mut latencies, 0.99));
     let rate = issued as f64 / total.as_secs_f64();
     println!(
         "storm ({}): {issued}/{agents} issued in {:.1} s ({rate:.0} CSRs/s), latency p50 {:.0} ms p99 {:.0} ms, \
-         server peak RSS {} MiB, server CPU {:.1} s, client CPU {:.1} s",
+         server peak RSS {} MiB, server CPU {:.1} s, client CPU {:.1} s, {retries} creates retried",
         server.describe(),
         total.as_secs_f64(),
         millis(p50),
@@ -76,6 +83,7 @@ fn main() -> Result<(), String> {
         "agents": agents,
         "issued": issued,
         "failed": failures.len(),
+        "create_retries": retries,
         "seconds_until_all_issued": total.as_secs_f64(),
         "csrs_per_second": rate,
         "latency_ms_p50": millis(p50),
@@ -151,6 +159,8 @@ struct Storm {
     latencies: Vec<Duration>,
     total: Duration,
     failures: Vec<String>,
+    /// Creates retried because no answer came (see [`bootstrap_one`]).
+    retries: u64,
 }
 
 /// Starts every agent at once and waits for all of them.
@@ -159,13 +169,14 @@ async fn storm(bootstrap: &Path, requests: Vec<CertificateSigningRequest>) -> Re
     let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
         .await
         .map_err(|e| format!("{}: {e}", bootstrap.display()))?;
+    let retries = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
     let mut agents = JoinSet::new();
     for (i, csr) in requests.into_iter().enumerate() {
-        let config = config.clone();
+        let (config, retries) = (config.clone(), retries.clone());
         agents.spawn(async move {
             let started = Instant::now();
-            bootstrap_one(config, &csr, i).await.map(|()| started.elapsed())
+            bootstrap_one(config, &csr, i, &retries).await.map(|()| started.elapsed())
         });
     }
     let (mut latencies, mut failures) = (Vec::new(), Vec::new());
@@ -175,20 +186,37 @@ async fn storm(bootstrap: &Path, requests: Vec<CertificateSigningRequest>) -> Re
             Err(e) => failures.push(e),
         }
     }
-    Ok(Storm { latencies, total: start.elapsed(), failures })
+    Ok(Storm { latencies, total: start.elapsed(), failures, retries: retries.load(Ordering::Relaxed) })
 }
 
 /// One agent: its own client (own connection), create, wait, check the certificate's subject.
+/// A create the server never answered (no connection: the server or this process out of file
+/// descriptors, a full accept queue) is retried on the node agent's own backoff (2, 4, 8, 16 s,
+/// then every 32 s), as a real agent would; the bootstrap name makes the retry idempotent. Each
+/// retry is counted in `retries`; an answer from the API that is an error fails the agent.
 async fn bootstrap_one(
     config: kube::Config,
     csr: &CertificateSigningRequest,
     i: usize,
+    retries: &AtomicU64,
 ) -> Result<(), String> {
     let client = Client::try_from(config).map_err(|e| format!("agent {i}: building a client: {e}"))?;
     let api: Api<CertificateSigningRequest> = Api::all(client);
-    let requested = request_certificate(&api, csr, SystemTime::now())
-        .await
-        .map_err(|e| format!("agent {i}: creating its CSR: {e}"))?;
+    let mut failures = 0;
+    let requested = loop {
+        match request_certificate(&api, csr, SystemTime::now()).await {
+            Ok(requested) => break requested,
+            Err(RequestError::Create(kube::Error::Api(status))) => {
+                return Err(format!("agent {i}: creating its CSR: {}", status.message));
+            }
+            Err(e) if failures < MAX_CREATE_RETRIES => {
+                failures += 1;
+                retries.fetch_add(1, Ordering::Relaxed);
+                tokio::time::sleep(retry_delay(failures, fastrand::f64())).await;
+            }
+            Err(e) => return Err(format!("agent {i}: creating its CSR ({failures} retries): {e}")),
+        }
+    };
     let pem = wait_for_certificate(api, &requested, AGENT_TIMEOUT)
         .await
         .map_err(|e| format!("agent {i}: waiting for {}: {e}", requested.name))?;

@@ -354,9 +354,16 @@ where
     F: FnOnce(Option<Value>, u64) -> ApiResult<Mutation> + Send + 'static,
 {
     let store = state.store.clone();
-    tokio::task::spawn_blocking(move || store.mutate(&key, dry_run, decide))
-        .await
-        .map_err(|e| ApiError::internal(format!("write task failed: {e}")))?
+    if dry_run {
+        return tokio::task::spawn_blocking(move || store.mutate(&key, true, decide))
+            .await
+            .map_err(|e| ApiError::internal(format!("write task failed: {e}")))?;
+    }
+    let answer = store.enqueue(&key, decide);
+    // One blocking thread commits whatever is queued; the others return at once and their
+    // writers wait here without a thread.
+    drop(tokio::task::spawn_blocking(move || store.commit_queued()));
+    answer.await.map_err(|_| crate::store::lost())?
 }
 
 /// Names the object (name or generateName) and checks its type and namespace.

@@ -9,7 +9,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::path::Path;
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock, TryLockError};
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde_json::Value;
@@ -170,7 +170,7 @@ type WriteResult = ApiResult<(EventOutcome, Value)>;
 struct QueuedWrite {
     key: String,
     decide: Decide,
-    answer: std::sync::mpsc::SyncSender<WriteResult>,
+    answer: tokio::sync::oneshot::Sender<WriteResult>,
 }
 
 /// The store. Cheap to share behind an `Arc`.
@@ -204,6 +204,11 @@ pub(crate) struct Listing {
 pub(crate) struct Expired {
     pub requested: u64,
     pub oldest: u64,
+}
+
+/// The answer of a write whose sender was dropped unanswered (never, unless a decision panicked).
+pub(crate) fn lost() -> ApiError {
+    ApiError::internal("the write was lost before its commit")
 }
 
 fn storage(e: impl Into<redb::Error>) -> Error {
@@ -329,15 +334,9 @@ impl Store {
         Ok(listing)
     }
 
-    /// Runs one write: `decide` sees the stored object and the resourceVersion the write will
-    /// get, and returns what to do. It returns once the write is durable (committed, fsync'd) and
-    /// its event published. With `dry_run`, everything runs but nothing is committed or
-    /// published.
-    ///
-    /// Writes are group-committed: while one commit runs, the writes that arrive queue up, and
-    /// the next writer to get the lock applies all of them in one transaction, in arrival order,
-    /// with one fsync; then it publishes their events in resourceVersion order and answers each.
-    /// A storm of N concurrent writes costs a few fsyncs, not N.
+    /// Runs one write, blocking until it is durable (committed, fsync'd) and its event
+    /// published: [`Store::enqueue`] then [`Store::commit_queued`]. With `dry_run`, everything
+    /// runs but nothing is committed or published.
     pub fn mutate<F>(&self, key: &str, dry_run: bool, decide: F) -> WriteResult
     where
         F: FnOnce(Option<Value>, u64) -> ApiResult<Mutation> + Send + 'static,
@@ -345,18 +344,53 @@ impl Store {
         if dry_run {
             return self.dry_run(key, decide);
         }
-        let (answer, result) = std::sync::mpsc::sync_channel(1);
+        let answer = self.enqueue(key, decide);
+        self.commit_queued();
+        answer.blocking_recv().unwrap_or_else(|_| Err(lost()))
+    }
+
+    /// Queues one write: `decide` will see the stored object and the resourceVersion the write
+    /// gets, and returns what to do. The answer comes once the write is durable and its event
+    /// published, after someone calls [`Store::commit_queued`].
+    pub fn enqueue<F>(&self, key: &str, decide: F) -> tokio::sync::oneshot::Receiver<WriteResult>
+    where
+        F: FnOnce(Option<Value>, u64) -> ApiResult<Mutation> + Send + 'static,
+    {
+        let (answer, result) = tokio::sync::oneshot::channel();
         let write = QueuedWrite { key: key.to_owned(), decide: Box::new(decide), answer };
         self.queue.lock().unwrap_or_else(PoisonError::into_inner).push(write);
-        let leader = self.write_lock.lock().unwrap_or_else(PoisonError::into_inner);
-        // The previous leader may have committed this write already.
-        if let Ok(done) = result.try_recv() {
-            return done;
+        result
+    }
+
+    /// Commits the queued writes (blocking: transactions and fsync), unless another thread is
+    /// committing: then that one commits them, and this returns at once.
+    ///
+    /// Writes are group-committed: while one commit runs, the writes that arrive queue up, and
+    /// the committing thread applies all of them in the next transaction, in arrival order, with
+    /// one fsync; then it publishes their events in resourceVersion order and answers each. A
+    /// storm of N concurrent writes costs a few fsyncs, not N, and one thread, not N: the
+    /// writers wait for their answers without holding a thread each.
+    pub fn commit_queued(&self) {
+        loop {
+            let leader = match self.write_lock.try_lock() {
+                Ok(leader) => leader,
+                Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+                Err(TryLockError::WouldBlock) => return,
+            };
+            loop {
+                let batch = std::mem::take(&mut *self.queue.lock().unwrap_or_else(PoisonError::into_inner));
+                if batch.is_empty() {
+                    break;
+                }
+                self.commit(batch);
+            }
+            drop(leader);
+            // A write queued after the last look, while the lock was still held here, was left
+            // to this thread by its writer (who found the lock taken).
+            if self.queue.lock().unwrap_or_else(PoisonError::into_inner).is_empty() {
+                return;
+            }
         }
-        let batch = std::mem::take(&mut *self.queue.lock().unwrap_or_else(PoisonError::into_inner));
-        self.commit(batch);
-        drop(leader);
-        result.try_recv().unwrap_or_else(|_| Err(ApiError::internal("the write was lost before its commit")))
     }
 
     /// `decide` against the stored object, in a transaction that is then dropped.
@@ -410,7 +444,7 @@ impl Store {
     fn apply(
         &self,
         batch: Vec<QueuedWrite>,
-        answers: &mut Vec<(std::sync::mpsc::SyncSender<WriteResult>, WriteResult)>,
+        answers: &mut Vec<(tokio::sync::oneshot::Sender<WriteResult>, WriteResult)>,
         events: &mut Vec<Arc<Event>>,
     ) -> ApiResult<(redb::WriteTransaction, Option<u64>)> {
         let txn = self.db.begin_write().map_err(|e| internal(storage(e)))?;
