@@ -69,7 +69,7 @@ pub use authz::{
     Attributes, CERTIFICATE_CONTROLLER_USER, Decision, MASTERS_GROUP, ResourceAttributes,
     SERVING_BUNDLE_PUBLISHER_USER, SIGNER_USER, authorize,
 };
-pub use server::{Api, ClientCertificate, Config, RunningServer, TlsConfig, start};
+pub use server::{Api, ClientCertificate, Config, READ_BUFFER, RunningServer, TlsConfig, start};
 pub use table::human_duration;
 
 use std::net::SocketAddr;

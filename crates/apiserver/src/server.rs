@@ -5,13 +5,14 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
+use hyper::server::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use rustls::RootCertStore;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
@@ -192,13 +193,19 @@ impl Api {
     }
 }
 
+/// hyper's read buffer per connection, and so the largest request head served (see
+/// [`serve_connection`]).
+pub const READ_BUFFER: usize = 8192;
+
 async fn serve_connection(
     acceptor: tokio_rustls::TlsAcceptor,
     tcp: tokio::net::TcpStream,
     router: Router,
     handshakes: Option<HandshakeObserver>,
 ) {
-    let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
+    // Each phase is boxed: the connection's task then keeps only the phase it is in, not room
+    // for the largest of a handshake, an HTTP/1 and an HTTP/2 connection at once.
+    let tls = match tokio::time::timeout(Duration::from_secs(10), Box::pin(acceptor.accept(tcp))).await {
         Ok(Ok(tls)) => tls,
         Ok(Err(e)) => {
             tracing::debug!(error = %e, "TLS handshake failed");
@@ -206,10 +213,13 @@ async fn serve_connection(
         }
         Err(_) => return,
     };
+    let connection = tls.get_ref().1;
     if let Some(observe) = &handshakes {
-        observe(negotiated_group(tls.get_ref().1));
+        observe(negotiated_group(connection));
     }
-    let leaf = tls.get_ref().1.peer_certificates().and_then(|chain| chain.first()).map(|leaf| leaf.to_vec());
+    // HTTP/2 over TLS is chosen by ALPN (RFC 9113 §3.2); everything else is HTTP/1.1.
+    let h2 = connection.alpn_protocol() == Some(b"h2");
+    let leaf = connection.peer_certificates().and_then(|chain| chain.first()).map(|leaf| leaf.to_vec());
     let identity = PeerIdentity(leaf.as_deref().and_then(PeerCertificate::from_der));
     let presented = leaf.map(ClientCertificate);
     let service = tower::service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
@@ -220,10 +230,24 @@ async fn serve_connection(
         router.clone().oneshot(req.map(Body::new))
     });
     let service = hyper_util::service::TowerToHyperService::new(service);
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    // Clients that never finish sending headers do not hold a connection forever.
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(Duration::from_secs(30));
-    if let Err(e) = builder.serve_connection_with_upgrades(TokioIo::new(tls), service).await {
+    let io = TokioIo::new(tls);
+    let served: Pin<Box<dyn Future<Output = hyper::Result<()>> + Send>> = if h2 {
+        Box::pin(http2::Builder::new(TokioExecutor::new()).serve_connection(io, service))
+    } else {
+        // Clients that never finish sending headers do not hold a connection forever. The
+        // read buffer stays at hyper's smallest (8 KiB): left to grow, it doubles to 16 KiB on
+        // the second read of every connection, and ten thousand nodes waiting on their
+        // watches each hold one. A request head (request line and headers) must fit in it:
+        // larger ones are answered 431 (a node's or kubectl's are a few hundred bytes; bodies
+        // are not limited by it).
+        let mut builder = http1::Builder::new();
+        builder
+            .timer(TokioTimer::new())
+            .header_read_timeout(Duration::from_secs(30))
+            .max_buf_size(READ_BUFFER);
+        Box::pin(builder.serve_connection(io, service).with_upgrades())
+    };
+    if let Err(e) = served.await {
         tracing::debug!(error = %e, "connection ended with an error");
     }
 }

@@ -189,6 +189,16 @@ impl Raw {
         (code, v)
     }
 
+    /// Sends a bodiless GET with extra `headers`; the status.
+    pub async fn get_with_headers(&self, path: &str, headers: &[(&str, String)]) -> u16 {
+        let mut req = http::Request::builder().method("GET").uri(path);
+        for (name, value) in headers {
+            req = req.header(*name, value);
+        }
+        let req = req.body(Vec::new()).unwrap();
+        self.client.send(req.map(kube::client::Body::from)).await.unwrap().status().as_u16()
+    }
+
     /// Sends a bodiless request; `Err` when the connection or handshake fails.
     pub async fn try_send(&self, method: &str, path: &str) -> Result<u16, kube::Error> {
         let req = http::Request::builder().method(method).uri(path).body(Vec::new()).unwrap();

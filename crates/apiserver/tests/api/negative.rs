@@ -581,6 +581,27 @@ async fn server_with_bootstrap_token()
     (pki, dir, server, raw_admin)
 }
 
+/// Over TLS and HTTP/1.1, a request head must fit hyper's read buffer (`READ_BUFFER`, kept
+/// small for servers with thousands of open watches): a larger one is answered 431. Bodies are
+/// not limited by it.
+#[tokio::test]
+async fn request_heads_fit_the_read_buffer_and_bodies_do_not_need_to() {
+    let (_pki, _dir, _server, raw_admin) = server_with_bootstrap_token().await;
+    const SECRETS: &str = "/api/v1/namespaces/kube-system/secrets";
+    let limit = kubecert_apiserver::READ_BUFFER;
+    let header = |len: usize| [("x-padding", "p".repeat(len))];
+    assert_eq!(raw_admin.get_with_headers(SECRETS, &header(limit - 1024)).await, 200);
+    assert_eq!(raw_admin.get_with_headers(SECRETS, &header(limit)).await, 431);
+    let mut big = bootstrap_token_secret();
+    big["metadata"]["name"] = json!("big");
+    big["stringData"]["data"] = json!("d".repeat(256 * 1024));
+    let resp = raw_admin.json("POST", SECRETS, &big).await;
+    assert_eq!(resp.0, 201, "{}", resp.1);
+    let resp =
+        raw_admin.send("GET", "/api/v1/namespaces/kube-system/secrets/big", "application/json", vec![]).await;
+    assert_eq!(resp.1["data"]["data"].as_str().map(str::len), Some(256 * 1024 / 3 * 4 + 4));
+}
+
 #[tokio::test]
 async fn bootstrap_token_authentication_over_tls() {
     let (pki, _dir, server, raw_admin) = server_with_bootstrap_token().await;
