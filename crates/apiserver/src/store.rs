@@ -517,13 +517,13 @@ impl Store {
         let mut meta = txn.open_table(META).map_err(storage)?;
         meta.insert(META_RV, event.rv).map_err(storage)?;
         let mut events = txn.open_table(EVENTS).map_err(storage)?;
-        let encoded = serde_json::to_vec(&serde_json::json!({
-            "type": event.kind.as_str(),
-            "key": event.key,
-            "object": event.object,
-            "prevLabels": event.prev_labels,
-        }))
-        .map_err(Error::Encode)?;
+        let stored = StoredEvent {
+            kind: event.kind.as_str(),
+            key: &event.key,
+            object: &event.object,
+            prev_labels: event.prev_labels.as_ref(),
+        };
+        let encoded = serde_json::to_vec(&stored).map_err(Error::Encode)?;
         events.insert(event.rv, encoded.as_slice()).map_err(storage)?;
         let mut floor = meta.get(META_FLOOR).map_err(storage)?.map_or(0, |g| g.value());
         let keep = self.capacity as u64;
@@ -644,6 +644,18 @@ fn decode_object(key: &str, bytes: &[u8]) -> Result<Value, Error> {
     serde_json::from_slice(bytes).map_err(|source| Error::Corrupt { what: format!("object {key}"), source })
 }
 
+/// An event as stored (the event table's value; read back by [`decode_event`]), borrowed from
+/// the event: encoding it copies nothing.
+#[derive(serde::Serialize)]
+struct StoredEvent<'a> {
+    #[serde(rename = "type")]
+    kind: &'a str,
+    key: &'a str,
+    object: &'a Value,
+    #[serde(rename = "prevLabels")]
+    prev_labels: Option<&'a Value>,
+}
+
 fn decode_event(rv: u64, bytes: &[u8]) -> Result<Event, Error> {
     let corrupt = |detail: &str| Error::Corrupt {
         what: format!("event {rv}"),
@@ -662,6 +674,31 @@ mod tests {
     use super::*;
     use serde_json::json;
     use std::collections::BTreeMap;
+
+    #[test]
+    fn stored_events_read_back_as_written() {
+        let object = json!({"metadata": {"name": "n", "labels": {"a": "b"}}, "spec": {"x": "\"quoted\""}});
+        for prev_labels in [None, Some(json!({"a": "c"}))] {
+            let event = Event {
+                rv: 7,
+                kind: EventType::Modified,
+                key: "k/ns/n".into(),
+                object: object.clone(),
+                prev_labels,
+            };
+            let stored = StoredEvent {
+                kind: event.kind.as_str(),
+                key: &event.key,
+                object: &event.object,
+                prev_labels: event.prev_labels.as_ref(),
+            };
+            let read = decode_event(7, &serde_json::to_vec(&stored).unwrap()).unwrap();
+            assert_eq!(
+                (read.rv, read.kind, read.key, read.object, read.prev_labels),
+                (event.rv, event.kind, event.key, event.object, event.prev_labels)
+            );
+        }
+    }
 
     impl Store {
         fn events_after(&self, after: u64) -> Result<Vec<Arc<Event>>, Expired> {

@@ -51,18 +51,18 @@ fn line(kind: &str, object: Value) -> Vec<u8> {
 
 impl Watch {
     fn render(&mut self, kind: &str, object: &Value, out: &mut Vec<u8>) {
-        let object = &self.rt.present(object.clone());
+        let object = self.rt.present(object.clone());
         let object = match self.as_table {
             Some(include) => {
-                let meta = json!({"resourceVersion": crate::objects::meta_str(object, "resourceVersion")});
+                let meta = json!({"resourceVersion": crate::objects::meta_str(&object, "resourceVersion")});
                 let mut table =
-                    table::table(self.rt, std::slice::from_ref(object), meta, SystemTime::now(), include);
+                    table::table(self.rt, std::slice::from_ref(&object), meta, SystemTime::now(), include);
                 if std::mem::replace(&mut self.columns_sent, true) {
                     table["columnDefinitions"] = Value::Null;
                 }
                 table
             }
-            None => object.clone(),
+            None => object,
         };
         out.extend(line(kind, object));
     }
