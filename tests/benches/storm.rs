@@ -209,7 +209,7 @@ async fn bootstrap_one(
             Err(RequestError::Create(kube::Error::Api(status))) => {
                 return Err(format!("agent {i}: creating its CSR: {}", status.message));
             }
-            Err(e) if failures < MAX_CREATE_RETRIES => {
+            Err(_) if failures < MAX_CREATE_RETRIES => {
                 failures += 1;
                 retries.fetch_add(1, Ordering::Relaxed);
                 tokio::time::sleep(retry_delay(failures, fastrand::f64())).await;
