@@ -517,13 +517,7 @@ impl Store {
         let mut meta = txn.open_table(META).map_err(storage)?;
         meta.insert(META_RV, event.rv).map_err(storage)?;
         let mut events = txn.open_table(EVENTS).map_err(storage)?;
-        let stored = StoredEvent {
-            kind: event.kind.as_str(),
-            key: &event.key,
-            object: &event.object,
-            prev_labels: event.prev_labels.as_ref(),
-        };
-        let encoded = serde_json::to_vec(&stored).map_err(Error::Encode)?;
+        let encoded = serde_json::to_vec(&StoredEvent::from(event)).map_err(Error::Encode)?;
         events.insert(event.rv, encoded.as_slice()).map_err(storage)?;
         let mut floor = meta.get(META_FLOOR).map_err(storage)?.map_or(0, |g| g.value());
         let keep = self.capacity as u64;
@@ -656,6 +650,17 @@ struct StoredEvent<'a> {
     prev_labels: Option<&'a Value>,
 }
 
+impl<'a> From<&'a Event> for StoredEvent<'a> {
+    fn from(event: &'a Event) -> Self {
+        Self {
+            kind: event.kind.as_str(),
+            key: &event.key,
+            object: &event.object,
+            prev_labels: event.prev_labels.as_ref(),
+        }
+    }
+}
+
 fn decode_event(rv: u64, bytes: &[u8]) -> Result<Event, Error> {
     let corrupt = |detail: &str| Error::Corrupt {
         what: format!("event {rv}"),
@@ -686,13 +691,7 @@ mod tests {
                 object: object.clone(),
                 prev_labels,
             };
-            let stored = StoredEvent {
-                kind: event.kind.as_str(),
-                key: &event.key,
-                object: &event.object,
-                prev_labels: event.prev_labels.as_ref(),
-            };
-            let read = decode_event(7, &serde_json::to_vec(&stored).unwrap()).unwrap();
+            let read = decode_event(7, &serde_json::to_vec(&StoredEvent::from(&event)).unwrap()).unwrap();
             assert_eq!(
                 (read.rv, read.kind, read.key, read.object, read.prev_labels),
                 (event.rv, event.kind, event.key, event.object, event.prev_labels)
