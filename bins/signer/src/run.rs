@@ -272,8 +272,11 @@ mod tests {
         let SignOutcome::Issued(issued) = signer.load().sign(&csr, SystemTime::now(), &rng).unwrap() else {
             panic!("not issued")
         };
-        assert_eq!(issued.certificate().public_key.algorithm, PublicKeyAlgorithm::MlDsa { level: 65 });
-        assert_eq!(issued.certificate().issuer_der, ca.certificate().subject.der);
+        assert_eq!(
+            issued.certificate().unwrap().public_key.algorithm,
+            PublicKeyAlgorithm::MlDsa { level: 65 }
+        );
+        assert_eq!(issued.certificate().unwrap().issuer_der, ca.certificate().subject.der);
         let mut kubelet = csr.clone();
         kubelet.spec.signer_name = SIGNER_KUBE_APISERVER_CLIENT_KUBELET.into();
         assert!(!signer.load().should_sign(&kubelet), "a kubernetes.io signer name has no CA here");

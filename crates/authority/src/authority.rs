@@ -278,9 +278,7 @@ impl CertificateAuthority {
             uris: &info.uris,
         };
         let der = contents.sign(self.key.rcgen_key_pair())?;
-        let certificate = Certificate::from_der(&der)
-            .map_err(|e| Error::Signing(format!("the issued certificate does not parse back: {e}")))?;
-        Ok(IssuedCertificate::new(certificate, &self.chain))
+        Ok(IssuedCertificate::new(der, &contents, &self.chain))
     }
 }
 
@@ -517,7 +515,7 @@ mod tests {
         let blocks = parse_certificates_pem(issued.pem().as_bytes()).unwrap();
         assert_eq!(blocks.len(), 2, "leaf + cross-certificate");
         assert_eq!(blocks[1].der, cross.der);
-        let leaf = issued.certificate();
+        let leaf = issued.certificate().unwrap();
         assert_eq!(leaf.issuer_der, cross.subject.der);
         assert!(verifies_under(&leaf.der, &cross.der) && verifies_under(&leaf.der, &root.der));
 
@@ -586,7 +584,7 @@ mod tests {
         let validated = validate_for_signer(SIGNER_LEGACY_UNKNOWN, &info, &usages).unwrap();
         let issued =
             ca.issue(&validated, Some(3600), &IssuancePolicy::default(), at(T0 + 60), &rng()).unwrap();
-        let cert = issued.certificate();
+        let cert = issued.certificate().unwrap();
 
         assert!(!cert.is_ca);
         assert_eq!(
@@ -614,6 +612,16 @@ mod tests {
         assert!(u8::from_str_radix(&cert.serial_hex[..2], 16).unwrap() < 0x80);
         assert!(issued.pem().starts_with("-----BEGIN CERTIFICATE-----\n"));
         assert_eq!(issued.pem().matches("BEGIN").count(), 1);
+        assert_eq!(
+            kubecert_csr::parse_certificates_pem(issued.pem().as_bytes()).unwrap(),
+            std::slice::from_ref(&cert),
+            "the PEM holds the DER"
+        );
+        // What the signer reports without parsing is what the certificate says.
+        assert_eq!(issued.der(), cert.der);
+        assert_eq!(issued.serial_hex(), cert.serial_hex);
+        assert_eq!(issued.not_after(), cert.not_after);
+        assert_eq!(Some(issued.common_name()), cert.subject.common_name.as_deref());
 
         let extensions = extensions_of(&cert.der);
         let oids: Vec<&str> = extensions.iter().map(|(oid, _, _)| oid.as_str()).collect();
@@ -671,8 +679,8 @@ mod tests {
         let policy = IssuancePolicy::default();
         let one = ca.issue(&validated, None, &policy, at(T0 + 60), &rng()).unwrap();
         let two = ca.issue(&validated, None, &policy, at(T0 + 60), &rng()).unwrap();
-        assert_ne!(one.certificate().serial_hex, two.certificate().serial_hex);
-        assert_eq!(one.certificate().not_after, at(T0 + 60) + crate::DEFAULT_TTL - crate::DEFAULT_BACKDATE);
+        assert_ne!(one.serial_hex(), two.serial_hex());
+        assert_eq!(one.not_after(), at(T0 + 60) + crate::DEFAULT_TTL - crate::DEFAULT_BACKDATE);
 
         let anonymous = request(kubecert_csr::KeyAlgorithm::Ed25519, "x", &[]).ips(&["10.0.0.2"]);
         let mut info = anonymous.info();
@@ -680,10 +688,7 @@ mod tests {
         let validated =
             validate_for_signer(SIGNER_LEGACY_UNKNOWN, &info, &strings(&["server auth"])).unwrap();
         let issued = ca.issue(&validated, None, &policy, at(T0 + 60), &rng()).unwrap();
-        let san = extensions_of(&issued.certificate().der)
-            .into_iter()
-            .find(|(oid, _, _)| oid == "2.5.29.17")
-            .unwrap();
+        let san = extensions_of(issued.der()).into_iter().find(|(oid, _, _)| oid == "2.5.29.17").unwrap();
         assert!(san.1, "SAN is critical when the subject is empty");
     }
 
@@ -696,7 +701,7 @@ mod tests {
         let policy = IssuancePolicy::default();
         let end = ca.certificate().not_after;
         let capped = ca.issue(&validated, None, &policy, end - Duration::from_secs(3600), &rng()).unwrap();
-        assert_eq!(capped.certificate().not_after, end);
+        assert_eq!(capped.not_after(), end);
         assert!(matches!(ca.issue(&validated, None, &policy, end, &rng()), Err(Error::CaExpired { .. })));
     }
 }

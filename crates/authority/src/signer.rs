@@ -127,7 +127,7 @@ impl Signer {
             };
         let issued = ca.issue(&validated, spec.expiration_seconds, &self.policy, now, rng)?;
         if let Some(ledger) = &self.ledger {
-            ledger.record(ca, issued.certificate().not_after).map_err(Error::Ledger)?;
+            ledger.record(ca, issued.not_after()).map_err(Error::Ledger)?;
         }
         Ok(SignOutcome::Issued(Box::new(issued)))
     }
@@ -191,7 +191,7 @@ mod tests {
         let outcome = signer.sign(&csr, at(T0 + 60), &rng).unwrap();
         assert_eq!(outcome.failed_condition(at(T0)).unwrap(), None);
         let SignOutcome::Issued(issued) = outcome else { panic!("{outcome:?}") };
-        assert_eq!(issued.certificate().not_after, at(T0 + 60 + 3600));
+        assert_eq!(issued.not_after(), at(T0 + 60 + 3600));
 
         let wrong =
             approved(SIGNER_KUBE_APISERVER_CLIENT_KUBELET, &pem, &["digital signature", "server auth"]);
@@ -262,7 +262,7 @@ mod tests {
         else {
             panic!()
         };
-        assert_eq!(*ledger.records.lock().unwrap(), [issued.certificate().not_after]);
+        assert_eq!(*ledger.records.lock().unwrap(), [issued.not_after()]);
 
         let failing = signer(&[SIGNER_KUBE_APISERVER_CLIENT_KUBELET])
             .with_ledger(Arc::new(Ledger { fail: true, ..Ledger::default() }));

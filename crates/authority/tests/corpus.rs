@@ -259,7 +259,7 @@ fn check_outcome(world: &World, case: &Case, csr: &CertificateSigningRequest, ou
 /// What every issued certificate must be, whoever approved it.
 fn check_issued(world: &World, case: &Case, csr: &CertificateSigningRequest, issued: &IssuedCertificate) {
     let name = &case.name;
-    let cert = issued.certificate();
+    let cert = issued.certificate().unwrap();
     let info = kubecert_csr::parse_csr_pem(&csr.spec.request.0).unwrap();
     assert!(!cert.is_ca, "{name}: CA:TRUE issued");
     let expected_usages: BTreeSet<KeyUsage> = case
@@ -297,7 +297,7 @@ fn check_issued(world: &World, case: &Case, csr: &CertificateSigningRequest, iss
 /// policy's own code, from the case's policy configuration.
 fn check_within_policy(world: &World, case: &Case, issued: &IssuedCertificate) {
     let name = &case.name;
-    let cert = issued.certificate();
+    let cert = issued.certificate().unwrap();
     let (config, _) = &world.policies[&case.policy];
     let rules = &config.signers[&case.signer];
     let cn = cert.subject.common_name.clone().unwrap_or_default();

@@ -42,11 +42,11 @@ fn an_ml_dsa_65_node_identity_is_issued_and_verifies_with_webpki() {
     let validated = validate_for_signer(SIGNER_KUBECERT_NODE_IDENTITY, &info, &usages).unwrap();
     let policy = IssuancePolicy { ttl: Duration::from_secs(3600), backdate: Duration::ZERO };
     let issued = ca.issue(&validated, None, &policy, now, &rng).unwrap();
-    assert_eq!(issued.certificate().public_key.algorithm, PublicKeyAlgorithm::MlDsa { level: 65 });
+    assert_eq!(issued.certificate().unwrap().public_key.algorithm, PublicKeyAlgorithm::MlDsa { level: 65 });
 
     let ca_der = CertificateDer::from(ca.certificate().der.clone());
     let anchors = [anchor_from_trusted_cert(&ca_der).unwrap()];
-    let leaf_der = CertificateDer::from(issued.certificate().der.clone());
+    let leaf_der = CertificateDer::from(issued.certificate().unwrap().der.clone());
     let leaf = EndEntityCert::try_from(&leaf_der).unwrap();
     let at = UnixTime::since_unix_epoch(
         now.duration_since(SystemTime::UNIX_EPOCH).unwrap() + Duration::from_secs(60),

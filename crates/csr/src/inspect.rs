@@ -15,7 +15,6 @@ use x509_parser::prelude::{FromDer, X509Certificate, X509Name};
 use x509_parser::public_key::PublicKey as ParsedPublicKey;
 use x509_parser::x509::SubjectPublicKeyInfo;
 
-use crate::keys::{OID_P256, OID_P384};
 use crate::{Error, KeyUsage, PrivateKey};
 
 /// The subject (or issuer) name of a certificate or request.
@@ -145,7 +144,7 @@ impl Certificate {
             subject: subject(cert.subject()),
             issuer: cert.issuer().to_string(),
             issuer_der: cert.issuer().as_raw().to_vec(),
-            serial_hex: cert.tbs_certificate.raw_serial().iter().map(|b| format!("{b:02x}")).collect(),
+            serial_hex: hex(cert.tbs_certificate.raw_serial()),
             not_before: system_time(validity.not_before.timestamp()),
             not_after: system_time(validity.not_after.timestamp()),
             dns_names: extensions.alt_names.dns_names,
@@ -271,10 +270,12 @@ fn public_key(spki: &SubjectPublicKeyInfo<'_>) -> PublicKey {
     let oid = &spki.algorithm.algorithm;
     let algorithm = if *oid == oid_registry::OID_KEY_TYPE_EC_PUBLIC_KEY {
         let curve = spki.algorithm.parameters.as_ref().and_then(|p| p.as_oid().ok());
-        match curve.map(|c| c.to_id_string()) {
-            Some(c) if c == OID_P256.to_string() => PublicKeyAlgorithm::EcdsaP256,
-            Some(c) if c == OID_P384.to_string() => PublicKeyAlgorithm::EcdsaP384,
-            other => PublicKeyAlgorithm::Other { oid: format!("{oid}/{}", other.unwrap_or_default()) },
+        match curve {
+            Some(c) if c == oid_registry::OID_EC_P256 => PublicKeyAlgorithm::EcdsaP256,
+            Some(c) if c == oid_registry::OID_NIST_EC_P384 => PublicKeyAlgorithm::EcdsaP384,
+            other => PublicKeyAlgorithm::Other {
+                oid: format!("{oid}/{}", other.map(|c| c.to_id_string()).unwrap_or_default()),
+            },
         }
     } else if *oid == oid_registry::OID_SIG_ED25519 {
         PublicKeyAlgorithm::Ed25519
@@ -292,12 +293,12 @@ fn public_key(spki: &SubjectPublicKeyInfo<'_>) -> PublicKey {
 /// The ML-DSA parameter set an algorithm OID names (id-ml-dsa-44/65/87, RFC 9881; the same OID
 /// names the key and the signature), if it is one.
 fn ml_dsa_level(oid: &oid_registry::Oid<'_>) -> Option<u16> {
-    match oid.to_id_string().as_str() {
-        "2.16.840.1.101.3.4.3.17" => Some(44),
-        "2.16.840.1.101.3.4.3.18" => Some(65),
-        "2.16.840.1.101.3.4.3.19" => Some(87),
-        _ => None,
-    }
+    const ML_DSA: [(oid_registry::Oid<'static>, u16); 3] = [
+        (x509_parser::der_parser::oid!(2.16.840.1.101.3.4.3.17), 44),
+        (x509_parser::der_parser::oid!(2.16.840.1.101.3.4.3.18), 65),
+        (x509_parser::der_parser::oid!(2.16.840.1.101.3.4.3.19), 87),
+    ];
+    ML_DSA.iter().find(|(known, _)| known == oid).map(|(_, level)| *level)
 }
 
 /// Verifies an ML-DSA self-signature: the key must be of the signature's parameter set.
@@ -408,12 +409,18 @@ fn extended_key_usage(eku: &x509_parser::extensions::ExtendedKeyUsage<'_>) -> Ve
     usages
 }
 
+/// Lowercase hex without separators, as certificates' serial numbers are shown.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 fn system_time(unix_seconds: i64) -> SystemTime {
     let magnitude = Duration::from_secs(unix_seconds.unsigned_abs());
     if unix_seconds >= 0 { UNIX_EPOCH + magnitude } else { UNIX_EPOCH - magnitude }
 }
 
-pub(crate) fn pem_block(label: &str, der: &[u8]) -> String {
+/// One PEM block of `der` under `label` (`CERTIFICATE`, …), 64 base64 characters a line.
+pub fn pem_block(label: &str, der: &[u8]) -> String {
     use base64::Engine as _;
     let body = base64::engine::general_purpose::STANDARD.encode(der);
     let mut out = format!("-----BEGIN {label}-----\n");

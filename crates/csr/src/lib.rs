@@ -28,8 +28,8 @@ mod verified;
 
 pub use error::Error;
 pub use inspect::{
-    BasicConstraints, Certificate, CsrInfo, PublicKey, PublicKeyAlgorithm, Subject, parse_certificates_pem,
-    parse_csr_der, parse_csr_pem,
+    BasicConstraints, Certificate, CsrInfo, PublicKey, PublicKeyAlgorithm, Subject, hex,
+    parse_certificates_pem, parse_csr_der, parse_csr_pem, pem_block,
 };
 pub use keys::{KeyAlgorithm, PrivateKey};
 pub use name::bootstrap_csr_name;

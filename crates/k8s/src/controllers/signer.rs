@@ -90,8 +90,7 @@ async fn reconcile(
             if let Some(seconds) = seconds_since_approval(&csr, now) {
                 ctx.metrics.approve_to_issue_seconds.observe(seconds);
             }
-            let cert = issued.certificate();
-            tracing::info!(csr = %name, serial = %cert.serial_hex, subject = ?cert.subject.common_name, "issued");
+            tracing::info!(csr = %name, serial = %issued.serial_hex(), subject = %issued.common_name(), "issued");
         }
         SignOutcome::Rejected(failure) => {
             ctx.metrics.fail(Failure::SignerValidationFailure);
