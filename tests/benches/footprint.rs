@@ -69,7 +69,7 @@ fn main() -> Result<(), String> {
         "rss_ratio_to_baseline": rss as f64 / baseline as f64,
         "certmonger_idle_rss_kib": certmonger_rss,
         "rss_ratio_to_certmonger": certmonger_rss.map(|theirs| rss as f64 / theirs as f64),
-        "note": "node-agent (release build) bootstrapped against signer serve with a one-year \
+        "note": "node-agent (as shipped: profile agent) bootstrapped against signer serve with a one-year \
                  client certificate, 15 s settling, then context switches of all threads counted; \
                  certmonger -s -n -B under dbus-run-session, no tracked certificates, started with \
                  the agent and measured at the same moment",

@@ -91,7 +91,7 @@ fn main() -> Result<(), String> {
         "target_ms": target,
         "p50_within_target": p50 <= target,
         "max_within_target": max <= target,
-        "note": "release node-agent with client and serving certificates on disk and the signer \
+        "note": "node-agent as shipped (profile agent) with client and serving certificates on disk and the signer \
                  stopped; downtime = SIGKILL -> first 200 from /healthz over HTTPS sent after the \
                  spawn; baseline = spawn -> exit of `node-agent --version`",
     }))

@@ -30,23 +30,29 @@ pub fn workspace_root() -> PathBuf {
 /// `cargo test --workspace` builds every binary whose package has integration tests before any
 /// test runs, next to the test executables' `deps/` directory; that build is used. When it is
 /// missing (e.g. `cargo test -p kubecert-tests` alone), the binary is built once with cargo, in
-/// the profile of the running executable (release for benchmarks).
+/// the profile of the running executable. Benchmarks (release) measure the node agent as
+/// shipped: built with the `agent` profile (Cargo.toml), in `target/agent/`.
 pub fn binary(name: &str) -> PathBuf {
     static BUILD: Mutex<()> = Mutex::new(());
     let exe = std::env::current_exe().expect("the test executable's path");
-    let profile_dir = exe.parent().and_then(Path::parent).expect("target/<profile>/deps/<test>");
+    let mut profile_dir =
+        exe.parent().and_then(Path::parent).expect("target/<profile>/deps/<test>").to_path_buf();
+    let mut profile = profile_dir.file_name().and_then(|dir| dir.to_str()).unwrap_or("dev").to_owned();
+    if profile == "release" && name == "node-agent" {
+        profile = "agent".to_owned();
+        profile_dir.set_file_name("agent");
+    }
     let path = profile_dir.join(name);
     let _one_build_at_a_time = BUILD.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     if !path.is_file() {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let release = profile_dir.file_name().is_some_and(|dir| dir == "release");
+        let profile = if profile == "debug" { "dev" } else { profile.as_str() };
         let status = Command::new(cargo)
-            .args(["build", "-p", name])
-            .args(release.then_some("--release"))
+            .args(["build", "-p", name, "--profile", profile])
             .current_dir(workspace_root())
             .status()
             .expect("run cargo build");
-        assert!(status.success(), "cargo build -p {name} failed");
+        assert!(status.success(), "cargo build -p {name} --profile {profile} failed");
     }
     assert!(path.is_file(), "{} was not built", path.display());
     path

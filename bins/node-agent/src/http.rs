@@ -12,8 +12,8 @@ use axum::http::StatusCode;
 use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse as _, Response};
 use axum::routing::get;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
+use hyper::server::conn::http1;
+use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
 use kubecert_reload::{HandshakeObserver, KeyExchange, LiveIdentity, LiveRoots, negotiated_group};
 use tokio::net::TcpListener;
@@ -114,8 +114,9 @@ pub async fn serve(
                 Err(_) => return debug!(%peer, "TLS handshake timed out"),
             };
             handshakes(negotiated_group(tls.get_ref().1));
-            let builder = auto::Builder::new(TokioExecutor::new());
-            let connection = builder.serve_connection(TokioIo::new(tls), TowerToHyperService::new(app));
+            // HTTP/1.1 only, as the ALPN above offers.
+            let connection =
+                http1::Builder::new().serve_connection(TokioIo::new(tls), TowerToHyperService::new(app));
             tokio::select! {
                 () = cancel.cancelled() => {}
                 served = connection => if let Err(e) = served { debug!(%peer, error = %e, "serving a connection") },
