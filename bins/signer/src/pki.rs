@@ -201,9 +201,11 @@ pub fn server_url(listen: SocketAddr) -> String {
     format!("https://{}", SocketAddr::new(ip, listen.port()))
 }
 
-/// DATA_DIR/admin.kubeconfig: kept when it points at `server` and trusts exactly
-/// `trusted_roots_pem` (the API's client CAs: a CA roll changes them), written anew otherwise
-/// with a certificate from `ca`.
+/// DATA_DIR/admin.kubeconfig: kept when it points at `server`, trusts exactly
+/// `trusted_roots_pem` (the API's client CAs: a CA roll changes them) and holds a certificate
+/// issued by `ca`; written anew otherwise with a certificate from `ca`. Following the signing CA
+/// means an activation re-issues it, so the retire that later drops the old root from the API's
+/// client CAs never strands a `signer ca retire` that read this file just before the API did.
 pub fn admin_kubeconfig(
     dir: &DataDir,
     ca: &CertificateAuthority,
@@ -212,8 +214,15 @@ pub fn admin_kubeconfig(
 ) -> Result<PathBuf> {
     let path = dir.admin_kubeconfig();
     let current = BootstrapKubeconfig::load(&path).ok().filter(|k| k.cluster.server == server);
-    let trusted = current.and_then(|k| k.cluster.certificate_authority.and_then(|ca| ca.read().ok()));
-    if trusted.is_some_and(|pem| pem == trusted_roots_pem) {
+    let keep = current.is_some_and(|k| {
+        let read = |source: Option<PemSource>| source.and_then(|pem| pem.read().ok());
+        let issued_by_ca =
+            read(k.client_certificate).and_then(|pem| parse_certificates_pem(&pem).ok()).is_some_and(
+                |chain| chain.first().is_some_and(|leaf| leaf.issuer_der == ca.certificate().subject.der),
+            );
+        issued_by_ca && read(k.cluster.certificate_authority).is_some_and(|pem| pem == trusted_roots_pem)
+    });
+    if keep {
         return Ok(path);
     }
     let mut template = CertificateTemplate::node_client("unused");
@@ -242,4 +251,42 @@ pub fn host_name() -> Option<String> {
     let name = std::fs::read_to_string("/proc/sys/kernel/hostname").ok()?;
     let name = name.trim();
     (!name.is_empty()).then(|| name.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use aws_lc_rs::rand::SystemRandom;
+
+    use super::*;
+
+    #[test]
+    fn the_admin_kubeconfig_follows_the_trusted_roots_and_the_signing_ca() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = DataDir::new(tmp.path());
+        let now = SystemTime::now();
+        let first = CertificateAuthority::generate("kc generation 1", now, &SystemRandom::new()).unwrap();
+        let second = CertificateAuthority::generate("kc generation 2", now, &SystemRandom::new()).unwrap();
+        let roots = format!("{}{}", first.certificate().to_pem(), second.certificate().to_pem());
+        let server = "https://127.0.0.1:6443";
+        let issuer = || {
+            let kubeconfig = BootstrapKubeconfig::load(&dir.admin_kubeconfig()).unwrap();
+            let pem = kubeconfig.client_certificate.unwrap().read().unwrap();
+            parse_certificates_pem(&pem).unwrap()[0].issuer_der.clone()
+        };
+
+        admin_kubeconfig(&dir, &first, roots.as_bytes(), server).unwrap();
+        let written = std::fs::read(dir.admin_kubeconfig()).unwrap();
+        admin_kubeconfig(&dir, &first, roots.as_bytes(), server).unwrap();
+        assert_eq!(std::fs::read(dir.admin_kubeconfig()).unwrap(), written, "kept while nothing changed");
+
+        // Activation: the same trusted roots, another signing CA.
+        admin_kubeconfig(&dir, &second, roots.as_bytes(), server).unwrap();
+        assert_eq!(issuer(), second.certificate().subject.der, "re-issued by the signing CA");
+        // Retirement: the roots change, the signing CA stays.
+        let after = second.certificate().to_pem();
+        admin_kubeconfig(&dir, &second, after.as_bytes(), server).unwrap();
+        let kubeconfig = BootstrapKubeconfig::load(&dir.admin_kubeconfig()).unwrap();
+        assert_eq!(kubeconfig.cluster.certificate_authority.unwrap().read().unwrap(), after.as_bytes());
+        assert_eq!(issuer(), second.certificate().subject.der);
+    }
 }
