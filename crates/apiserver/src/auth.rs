@@ -72,7 +72,7 @@ pub fn user_from_certificate(der: &[u8]) -> Option<UserInfo> {
     let groups = subject.iter_organization().filter_map(|o| o.as_str().ok().map(str::to_string)).collect();
     let mut user = UserInfo::authenticated(name, groups);
     let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, der);
-    let hex: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    let hex = kubecert_csr::hex(digest.as_ref());
     user.extra.insert("authentication.kubernetes.io/credential-id".into(), vec![format!("X509SHA256={hex}")]);
     Some(user)
 }

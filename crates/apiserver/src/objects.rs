@@ -38,7 +38,7 @@ pub(crate) fn new_uid() -> ApiResult<String> {
     let mut b: [u8; 16] = random_bytes()?;
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
-    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    let hex = kubecert_csr::hex(&b);
     Ok(format!("{}-{}-{}-{}-{}", &hex[0..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..32]))
 }
 

@@ -55,7 +55,7 @@ impl MaterialFingerprint {
 
 impl fmt::Debug for MaterialFingerprint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let hex: String = self.0[..8].iter().map(|b| format!("{b:02x}")).collect();
+        let hex = kubecert_csr::hex(&self.0[..8]);
         write!(f, "MaterialFingerprint({hex}…)")
     }
 }

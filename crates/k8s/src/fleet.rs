@@ -72,10 +72,6 @@ pub fn parse_time(s: &str) -> Option<SystemTime> {
     s.parse::<jiff::Timestamp>().ok().map(SystemTime::from)
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// The key id of a certificate's own key: its subject key identifier, else the leftmost 160
 /// bits of the SHA-256 of its public key.
 fn own_key_id(cert: &X509Certificate<'_>) -> String {
@@ -89,9 +85,9 @@ fn own_key_id(cert: &X509Certificate<'_>) -> String {
                 &aws_lc_rs::digest::SHA256,
                 &cert.public_key().subject_public_key.data,
             );
-            hex(&digest.as_ref()[..20])
+            kubecert_csr::hex(&digest.as_ref()[..20])
         },
-        |id| hex(&id),
+        |id| kubecert_csr::hex(&id),
     )
 }
 
@@ -99,7 +95,9 @@ fn own_key_id(cert: &X509Certificate<'_>) -> String {
 pub fn certificate_status(der: &[u8]) -> Option<CertificateStatus> {
     let (_, cert) = X509Certificate::from_der(der).ok()?;
     let issuer_key_id = cert.extensions().iter().find_map(|e| match e.parsed_extension() {
-        ParsedExtension::AuthorityKeyIdentifier(aki) => aki.key_identifier.as_ref().map(|id| hex(id.0)),
+        ParsedExtension::AuthorityKeyIdentifier(aki) => {
+            aki.key_identifier.as_ref().map(|id| kubecert_csr::hex(id.0))
+        }
         _ => None,
     });
     let validity = cert.validity();
